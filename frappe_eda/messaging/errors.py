@@ -1,0 +1,208 @@
+"""Every failure a caller of the messaging core may want to handle, each as its own class.
+
+The hierarchy mirrors the decisions the core takes:
+- ``InvalidMessage`` and its subclasses are bad input: recorded and dead-lettered at once, never retried.
+- ``PermanentFailure`` is raised by a handler that knows retrying cannot help.
+- ``PublishError`` means the broker did not take responsibility for a message; it is never "sent".
+Messages say what failed and what to do, because operators read them in the desk and in alerts.
+"""
+
+from __future__ import annotations
+
+
+class EdaError(Exception):
+	"""Base class of every error raised by frappe_eda."""
+
+
+class ConfigurationError(EdaError):
+	"""Settings that cannot work (bad URL, missing certificate, impossible retry policy)."""
+
+
+# --- connection -----------------------------------------------------------------------------------
+
+
+class BrokerUnavailable(EdaError):
+	"""The broker could not be reached (after the configured reconnect attempts)."""
+
+
+class WrongThreadError(EdaError):
+	"""A connection was used from a thread (or process) other than the one that opened it.
+
+	pika connections are not thread-safe; sharing one corrupts frames silently, so we refuse loudly.
+	"""
+
+
+class ConnectionAlreadyOpen(EdaError):
+	"""A second broker connection was opened in a process that already has one."""
+
+
+# --- topology -------------------------------------------------------------------------------------
+
+
+class TopologyMismatch(EdaError):
+	"""A queue or exchange exists on the broker with other arguments than the ones declared."""
+
+	def __init__(self, kind: str, name: str, argument: str, declared: str, existing: str, vhost: str = ""):
+		self.kind = kind
+		self.name = name
+		self.argument = argument
+		self.declared = declared
+		self.existing = existing
+		self.vhost = vhost
+		super().__init__(
+			f"{kind} {name!r} already exists with {argument}={existing!r} but was declared with "
+			f"{argument}={declared!r}; delete the {kind} (after draining it) or declare it with the "
+			f"existing value"
+		)
+
+
+# --- publishing -----------------------------------------------------------------------------------
+
+
+class PublishError(EdaError):
+	"""The broker did not confirm a message; it must not be reported as sent."""
+
+	def __init__(self, message: str, message_id: str = "", exchange: str = "", routing_key: str = ""):
+		self.message_id = message_id
+		self.exchange = exchange
+		self.routing_key = routing_key
+		super().__init__(message)
+
+
+class UnroutableMessage(PublishError):
+	"""A mandatory message matched no queue and came back with Basic.Return."""
+
+	def __init__(self, message_id: str, exchange: str, routing_key: str):
+		super().__init__(
+			f"no queue bound to {exchange or '(default exchange)'} with key {routing_key!r} "
+			f"(message {message_id}); declare the consumer first or check the routing key",
+			message_id,
+			exchange,
+			routing_key,
+		)
+
+
+class PublishNacked(PublishError):
+	"""The broker refused the message (Basic.Nack): a full queue with reject-publish, an internal error."""
+
+	def __init__(self, message_id: str, exchange: str, routing_key: str):
+		super().__init__(
+			f"broker refused message {message_id} to {exchange or '(default exchange)'} "
+			f"with key {routing_key!r} (Basic.Nack); check queue length limits and broker logs",
+			message_id,
+			exchange,
+			routing_key,
+		)
+
+
+class PublishNotConfirmed(PublishError):
+	"""No confirm arrived before the connection dropped or the timeout ran out; the outcome is unknown."""
+
+
+# --- bad input (dead-lettered at once) ------------------------------------------------------------
+
+
+class InvalidMessage(EdaError):
+	"""Input that no retry can fix. The consumer records it and dead-letters it at once."""
+
+
+class MessageTooLarge(InvalidMessage):
+	def __init__(self, size: int, limit: int):
+		self.size = size
+		self.limit = limit
+		super().__init__(f"body is {size} bytes, over the limit of {limit} bytes")
+
+
+class UnsupportedContentType(InvalidMessage):
+	def __init__(self, content_type: str | None):
+		self.content_type = content_type
+		super().__init__(
+			f"content type is {content_type!r}; frappe_eda messages are 'application/json'"
+		)
+
+
+class MalformedMessage(InvalidMessage):
+	"""The body is not a well-formed frappe_eda envelope."""
+
+
+class EmptyBody(MalformedMessage):
+	def __init__(self) -> None:
+		super().__init__("body is empty; expected a JSON envelope")
+
+
+class InvalidEncoding(MalformedMessage):
+	def __init__(self, position: int, reason: str):
+		self.position = position
+		super().__init__(f"body is not valid UTF-8 at byte {position}: {reason}")
+
+
+class InvalidJson(MalformedMessage):
+	def __init__(self, line: int, column: int, reason: str):
+		self.line = line
+		self.column = column
+		super().__init__(f"body is not valid JSON at line {line} column {column}: {reason}")
+
+
+class NestingTooDeep(MalformedMessage):
+	def __init__(self, limit: int):
+		self.limit = limit
+		super().__init__(f"body nests JSON deeper than {limit} levels")
+
+
+class DuplicateKey(MalformedMessage):
+	def __init__(self, key: str, where: str):
+		self.key = key
+		super().__init__(f"key {key!r} appears twice in {where}")
+
+
+class MissingMessageId(MalformedMessage):
+	def __init__(self, detail: str = "envelope has no 'id'"):
+		super().__init__(f"{detail}; every message needs a unique non-empty string id")
+
+
+class InvalidEnvelope(MalformedMessage):
+	"""A field of the envelope has the wrong type or value."""
+
+
+class InvalidHeader(InvalidMessage):
+	def __init__(self, header: str, value: object, expected: str):
+		self.header = header
+		super().__init__(f"header {header!r} is {value!r} ({type(value).__name__}); expected {expected}")
+
+
+class UnknownMessageType(InvalidMessage):
+	def __init__(self, routing_key: str, queue: str):
+		self.routing_key = routing_key
+		self.queue = queue
+		super().__init__(
+			f"no handler on queue {queue!r} subscribes to routing key {routing_key!r}; "
+			f"check the binding or register a handler for it"
+		)
+
+
+class SchemaViolation(InvalidMessage):
+	"""The payload breaks the JSON Schema registered for its message type."""
+
+	def __init__(self, message_type: str, problems: list[str]):
+		self.message_type = message_type
+		self.problems = problems
+		super().__init__(f"payload of {message_type!r} breaks its schema: " + "; ".join(problems))
+
+
+# --- handlers and replay --------------------------------------------------------------------------
+
+
+class PermanentFailure(EdaError):
+	"""Raise from a handler when retrying cannot succeed: the message is dead-lettered at once."""
+
+
+class DuplicateSubscription(ConfigurationError):
+	"""Two handlers were registered for one queue; a queue has exactly one handler."""
+
+
+class MessageNotFound(EdaError):
+	"""No stored message matches the id (and queue) asked for."""
+
+
+class ReplayRefused(EdaError):
+	"""Replaying would run a handler again on a message it already processed; pass force to do it."""

@@ -1,0 +1,146 @@
+"""Telling people that something failed: on dead-letter and on publish failure.
+
+Notices carry ids, routing keys and the error, never the payload (it may hold personal data or
+secrets). ``RateLimitedNotifier`` groups identical failures by fingerprint, so a broker outage that
+fails ten thousand publishes sends one alert per window saying how many it stood for.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from frappe_eda.messaging.envelope import utcnow
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTERED = "dead_letter"
+PUBLISH_FAILED = "publish_failed"
+
+
+@dataclass(frozen=True)
+class FailureNotice:
+	kind: str
+	message_id: str
+	routing_key: str
+	exception_type: str
+	error: str
+	fingerprint: str
+	queue: str = ""
+	handler: str = ""
+	attempt: int = 1
+	occurred_at: datetime = field(default_factory=utcnow)
+	suppressed: int = 0
+
+	def summary(self) -> str:
+		where = f"queue {self.queue}" if self.queue else "publish"
+		more = f" (+{self.suppressed} more like it)" if self.suppressed else ""
+		return f"[{self.kind}] {where}, key {self.routing_key}, message {self.message_id}: {self.exception_type}: {self.error}{more}"
+
+
+class Notifier(Protocol):
+	def notify(self, notice: FailureNotice) -> None: ...
+
+
+class LoggingNotifier:
+	def __init__(self, logger: logging.Logger | None = None) -> None:
+		self.logger = logger or logging.getLogger("frappe_eda.failures")
+
+	def notify(self, notice: FailureNotice) -> None:
+		self.logger.error(notice.summary())
+
+
+class SentryNotifier:
+	"""Sends notices to Sentry, grouped there by our fingerprint rather than by the stack of this call."""
+
+	def __init__(self, dsn: str | None = None, environment: str | None = None) -> None:
+		import sentry_sdk
+
+		self._sentry = sentry_sdk
+		if dsn:
+			sentry_sdk.init(dsn=dsn, environment=environment, send_default_pii=False)
+
+	def notify(self, notice: FailureNotice) -> None:
+		with self._sentry.new_scope() if hasattr(self._sentry, "new_scope") else self._sentry.push_scope() as scope:
+			scope.fingerprint = ["frappe_eda", notice.kind, notice.fingerprint]
+			scope.set_tag("eda.kind", notice.kind)
+			scope.set_tag("eda.queue", notice.queue or "-")
+			scope.set_tag("eda.routing_key", notice.routing_key)
+			scope.set_extra("message_id", notice.message_id)
+			scope.set_extra("suppressed", notice.suppressed)
+			self._sentry.capture_message(notice.summary(), level="error")
+
+
+class FanoutNotifier:
+	"""Several notifiers; one that raises does not stop the others or the worker."""
+
+	def __init__(self, notifiers: Iterable[Notifier]) -> None:
+		self.notifiers = list(notifiers)
+
+	def notify(self, notice: FailureNotice) -> None:
+		for notifier in self.notifiers:
+			try:
+				notifier.notify(notice)
+			except Exception:
+				log.exception("notifier %s failed; the failure itself is still recorded", type(notifier).__name__)
+
+
+class RateLimitedNotifier:
+	"""Passes the first notice of each (kind, fingerprint) per window; counts the rest into the next."""
+
+	def __init__(self, inner: Notifier, window_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic):
+		self.inner = inner
+		self.window = window_seconds
+		self.clock = clock
+		self._lock = threading.Lock()
+		self._groups: dict[tuple[str, str], _Group] = {}
+
+	def notify(self, notice: FailureNotice) -> None:
+		key = (notice.kind, notice.fingerprint)
+		now = self.clock()
+		with self._lock:
+			group = self._groups.get(key)
+			if group is not None and now - group.sent_at < self.window:
+				group.suppressed += 1
+				return
+			suppressed = group.suppressed if group else 0
+			self._groups[key] = _Group(sent_at=now)
+		self.inner.notify(replace(notice, suppressed=suppressed) if suppressed else notice)
+
+	def flush(self) -> None:
+		"""Send one notice per group that still holds suppressed failures (e.g. at worker shutdown)."""
+		with self._lock:
+			pending = {key: group.suppressed for key, group in self._groups.items() if group.suppressed}
+			for key in pending:
+				self._groups[key].suppressed = 0
+		for (kind, fp), count in pending.items():
+			self.inner.notify(
+				FailureNotice(
+					kind=kind,
+					message_id="",
+					routing_key="*",
+					exception_type="(grouped)",
+					error="identical failures since the last notice",
+					fingerprint=fp,
+					suppressed=count,
+				)
+			)
+
+
+@dataclass
+class _Group:
+	sent_at: float
+	suppressed: int = 0
+
+
+def build_notifier(sentry_dsn: str | None = None, extra: Iterable[Notifier] = (), window_seconds: float = 300.0) -> Notifier:
+	"""Logging always, Sentry when a DSN is configured, all behind one rate limit."""
+	notifiers: list[Any] = [LoggingNotifier(), *extra]
+	if sentry_dsn:
+		notifiers.append(SentryNotifier(sentry_dsn))
+	return RateLimitedNotifier(FanoutNotifier(notifiers), window_seconds)

@@ -1,0 +1,240 @@
+"""What happens to one delivery, decided without touching the broker.
+
+``DeliveryProcessor`` takes deliveries (bytes plus AMQP metadata) and, inside one store transaction,
+decodes, checks the inbox, validates, runs the handler and records the outcome. It returns a
+``Decision`` per delivery; the worker then carries the decisions out on the broker (republish to a
+retry tier or the dead-letter queue, then ack) only after the transaction committed. The test helper
+runs the same processor without a broker, so users' tests see the same decisions as production.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from frappe_eda.messaging.envelope import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, Message, decode
+from frappe_eda.messaging.errors import InvalidHeader, InvalidMessage, PermanentFailure, UnknownMessageType
+from frappe_eda.messaging.failure import error_record
+from frappe_eda.messaging.registry import HandlerRegistry, Subscription
+from frappe_eda.messaging.retry import RetryPolicy
+from frappe_eda.messaging.schema import SchemaRegistry
+from frappe_eda.messaging.store import Direction, ErrorRecord, MessageRecord, MessageStore, Status
+
+log = logging.getLogger(__name__)
+
+# Headers the core writes on retried, dead-lettered and replayed deliveries.
+ATTEMPT = "x-eda-attempt"
+ORIGINAL_ROUTING_KEY = "x-eda-routing-key"
+ORIGINAL_EXCHANGE = "x-eda-exchange"
+REPLAYED_BY = "x-eda-replayed-by"
+REPLAYED_AT = "x-eda-replayed-at"
+REPLAY_COUNT = "x-eda-replay-count"
+
+
+class Outcome(str, enum.Enum):
+	PROCESSED = "processed"
+	DUPLICATE = "duplicate"
+	RETRY = "retry"
+	DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Delivery:
+	"""A message as it came off a queue."""
+
+	queue: str
+	routing_key: str
+	body: bytes
+	exchange: str = ""
+	content_type: str | None = "application/json"
+	headers: Mapping[str, Any] = field(default_factory=dict)
+	redelivered: bool = False
+	delivery_tag: int = 0
+
+	@property
+	def original_routing_key(self) -> str:
+		"""Retries and replays reach the queue through the default exchange; the header keeps the real key."""
+		key = self.headers.get(ORIGINAL_ROUTING_KEY)
+		return key if isinstance(key, str) and key else self.routing_key
+
+	@property
+	def original_exchange(self) -> str:
+		exchange = self.headers.get(ORIGINAL_EXCHANGE)
+		return exchange if isinstance(exchange, str) else self.exchange
+
+
+@dataclass
+class Decision:
+	delivery: Delivery
+	outcome: Outcome
+	attempt: int
+	message: Message | None = None
+	error: ErrorRecord | None = None
+	retry_delay: float | None = None
+	handler: str = ""
+
+	@property
+	def message_id(self) -> str:
+		return self.message.id if self.message else ""
+
+
+@dataclass(frozen=True)
+class Limits:
+	max_bytes: int = DEFAULT_MAX_BYTES
+	max_depth: int = DEFAULT_MAX_DEPTH
+
+
+def attempt_of(delivery: Delivery) -> int:
+	"""The try number this delivery is; a header of the wrong type is bad input, not attempt 1."""
+	value = delivery.headers.get(ATTEMPT, 1)
+	if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+		raise InvalidHeader(ATTEMPT, value, "a positive integer")
+	return value
+
+
+class DeliveryProcessor:
+	def __init__(
+		self,
+		registry: HandlerRegistry,
+		store: MessageStore,
+		retry: RetryPolicy | None = None,
+		schemas: SchemaRegistry | None = None,
+		limits: Limits | None = None,
+	) -> None:
+		self.registry = registry
+		self.store = store
+		self.retry = retry or RetryPolicy()
+		self.schemas = schemas or SchemaRegistry()
+		self.limits = limits or Limits()
+
+	def process(self, deliveries: Sequence[Delivery]) -> list[Decision]:
+		"""Run a batch in one transaction; each delivery in a savepoint of its own."""
+		with self.store.transaction():
+			done: dict[str, set[str]] = {}
+			return [self._process_one(d, done) for d in deliveries]
+
+	def _process_one(self, delivery: Delivery, done: dict[str, set[str]]) -> Decision:
+		subscription = self.registry.for_queue(delivery.queue)
+		handler = subscription.name if subscription else ""
+		try:
+			attempt = attempt_of(delivery)
+		except InvalidHeader as e:
+			return self._dead(delivery, None, e, 1, handler)
+		try:
+			message = decode(delivery.body, delivery.content_type, self.limits.max_bytes, self.limits.max_depth)
+		except InvalidMessage as e:
+			return self._dead(delivery, None, e, attempt, handler)
+		if subscription is None or not subscription.accepts(delivery.original_routing_key):
+			return self._dead(delivery, message, UnknownMessageType(delivery.original_routing_key, delivery.queue), attempt, handler)
+		if self._already_processed(delivery.queue, message.id, done):
+			return Decision(delivery, Outcome.DUPLICATE, attempt, message, handler=handler)
+		try:
+			self.schemas.validate(message)
+		except InvalidMessage as e:
+			return self._dead(delivery, message, e, attempt, handler)
+		try:
+			with self.store.transaction():
+				subscription.handler(message)
+				self.store.save([self._record(delivery, message, Status.PROCESSED, attempt, subscription.name)])
+		except PermanentFailure as e:
+			return self._dead(delivery, message, e, attempt, handler)
+		except InvalidMessage as e:
+			return self._dead(delivery, message, e, attempt, handler)
+		except Exception as e:
+			return self._failed(delivery, message, e, attempt, subscription)
+		done.setdefault(delivery.queue, set()).add(message.id)
+		return Decision(delivery, Outcome.PROCESSED, attempt, message, handler=handler)
+
+	def _already_processed(self, queue: str, message_id: str, done: dict[str, set[str]]) -> bool:
+		return message_id in done.get(queue, ()) or bool(self.store.processed_ids(queue, [message_id]))
+
+	def _failed(
+		self, delivery: Delivery, message: Message, error: Exception, attempt: int, subscription: Subscription
+	) -> Decision:
+		policy = subscription.retry_policy(self.retry)
+		if not policy.should_retry(attempt):
+			return self._dead(delivery, message, error, attempt, subscription.name)
+		record = error_record(error, message.id, Direction.INCOMING, attempt, delivery.queue, subscription.name)
+		self._store_failure(delivery, message, Status.FAILED, attempt, subscription.name, record)
+		return Decision(
+			delivery,
+			Outcome.RETRY,
+			attempt,
+			message,
+			record,
+			retry_delay=policy.delay_after(attempt),
+			handler=subscription.name,
+		)
+
+	def _dead(
+		self, delivery: Delivery, message: Message | None, error: Exception, attempt: int, handler: str
+	) -> Decision:
+		message_id = message.id if message else _fallback_id(delivery)
+		record = error_record(error, message_id, Direction.INCOMING, attempt, delivery.queue, handler)
+		self._store_failure(delivery, message, Status.DEAD, attempt, handler, record)
+		return Decision(delivery, Outcome.DEAD, attempt, message, record, handler=handler)
+
+	def _store_failure(
+		self,
+		delivery: Delivery,
+		message: Message | None,
+		status: Status,
+		attempt: int,
+		handler: str,
+		error: ErrorRecord,
+	) -> None:
+		record = self._record(delivery, message, status, attempt, handler)
+		record.message_id = error.message_id
+		record.last_error = f"{error.exception_type}: {error.error}"
+		self.store.save([record])
+		self.store.add_error(error)
+
+	def _record(
+		self, delivery: Delivery, message: Message | None, status: Status, attempt: int, handler: str
+	) -> MessageRecord:
+		return MessageRecord(
+			message_id=message.id if message else _fallback_id(delivery),
+			direction=Direction.INCOMING,
+			status=status,
+			routing_key=delivery.original_routing_key,
+			body=_body_text(delivery.body),
+			exchange=delivery.original_exchange,
+			queue=delivery.queue,
+			handler=handler,
+			message_type=message.type if message else "",
+			headers=_plain_headers(delivery.headers),
+			attempts=attempt,
+			replay_count=_replay_count(delivery.headers),
+		)
+
+
+def _fallback_id(delivery: Delivery) -> str:
+	"""Bad input may have no usable id; derive a stable one so a redelivery updates the same record."""
+	import hashlib
+
+	digest = hashlib.sha1(delivery.body + delivery.queue.encode() + delivery.routing_key.encode()).hexdigest()
+	return f"invalid-{digest[:24]}"
+
+
+def _body_text(body: bytes) -> str:
+	"""Stored as text; bytes that are not UTF-8 are kept visible (and replayable as they were) via escapes."""
+	return body.decode("utf-8", errors="backslashreplace")
+
+
+def _plain_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+	plain: dict[str, Any] = {}
+	for key, value in headers.items():
+		if isinstance(value, bytes):
+			value = value.decode("utf-8", errors="backslashreplace")
+		elif not isinstance(value, str | int | float | bool | type(None) | list | dict):
+			value = str(value)
+		plain[str(key)] = value
+	return plain
+
+
+def _replay_count(headers: Mapping[str, Any]) -> int:
+	value = headers.get(REPLAY_COUNT, 0)
+	return value if isinstance(value, int) and not isinstance(value, bool) else 0

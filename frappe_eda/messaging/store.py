@@ -1,0 +1,154 @@
+"""What the core persists, and the one interface every store implements.
+
+The core never talks to a database directly: it hands ``MessageRecord`` and ``ErrorRecord`` values to a
+``MessageStore``. The SQL store (plain services) and the Frappe store (DocTypes) implement it, and both
+must pass the contract suite in ``frappe_eda.testing.store_contract``.
+
+A stored message is keyed by (message_id, direction, queue): an outgoing message has queue "" and one
+record; an incoming message has one record per queue that consumed it, because each queue has its own
+handler and its own outcome. The inbox is simply "a PROCESSED incoming record exists for this key".
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from frappe_eda.messaging.envelope import utcnow
+
+
+class Direction(str, enum.Enum):
+	OUTGOING = "out"
+	INCOMING = "in"
+
+
+class Status(str, enum.Enum):
+	# outgoing
+	PENDING = "pending"
+	PUBLISHED = "published"
+	# both: outgoing = the broker refused it; incoming = the handler failed and a retry is scheduled
+	FAILED = "failed"
+	# incoming
+	RECEIVED = "received"
+	PROCESSED = "processed"
+	DEAD = "dead"
+
+
+OUTGOING_STATUSES = (Status.PENDING, Status.PUBLISHED, Status.FAILED)
+INCOMING_STATUSES = (Status.RECEIVED, Status.PROCESSED, Status.FAILED, Status.DEAD)
+
+
+@dataclass
+class MessageRecord:
+	"""A produced or consumed message as stored. ``body`` is the exact envelope text that was sent."""
+
+	message_id: str
+	direction: Direction
+	status: Status
+	routing_key: str
+	body: str
+	exchange: str = ""
+	queue: str = ""
+	handler: str = ""
+	message_type: str = ""
+	headers: dict[str, Any] = field(default_factory=dict)
+	attempts: int = 0
+	last_error: str = ""
+	replay_count: int = 0
+	replay_of: str = ""
+	resolved: bool = False
+	created_at: datetime = field(default_factory=utcnow)
+	updated_at: datetime = field(default_factory=utcnow)
+
+	@property
+	def key(self) -> tuple[str, Direction, str]:
+		return (self.message_id, self.direction, self.queue)
+
+
+@dataclass
+class ErrorRecord:
+	"""One failure of one attempt. ``fingerprint`` groups identical failures across messages."""
+
+	message_id: str
+	direction: Direction
+	exception_type: str
+	error: str
+	fingerprint: str
+	attempt: int = 1
+	queue: str = ""
+	handler: str = ""
+	traceback: str = ""
+	occurred_at: datetime = field(default_factory=utcnow)
+	resolved: bool = False
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+	"""Which stored messages a query or a replay selects. Empty fields select everything."""
+
+	direction: Direction | None = None
+	statuses: tuple[Status, ...] = ()
+	routing_key: str | None = None
+	queue: str | None = None
+	since: datetime | None = None
+	until: datetime | None = None
+	message_ids: tuple[str, ...] = ()
+	limit: int = 1000
+
+
+class MessageStore(ABC):
+	"""Durable home of every message and error. Writes inside ``transaction()`` commit together."""
+
+	@abstractmethod
+	def transaction(self) -> AbstractContextManager[Any]:
+		"""Group writes atomically; nested calls are savepoints, so one message can roll back alone."""
+
+	@abstractmethod
+	def save(self, records: Sequence[MessageRecord]) -> None:
+		"""Insert or replace records by key (message_id, direction, queue); ``updated_at`` is refreshed."""
+
+	@abstractmethod
+	def set_status(
+		self,
+		direction: Direction,
+		message_ids: Sequence[str],
+		status: Status,
+		queue: str = "",
+		last_error: str | None = None,
+	) -> None:
+		"""Move existing records to ``status`` in one write (e.g. a batch of confirms)."""
+
+	@abstractmethod
+	def get(self, message_id: str, direction: Direction, queue: str = "") -> MessageRecord | None: ...
+
+	@abstractmethod
+	def find(self, query: MessageFilter) -> list[MessageRecord]:
+		"""Matching records, oldest first (the order an outbox must be relayed in)."""
+
+	@abstractmethod
+	def processed_ids(self, queue: str, message_ids: Iterable[str]) -> set[str]:
+		"""The inbox: which of ``message_ids`` were already PROCESSED by ``queue``'s handler."""
+
+	@abstractmethod
+	def add_error(self, error: ErrorRecord) -> None: ...
+
+	@abstractmethod
+	def errors(self, message_id: str, queue: str | None = None) -> list[ErrorRecord]:
+		"""Errors of a message, oldest first; ``queue=None`` returns those of every queue."""
+
+	@abstractmethod
+	def counts(self) -> dict[tuple[Direction, Status], int]: ...
+
+	@abstractmethod
+	def delete_finished(self, before: datetime) -> int:
+		"""Retention: delete PROCESSED and PUBLISHED records (and their errors) last updated before
+		``before``; FAILED and DEAD stay until resolved. Returns how many messages were deleted."""
+
+	def close(self) -> None:  # noqa: B027 - optional hook
+		"""Release connections; a store without any needs nothing here."""
+
