@@ -75,6 +75,8 @@ class Decision:
 	error: ErrorRecord | None = None
 	retry_delay: float | None = None
 	handler: str = ""
+	# Set by the worker when the broker refused the follow-up copy: reject so the queue dead-letters it.
+	reject: bool = False
 
 	@property
 	def message_id(self) -> str:

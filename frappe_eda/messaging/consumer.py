@@ -1,0 +1,339 @@
+"""The worker: a single-threaded consumer loop that acks only what is durably recorded.
+
+The loop thread owns the connection and never blocks on user code: handlers (and the store writes
+that go with them) run on one dedicated handler thread, while the loop keeps servicing the
+connection, so a handler that runs longer than the heartbeat interval does not cost the connection.
+When a batch is done the handler thread wakes the loop with ``add_callback_threadsafe`` (the one pika
+call that is safe from another thread).
+
+Per batch: the ``DeliveryProcessor`` commits every outcome in one transaction; then retries and
+dead letters are republished with confirms; then the batch is acked with one ``multiple`` ack. A
+crash at any point before the ack redelivers the batch, and the inbox turns what was already
+processed into duplicates that are acked without running the handler again.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import FrameType
+from typing import Any
+
+from frappe_eda.messaging.connection import CONNECTION_ERRORS, BrokerConnection
+from frappe_eda.messaging.errors import BrokerUnavailable
+from frappe_eda.messaging.notify import DEAD_LETTERED, FailureNotice, Notifier
+from frappe_eda.messaging.processing import (
+	ATTEMPT,
+	ORIGINAL_EXCHANGE,
+	ORIGINAL_ROUTING_KEY,
+	Decision,
+	Delivery,
+	DeliveryProcessor,
+	Limits,
+	Outcome,
+)
+from frappe_eda.messaging.publisher import Envelope, Publisher
+from frappe_eda.messaging.registry import HandlerRegistry, Subscription
+from frappe_eda.messaging.retry import RetryPolicy
+from frappe_eda.messaging.schema import SchemaRegistry
+from frappe_eda.messaging.store import MessageStore
+from frappe_eda.messaging.topology import (
+	DEFAULT_DELIVERY_LIMIT,
+	TopologyDeclarer,
+	dead_letter_queue,
+	retry_queue,
+	topology_for,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_HEADER = 1000
+
+
+@dataclass
+class WorkerStats:
+	processed: int = 0
+	duplicates: int = 0
+	retried: int = 0
+	dead: int = 0
+	reconnects: int = 0
+	started_at: float = field(default_factory=time.monotonic)
+
+	@property
+	def handled(self) -> int:
+		return self.processed + self.duplicates + self.retried + self.dead
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+	prefetch: int = 100
+	poll_seconds: float = 1.0
+	default_queue_type: str = "classic"
+	delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+	limits: Limits = field(default_factory=Limits)
+
+
+class Worker:
+	"""Consumes the queues of ``registry``'s handlers (or only ``queues``) until stopped."""
+
+	def __init__(
+		self,
+		connection: BrokerConnection,
+		registry: HandlerRegistry,
+		store: MessageStore,
+		*,
+		queues: Iterable[str] | None = None,
+		retry: RetryPolicy | None = None,
+		schemas: SchemaRegistry | None = None,
+		notifier: Notifier | None = None,
+		options: WorkerOptions | None = None,
+		handler_thread_initializer: Callable[[], None] | None = None,
+	) -> None:
+		self.connection = connection
+		self.registry = registry
+		self.store = store
+		self.options = options or WorkerOptions()
+		self.retry = retry or RetryPolicy()
+		self.notifier = notifier
+		self.subscriptions: list[Subscription] = registry.select(queues)
+		self.processor = DeliveryProcessor(registry, store, self.retry, schemas, self.options.limits)
+		self.publisher = Publisher(connection)
+		self.stats = WorkerStats()
+		self._executor = ThreadPoolExecutor(
+			max_workers=1, thread_name_prefix="eda-handler", initializer=handler_thread_initializer
+		)
+		self._buffer: list[Delivery] = []
+		self._channel: Any = None
+		self._stopping = threading.Event()
+
+	# --- life cycle -------------------------------------------------------------------------------
+
+	def declare(self) -> None:
+		"""Create exchanges, work queues, delay tiers and dead-letter queues (idempotent)."""
+		declarer = TopologyDeclarer(self.connection)
+		try:
+			declarer.declare(
+				topology_for(
+					self.subscriptions,
+					self.retry,
+					self.options.default_queue_type,
+					self.options.delivery_limit,
+				)
+			)
+		finally:
+			declarer.close()
+
+	def run(
+		self,
+		*,
+		max_messages: int | None = None,
+		idle_timeout: float | None = None,
+		until: Callable[[WorkerStats], bool] | None = None,
+	) -> WorkerStats:
+		"""Consume until ``stop()``, a signal, ``max_messages`` handled, ``idle_timeout`` seconds idle,
+		or ``until(stats)`` is true (demos and tests wait for an outcome this way)."""
+		if not self.subscriptions:
+			raise BrokerUnavailable("no handlers to run: register handlers with @subscribe first")
+		self._start()
+		last_activity = time.monotonic()
+		try:
+			while not self._stopping.is_set():
+				try:
+					self.connection.process_events(self.options.poll_seconds)
+					if self._buffer:
+						self._handle(self._take_buffer())
+						last_activity = time.monotonic()
+				except CONNECTION_ERRORS as e:
+					self._recover(e)
+					last_activity = time.monotonic()
+					continue
+				if max_messages is not None and self.stats.handled >= max_messages:
+					break
+				if until is not None and until(self.stats):
+					break
+				if idle_timeout is not None and time.monotonic() - last_activity >= idle_timeout:
+					break
+		finally:
+			self._finish()
+		return self.stats
+
+	def stop(self) -> None:
+		"""Ask the loop to stop after the batch in hand; safe from signal handlers and other threads."""
+		self._stopping.set()
+
+	def install_signal_handlers(self) -> None:
+		"""SIGTERM/SIGINT finish the batch in hand, ack it and stop; nothing is lost."""
+
+		def handle(signum: int, _frame: FrameType | None) -> None:
+			log.info("received %s; finishing the batch in hand, then stopping", signal.Signals(signum).name)
+			self.stop()
+
+		signal.signal(signal.SIGTERM, handle)
+		signal.signal(signal.SIGINT, handle)
+
+	def close(self) -> None:
+		self._executor.shutdown(wait=True)
+
+	# --- the loop ---------------------------------------------------------------------------------
+
+	def _start(self) -> None:
+		self.declare()
+		self._channel = self.connection.channel()
+		self._channel.basic_qos(prefetch_count=self.options.prefetch)
+		for subscription in self.subscriptions:
+			self._channel.basic_consume(
+				subscription.queue,
+				on_message_callback=lambda _ch, method, props, body, q=subscription.queue: (
+					self._buffer.append(
+						Delivery(
+							queue=q,
+							routing_key=method.routing_key,
+							body=body,
+							exchange=method.exchange,
+							content_type=props.content_type,
+							headers=props.headers or {},
+							redelivered=method.redelivered,
+							delivery_tag=method.delivery_tag,
+						)
+					)
+				),
+			)
+		log.info("consuming %s", ", ".join(s.queue for s in self.subscriptions))
+
+	def _take_buffer(self) -> list[Delivery]:
+		batch, self._buffer = self._buffer, []
+		return batch
+
+	def _handle(self, batch: Sequence[Delivery]) -> None:
+		decisions = self._run_on_handler_thread(batch)
+		self._notify_dead(decisions)
+		self._republish(decisions)
+		self._ack(decisions)
+		for decision in decisions:
+			self._count(decision.outcome)
+
+	def _run_on_handler_thread(self, batch: Sequence[Delivery]) -> list[Decision]:
+		"""Keep servicing the connection (heartbeats) while the handler thread works."""
+		raw = self.connection.blocking
+		future: Future[list[Decision]] = self._executor.submit(self.processor.process, batch)
+		future.add_done_callback(lambda _f: raw.add_callback_threadsafe(lambda: None))
+		while not future.done():
+			raw.process_data_events(time_limit=self.options.poll_seconds)
+		return future.result()
+
+	def _republish(self, decisions: Sequence[Decision]) -> None:
+		envelopes = {}
+		for decision in decisions:
+			envelope = self._follow_up(decision)
+			if envelope is not None:
+				envelopes[decision.delivery.delivery_tag] = envelope
+		if not envelopes:
+			return
+		report = self.publisher.send(list(envelopes.values()))
+		refused = set(report.failed)
+		for decision in decisions:
+			envelope = envelopes.get(decision.delivery.delivery_tag)
+			if envelope is not None and envelope.message_id in refused:
+				# The broker refused the copy (e.g. a delay queue was deleted): let the work queue's own
+				# dead-letter route park the original instead of losing or looping it.
+				log.error(
+					"could not republish %s: %s", envelope.message_id, report.failed[envelope.message_id]
+				)
+				decision.outcome = Outcome.DEAD
+				decision.reject = True
+
+	def _follow_up(self, decision: Decision) -> Envelope | None:
+		delivery = decision.delivery
+		headers = dict(delivery.headers)
+		headers[ORIGINAL_ROUTING_KEY] = delivery.original_routing_key
+		headers[ORIGINAL_EXCHANGE] = delivery.original_exchange
+		if decision.outcome is Outcome.RETRY:
+			assert decision.retry_delay is not None
+			headers[ATTEMPT] = decision.attempt + 1
+			target = retry_queue(delivery.queue, decision.retry_delay)
+		elif decision.outcome is Outcome.DEAD:
+			error = decision.error
+			headers[ATTEMPT] = decision.attempt
+			headers["x-eda-dead-at"] = datetime.now(timezone.utc).isoformat()
+			if error is not None:
+				headers["x-eda-error-type"] = error.exception_type
+				headers["x-eda-error"] = error.error[:MAX_ERROR_HEADER]
+				headers["x-eda-fingerprint"] = error.fingerprint
+			target = dead_letter_queue(delivery.queue)
+		else:
+			return None
+		return Envelope(
+			message_id=decision.message_id or (decision.error.message_id if decision.error else ""),
+			exchange="",
+			routing_key=target,
+			body=delivery.body,
+			headers=headers,
+			content_type=delivery.content_type,
+		)
+
+	def _ack(self, decisions: Sequence[Decision]) -> None:
+		nacked = [d.delivery.delivery_tag for d in decisions if d.reject]
+		for tag in nacked:
+			self._channel.basic_nack(tag, requeue=False)
+		if not nacked:
+			self._channel.basic_ack(max(d.delivery.delivery_tag for d in decisions), multiple=True)
+			return
+		for decision in decisions:
+			if decision.delivery.delivery_tag not in nacked:
+				self._channel.basic_ack(decision.delivery.delivery_tag)
+
+	def _notify_dead(self, decisions: Sequence[Decision]) -> None:
+		if self.notifier is None:
+			return
+		for decision in decisions:
+			if decision.outcome is Outcome.DEAD and decision.error is not None:
+				error = decision.error
+				self.notifier.notify(
+					FailureNotice(
+						kind=DEAD_LETTERED,
+						message_id=error.message_id,
+						routing_key=decision.delivery.original_routing_key,
+						exception_type=error.exception_type,
+						error=error.error,
+						fingerprint=error.fingerprint,
+						queue=decision.delivery.queue,
+						handler=decision.handler,
+						attempt=decision.attempt,
+					)
+				)
+
+	def _count(self, outcome: Outcome) -> None:
+		if outcome is Outcome.PROCESSED:
+			self.stats.processed += 1
+		elif outcome is Outcome.DUPLICATE:
+			self.stats.duplicates += 1
+		elif outcome is Outcome.RETRY:
+			self.stats.retried += 1
+		else:
+			self.stats.dead += 1
+
+	def _recover(self, error: BaseException) -> None:
+		"""The connection or channel died: whatever was not acked comes back; connect and consume again."""
+		log.warning("lost the broker (%s: %s); reconnecting", type(error).__name__, error)
+		self._buffer.clear()
+		self.stats.reconnects += 1
+		self.publisher.close()
+		self.connection.reconnect()
+		self._start()
+
+	def _finish(self) -> None:
+		"""Stop consuming; prefetched deliveries not yet handled go back to the queue unacked."""
+		self._buffer.clear()
+		channel, self._channel = self._channel, None
+		if channel is not None and channel.is_open:
+			try:
+				channel.close()
+			except CONNECTION_ERRORS:
+				pass
+		self.publisher.close()

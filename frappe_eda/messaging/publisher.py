@@ -1,0 +1,369 @@
+"""Confirmed, mandatory publishing with pipelined confirms.
+
+A message is "sent" only when the broker confirmed it (Basic.Ack) and did not return it as
+unroutable (Basic.Return). Waiting for each confirm in turn caps throughput at one round trip per
+message, so ``Publisher`` keeps a window of messages in flight and matches confirms (including
+``multiple`` acks) back to message ids as they arrive.
+
+pika's ``BlockingChannel`` only offers confirms one message at a time, so ``_ConfirmWindow`` uses the
+channel's underlying asynchronous ``Channel`` for ``confirm_delivery`` and ``basic_publish``; it is
+the one place in the project that touches pika internals (``_impl``, ``_flush_output``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pika
+import pika.spec
+from pika.adapters.blocking_connection import BlockingChannel
+
+from frappe_eda.messaging.connection import CONNECTION_ERRORS, BrokerConnection
+from frappe_eda.messaging.envelope import CONTENT_TYPE, Message, encode
+from frappe_eda.messaging.errors import (
+	BrokerUnavailable,
+	PublishError,
+	PublishNacked,
+	PublishNotConfirmed,
+	UnroutableMessage,
+)
+from frappe_eda.messaging.failure import error_record
+from frappe_eda.messaging.notify import PUBLISH_FAILED, FailureNotice, Notifier
+from frappe_eda.messaging.schema import SchemaRegistry
+from frappe_eda.messaging.store import Direction, MessageRecord, MessageStore, Status
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXCHANGE = "eda.events"
+RESENDABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, PublishNotConfirmed)
+
+
+@dataclass(frozen=True)
+class Envelope:
+	"""Bytes ready for the wire, with where they go."""
+
+	message_id: str
+	exchange: str
+	routing_key: str
+	body: bytes
+	message_type: str = ""
+	correlation_id: str | None = None
+	source: str = ""
+	headers: Mapping[str, Any] = field(default_factory=dict)
+	mandatory: bool = True
+	content_type: str | None = CONTENT_TYPE
+
+	def properties(self) -> pika.BasicProperties:
+		return pika.BasicProperties(
+			content_type=self.content_type,
+			delivery_mode=pika.DeliveryMode.Persistent,
+			message_id=self.message_id,
+			type=self.message_type or None,
+			correlation_id=self.correlation_id,
+			app_id=self.source or None,
+			timestamp=int(time.time()),
+			headers=dict(self.headers) or None,
+		)
+
+
+@dataclass
+class SendReport:
+	"""What the broker said about each envelope: confirmed ids and the error of every failed one."""
+
+	confirmed: list[str] = field(default_factory=list)
+	failed: dict[str, PublishError] = field(default_factory=dict)
+
+	def raise_first(self) -> None:
+		if self.failed:
+			raise next(iter(self.failed.values()))
+
+
+class _ConfirmWindow:
+	"""A channel in confirm mode that tracks many unconfirmed publishes at once."""
+
+	def __init__(self, channel: BlockingChannel) -> None:
+		self.channel = channel
+		self._impl = channel._impl
+		self._next_tag = 1
+		self._outstanding: dict[int, Envelope] = {}
+		self._returned: set[str] = set()
+		self.report = SendReport()
+		selected: list[bool] = []
+		self._impl.add_on_return_callback(self._on_return)
+		self._impl.confirm_delivery(
+			ack_nack_callback=self._on_confirm, callback=lambda _frame: selected.append(True)
+		)
+		channel._flush_output(lambda: bool(selected))
+
+	def publish(self, envelope: Envelope) -> None:
+		self._impl.basic_publish(
+			exchange=envelope.exchange,
+			routing_key=envelope.routing_key,
+			body=envelope.body,
+			properties=envelope.properties(),
+			mandatory=envelope.mandatory,
+		)
+		self._outstanding[self._next_tag] = envelope
+		self._next_tag += 1
+
+	@property
+	def in_flight(self) -> int:
+		return len(self._outstanding)
+
+	def unconfirmed(self) -> list[Envelope]:
+		return list(self._outstanding.values())
+
+	def wait(self, at_most: int, timeout: float) -> None:
+		"""Flush and process confirms until no more than ``at_most`` remain unconfirmed."""
+		deadline = time.monotonic() + timeout
+		connection = self.channel.connection
+		wake = connection.call_later(timeout, lambda: None)
+		try:
+			self.channel._flush_output(
+				lambda: len(self._outstanding) <= at_most or time.monotonic() >= deadline
+			)
+		finally:
+			connection.remove_timeout(wake)
+		if len(self._outstanding) > at_most:
+			raise PublishNotConfirmed(f"{len(self._outstanding)} messages unconfirmed after {timeout:.0f}s")
+
+	def _on_return(self, _channel: Any, method: Any, properties: pika.BasicProperties, _body: bytes) -> None:
+		if properties.message_id:
+			self._returned.add(properties.message_id)
+
+	def _on_confirm(self, frame: Any) -> None:
+		method = frame.method
+		acked = isinstance(method, pika.spec.Basic.Ack)
+		tags = (
+			[t for t in self._outstanding if t <= method.delivery_tag]
+			if method.multiple
+			else [method.delivery_tag]
+		)
+		for tag in tags:
+			envelope = self._outstanding.pop(tag, None)
+			if envelope is None:
+				continue
+			if not acked:
+				self.report.failed[envelope.message_id] = PublishNacked(
+					envelope.message_id, envelope.exchange, envelope.routing_key
+				)
+			elif envelope.message_id in self._returned:
+				self._returned.discard(envelope.message_id)
+				self.report.failed[envelope.message_id] = UnroutableMessage(
+					envelope.message_id, envelope.exchange, envelope.routing_key
+				)
+			else:
+				self.report.confirmed.append(envelope.message_id)
+
+
+class Publisher:
+	"""Publishes on its own channel of the shared connection; records every message when given a store.
+
+	With a store, each message is saved PENDING before it is sent and marked PUBLISHED or FAILED from
+	the broker's answer (both as one write per batch). A message whose confirm never came (connection
+	lost, then reconnect attempts exhausted) stays PENDING: ``OutboxRelay`` sends it again later, and
+	consumers drop the possible duplicate through their inbox.
+	"""
+
+	def __init__(
+		self,
+		connection: BrokerConnection,
+		store: MessageStore | None = None,
+		*,
+		schemas: SchemaRegistry | None = None,
+		notifier: Notifier | None = None,
+		exchange: str = DEFAULT_EXCHANGE,
+		source: str = "",
+		window: int = 512,
+		confirm_timeout: float = 30.0,
+		resend_attempts: int = 3,
+	) -> None:
+		self.connection = connection
+		self.store = store
+		self.schemas = schemas or SchemaRegistry()
+		self.notifier = notifier
+		self.exchange = exchange
+		self.source = source
+		self.window = max(1, window)
+		self.confirm_timeout = confirm_timeout
+		self.resend_attempts = resend_attempts
+		self._channel: BlockingChannel | None = None
+
+	# --- the API ----------------------------------------------------------------------------------
+
+	def publish(
+		self,
+		message: Message | str,
+		payload: Any = None,
+		*,
+		exchange: str | None = None,
+		routing_key: str | None = None,
+	) -> Message:
+		"""Publish one message and return it once confirmed; raise the ``PublishError`` otherwise."""
+		if isinstance(message, str):
+			message = Message(type=message, payload={} if payload is None else payload, source=self.source)
+		report = self.publish_many([message], exchange=exchange, routing_key=routing_key)
+		report.raise_first()
+		return message
+
+	def publish_many(
+		self,
+		messages: Iterable[Message],
+		*,
+		exchange: str | None = None,
+		routing_key: str | None = None,
+	) -> SendReport:
+		"""Validate all, record all as pending, send with pipelined confirms, record the outcomes."""
+		messages = list(messages)
+		for message in messages:
+			self.schemas.validate(message)
+		target = self.exchange if exchange is None else exchange
+		envelopes = [self._envelope(m, target, routing_key or m.type) for m in messages]
+		if self.store is not None:
+			with self.store.transaction():
+				self.store.save([_outgoing_record(e, m) for e, m in zip(envelopes, messages, strict=True)])
+		return self.send_recorded(envelopes)
+
+	def send_recorded(self, envelopes: Sequence[Envelope]) -> SendReport:
+		"""Send envelopes whose PENDING records already exist (the outbox relay and replay use this)."""
+		report = self.send(envelopes)
+		if self.store is not None:
+			self._record_outcomes(envelopes, report)
+		self._notify_failures(envelopes, report)
+		return report
+
+	def send(self, envelopes: Sequence[Envelope]) -> SendReport:
+		"""Send with confirms, reconnecting and re-sending the unconfirmed after a dropped connection.
+
+		Raises ``BrokerUnavailable`` when the broker stays away; the unconfirmed are then in neither
+		list of the report's, and the caller must treat them as not sent.
+		"""
+		pending = list(envelopes)
+		total = SendReport()
+		for attempt in range(self.resend_attempts + 1):
+			window: _ConfirmWindow | None = None
+			sent = 0
+			try:
+				window = self._open_window()
+				for envelope in pending:
+					if window.in_flight >= self.window:
+						window.wait(self.window // 2, self.confirm_timeout)
+					window.publish(envelope)
+					sent += 1
+				window.wait(0, self.confirm_timeout)
+				return _merge(total, window.report)
+			except RESENDABLE as e:
+				unconfirmed = window.unconfirmed() if window else []
+				if window is not None:
+					_merge(total, window.report)
+				pending = unconfirmed + pending[sent:]
+				self._channel = None
+				if attempt == self.resend_attempts:
+					raise BrokerUnavailable(
+						f"{len(pending)} messages unconfirmed after {attempt + 1} tries: {type(e).__name__}: {e}"
+					) from e
+				log.warning(
+					"publish interrupted (%s); reconnecting to resend %d", type(e).__name__, len(pending)
+				)
+				self._reconnect()
+		return total
+
+	def close(self) -> None:
+		if self._channel is not None and self._channel.is_open:
+			try:
+				self._channel.close()
+			except CONNECTION_ERRORS:
+				pass
+		self._channel = None
+
+	# --- internals --------------------------------------------------------------------------------
+
+	def _open_window(self) -> _ConfirmWindow:
+		self._channel = self.connection.channel()
+		return _ConfirmWindow(self._channel)
+
+	def _reconnect(self) -> None:
+		try:
+			self.connection.reconnect()
+		except BrokerUnavailable:
+			raise
+		except Exception as e:  # a half-dead socket can fail in many ways; all mean "connect again"
+			raise BrokerUnavailable(f"reconnect failed: {type(e).__name__}: {e}") from e
+
+	def _envelope(self, message: Message, exchange: str, routing_key: str) -> Envelope:
+		return Envelope(
+			message_id=message.id,
+			exchange=exchange,
+			routing_key=routing_key,
+			body=encode(message),
+			message_type=message.type,
+			correlation_id=message.correlation_id,
+			source=message.source or self.source,
+		)
+
+	def _record_outcomes(self, envelopes: Sequence[Envelope], report: SendReport) -> None:
+		assert self.store is not None
+		with self.store.transaction():
+			if report.confirmed:
+				self.store.set_status(Direction.OUTGOING, report.confirmed, Status.PUBLISHED)
+			for message_id, error in report.failed.items():
+				record = error_record(error, message_id, Direction.OUTGOING)
+				self.store.set_status(
+					Direction.OUTGOING,
+					[message_id],
+					Status.FAILED,
+					last_error=f"{record.exception_type}: {error}",
+				)
+				self.store.add_error(record)
+
+	def _notify_failures(self, envelopes: Sequence[Envelope], report: SendReport) -> None:
+		if self.notifier is None or not report.failed:
+			return
+		for message_id, error in report.failed.items():
+			record = error_record(error, message_id, Direction.OUTGOING)
+			self.notifier.notify(
+				FailureNotice(
+					kind=PUBLISH_FAILED,
+					message_id=message_id,
+					routing_key=error.routing_key,
+					exception_type=record.exception_type,
+					error=record.error,
+					fingerprint=record.fingerprint,
+				)
+			)
+
+
+def _merge(total: SendReport, part: SendReport) -> SendReport:
+	total.confirmed += part.confirmed
+	total.failed.update(part.failed)
+	return total
+
+
+def _outgoing_record(envelope: Envelope, message: Message) -> MessageRecord:
+	return MessageRecord(
+		message_id=envelope.message_id,
+		direction=Direction.OUTGOING,
+		status=Status.PENDING,
+		routing_key=envelope.routing_key,
+		body=envelope.body.decode("utf-8"),
+		exchange=envelope.exchange,
+		message_type=message.type,
+		headers=dict(envelope.headers),
+		created_at=message.created_at,
+	)
+
+
+def envelope_from_record(record: MessageRecord, headers: Mapping[str, Any] | None = None) -> Envelope:
+	"""Rebuild the wire form of a stored message, byte for byte, for relaying or replaying it."""
+	return Envelope(
+		message_id=record.message_id,
+		exchange=record.exchange,
+		routing_key=record.routing_key,
+		body=record.body.encode("utf-8"),
+		message_type=record.message_type,
+		headers={**record.headers, **(headers or {})},
+	)
