@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from frappe_eda.messaging.context import HandlerContext, handler_context
 from frappe_eda.messaging.envelope import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, Message, decode
 from frappe_eda.messaging.errors import InvalidHeader, InvalidMessage, PermanentFailure, UnknownMessageType
 from frappe_eda.messaging.failure import error_record
@@ -138,7 +139,10 @@ class DeliveryProcessor:
 		except InvalidMessage as e:
 			return self._dead(delivery, message, e, attempt, handler)
 		try:
-			with self.store.transaction():
+			context = HandlerContext(
+				delivery.queue, delivery.original_routing_key, attempt, delivery.redelivered, self.store
+			)
+			with self.store.transaction(), handler_context(context):
 				subscription.handler(message)
 				self.store.save([self._record(delivery, message, Status.PROCESSED, attempt, subscription.name)])
 		except PermanentFailure as e:

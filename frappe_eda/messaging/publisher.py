@@ -191,7 +191,7 @@ class Publisher:
 		self.window = max(1, window)
 		self.confirm_timeout = confirm_timeout
 		self.resend_attempts = resend_attempts
-		self._channel: BlockingChannel | None = None
+		self._window: _ConfirmWindow | None = None
 
 	# --- the API ----------------------------------------------------------------------------------
 
@@ -261,7 +261,7 @@ class Publisher:
 				if window is not None:
 					_merge(total, window.report)
 				pending = unconfirmed + pending[sent:]
-				self._channel = None
+				self._window = None
 				if attempt == self.resend_attempts:
 					raise BrokerUnavailable(
 						f"{len(pending)} messages unconfirmed after {attempt + 1} tries: {type(e).__name__}: {e}"
@@ -273,18 +273,21 @@ class Publisher:
 		return total
 
 	def close(self) -> None:
-		if self._channel is not None and self._channel.is_open:
+		window, self._window = self._window, None
+		if window is not None and window.channel.is_open:
 			try:
-				self._channel.close()
+				window.channel.close()
 			except CONNECTION_ERRORS:
 				pass
-		self._channel = None
 
 	# --- internals --------------------------------------------------------------------------------
 
 	def _open_window(self) -> _ConfirmWindow:
-		self._channel = self.connection.channel()
-		return _ConfirmWindow(self._channel)
+		"""Reuse the confirm channel while it is open; a fresh report per send."""
+		if self._window is None or not self._window.channel.is_open:
+			self._window = _ConfirmWindow(self.connection.channel())
+		self._window.report = SendReport()
+		return self._window
 
 	def _reconnect(self) -> None:
 		try:

@@ -1,0 +1,3 @@
+from frappe_eda.cli import run
+
+run()

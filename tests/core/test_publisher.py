@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import pytest
+
+from frappe_eda.messaging.connection import BrokerConnection
+from frappe_eda.messaging.envelope import Message, decode
+from frappe_eda.messaging.errors import PublishNacked, SchemaViolation, UnroutableMessage
+from frappe_eda.messaging.publisher import Publisher
+from frappe_eda.messaging.schema import SchemaRegistry
+from frappe_eda.messaging.store import Direction, MessageStore, Status
+from frappe_eda.messaging.topology import Binding, Exchange, Queue, Topology, TopologyDeclarer
+
+
+def _declare(connection: BrokerConnection, topology: Topology) -> TopologyDeclarer:
+	declarer = TopologyDeclarer(connection)
+	declarer.declare(topology)
+	return declarer
+
+
+def test_confirmed_publish_is_recorded_as_published_and_reaches_the_queue(
+	connection: BrokerConnection, store: MessageStore, unique_name: str, raw_channel
+) -> None:
+	topology = Topology(
+		(Exchange(f"{unique_name}.ex"),),
+		(Queue(f"{unique_name}.q"),),
+		(Binding(f"{unique_name}.ex", f"{unique_name}.q", "order.*"),),
+	)
+	declarer = _declare(connection, topology)
+	publisher = Publisher(connection, store, exchange=f"{unique_name}.ex", source="erp")
+
+	message = publisher.publish("order.created", {"name": "SO-1"})
+
+	record = store.get(message.id, Direction.OUTGOING)
+	assert record is not None and record.status is Status.PUBLISHED
+	_method, properties, body = raw_channel.basic_get(f"{unique_name}.q", auto_ack=True)
+	assert properties.delivery_mode == 2 and properties.content_type == "application/json"
+	assert properties.message_id == message.id
+	assert decode(body) == message
+	assert record.body.encode() == body
+	declarer.delete(topology)
+
+
+def test_unroutable_publish_raises_and_is_recorded_as_failed(
+	connection: BrokerConnection, store: MessageStore, unique_name: str
+) -> None:
+	topology = Topology((Exchange(f"{unique_name}.ex"),))
+	declarer = _declare(connection, topology)
+	publisher = Publisher(connection, store, exchange=f"{unique_name}.ex")
+	message = Message("nobody.listens", {"x": 1})
+
+	with pytest.raises(UnroutableMessage, match="no queue bound"):
+		publisher.publish(message)
+
+	record = store.get(message.id, Direction.OUTGOING)
+	assert record is not None and record.status is Status.FAILED
+	assert "UnroutableMessage" in record.last_error
+	assert [e.exception_type for e in store.errors(message.id)] == [
+		"frappe_eda.messaging.errors.UnroutableMessage"
+	]
+	declarer.delete(topology)
+
+
+def test_publish_nacked_by_a_full_queue_raises_and_is_recorded_as_failed(
+	connection: BrokerConnection, store: MessageStore, unique_name: str
+) -> None:
+	queue = Queue(f"{unique_name}.full", arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+	topology = Topology(
+		(Exchange(f"{unique_name}.ex"),), (queue,), (Binding(f"{unique_name}.ex", queue.name, "#"),)
+	)
+	declarer = _declare(connection, topology)
+	publisher = Publisher(connection, store, exchange=f"{unique_name}.ex")
+	publisher.publish("a", {})
+
+	second = Message("b", {})
+	with pytest.raises(PublishNacked):
+		publisher.publish(second)
+
+	record = store.get(second.id, Direction.OUTGOING)
+	assert record is not None and record.status is Status.FAILED
+	declarer.delete(topology)
+
+
+def test_batch_publish_confirms_every_message_in_order(
+	connection: BrokerConnection, store: MessageStore, unique_name: str, raw_channel
+) -> None:
+	queue = Queue(f"{unique_name}.q")
+	topology = Topology(
+		(Exchange(f"{unique_name}.ex"),), (queue,), (Binding(f"{unique_name}.ex", queue.name, "#"),)
+	)
+	declarer = _declare(connection, topology)
+	publisher = Publisher(connection, store, exchange=f"{unique_name}.ex", window=64)
+	messages = [Message("n", {"i": i}) for i in range(1000)]
+
+	report = publisher.publish_many(messages)
+
+	assert report.confirmed == [m.id for m in messages] and not report.failed
+	assert store.counts()[(Direction.OUTGOING, Status.PUBLISHED)] == 1000
+	assert declarer.queue_depth(queue.name) == 1000
+	first = raw_channel.basic_get(queue.name, auto_ack=True)
+	assert decode(first[2]).payload == {"i": 0}
+	declarer.delete(topology)
+
+
+def test_schema_violation_is_raised_before_anything_is_stored_or_sent(
+	connection: BrokerConnection, store: MessageStore, unique_name: str
+) -> None:
+	schemas = SchemaRegistry(
+		{
+			"order.created": {
+				"type": "object",
+				"properties": {
+					"items": {
+						"type": "array",
+						"items": {"type": "object", "properties": {"qty": {"type": "number", "minimum": 0}}},
+					}
+				},
+			}
+		}
+	)
+	publisher = Publisher(connection, store, exchange=f"{unique_name}.none", schemas=schemas)
+
+	with pytest.raises(SchemaViolation, match=r"items\[1\]\.qty: -2 is less than the minimum of 0"):
+		publisher.publish("order.created", {"items": [{"qty": 1}, {"qty": -2}]})
+
+	assert store.counts() == {}
