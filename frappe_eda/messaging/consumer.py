@@ -73,6 +73,8 @@ class WorkerStats:
 @dataclass(frozen=True)
 class WorkerOptions:
 	prefetch: int = 100
+	# Deliveries per store transaction; 1 gives each message a transaction of its own (Frappe sites).
+	max_batch: int = 100
 	poll_seconds: float = 1.0
 	default_queue_type: str = "classic"
 	delivery_limit: int = DEFAULT_DELIVERY_LIMIT
@@ -94,6 +96,7 @@ class Worker:
 		notifier: Notifier | None = None,
 		options: WorkerOptions | None = None,
 		handler_thread_initializer: Callable[[], None] | None = None,
+		before_batch: Callable[[], None] | None = None,
 	) -> None:
 		self.connection = connection
 		self.registry = registry
@@ -108,6 +111,9 @@ class Worker:
 		self._executor = ThreadPoolExecutor(
 			max_workers=1, thread_name_prefix="eda-handler", initializer=handler_thread_initializer
 		)
+		self._before_batch = before_batch
+		# Called on the loop thread after each turn of the loop (the Frappe worker relays its outbox here).
+		self.between_batches: Callable[[], None] | None = None
 		self._buffer: list[Delivery] = []
 		self._channel: Any = None
 		self._stopping = threading.Event()
@@ -146,9 +152,11 @@ class Worker:
 			while not self._stopping.is_set():
 				try:
 					self.connection.process_events(self.options.poll_seconds)
-					if self._buffer:
-						self._handle(self._take_buffer())
+					while self._buffer and not self._stopping.is_set():
+						self._handle(self._take_batch())
 						last_activity = time.monotonic()
+					if self.between_batches is not None:
+						self.between_batches()
 				except CONNECTION_ERRORS as e:
 					self._recover(e)
 					last_activity = time.monotonic()
@@ -206,8 +214,9 @@ class Worker:
 			)
 		log.info("consuming %s", ", ".join(s.queue for s in self.subscriptions))
 
-	def _take_buffer(self) -> list[Delivery]:
-		batch, self._buffer = self._buffer, []
+	def _take_batch(self) -> list[Delivery]:
+		size = max(1, self.options.max_batch)
+		batch, self._buffer = self._buffer[:size], self._buffer[size:]
 		return batch
 
 	def _handle(self, batch: Sequence[Delivery]) -> None:
@@ -221,11 +230,16 @@ class Worker:
 	def _run_on_handler_thread(self, batch: Sequence[Delivery]) -> list[Decision]:
 		"""Keep servicing the connection (heartbeats) while the handler thread works."""
 		raw = self.connection.blocking
-		future: Future[list[Decision]] = self._executor.submit(self.processor.process, batch)
+		future: Future[list[Decision]] = self._executor.submit(self._process, batch)
 		future.add_done_callback(lambda _f: raw.add_callback_threadsafe(lambda: None))
 		while not future.done():
 			raw.process_data_events(time_limit=self.options.poll_seconds)
 		return future.result()
+
+	def _process(self, batch: Sequence[Delivery]) -> list[Decision]:
+		if self._before_batch is not None:
+			self._before_batch()
+		return self.processor.process(batch)
 
 	def _republish(self, decisions: Sequence[Decision]) -> None:
 		envelopes = {}

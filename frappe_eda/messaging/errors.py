@@ -116,9 +116,7 @@ class MessageTooLarge(InvalidMessage):
 class UnsupportedContentType(InvalidMessage):
 	def __init__(self, content_type: str | None):
 		self.content_type = content_type
-		super().__init__(
-			f"content type is {content_type!r}; frappe_eda messages are 'application/json'"
-		)
+		super().__init__(f"content type is {content_type!r}; frappe_eda messages are 'application/json'")
 
 
 class MalformedMessage(InvalidMessage):

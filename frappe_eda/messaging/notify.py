@@ -66,7 +66,11 @@ class SentryNotifier:
 			sentry_sdk.init(dsn=dsn, environment=environment, send_default_pii=False)
 
 	def notify(self, notice: FailureNotice) -> None:
-		with self._sentry.new_scope() if hasattr(self._sentry, "new_scope") else self._sentry.push_scope() as scope:
+		with (
+			self._sentry.new_scope()
+			if hasattr(self._sentry, "new_scope")
+			else self._sentry.push_scope() as scope
+		):
 			scope.fingerprint = ["frappe_eda", notice.kind, notice.fingerprint]
 			scope.set_tag("eda.kind", notice.kind)
 			scope.set_tag("eda.queue", notice.queue or "-")
@@ -87,13 +91,17 @@ class FanoutNotifier:
 			try:
 				notifier.notify(notice)
 			except Exception:
-				log.exception("notifier %s failed; the failure itself is still recorded", type(notifier).__name__)
+				log.exception(
+					"notifier %s failed; the failure itself is still recorded", type(notifier).__name__
+				)
 
 
 class RateLimitedNotifier:
 	"""Passes the first notice of each (kind, fingerprint) per window; counts the rest into the next."""
 
-	def __init__(self, inner: Notifier, window_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic):
+	def __init__(
+		self, inner: Notifier, window_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic
+	):
 		self.inner = inner
 		self.window = window_seconds
 		self.clock = clock
@@ -138,7 +146,9 @@ class _Group:
 	suppressed: int = 0
 
 
-def build_notifier(sentry_dsn: str | None = None, extra: Iterable[Notifier] = (), window_seconds: float = 300.0) -> Notifier:
+def build_notifier(
+	sentry_dsn: str | None = None, extra: Iterable[Notifier] = (), window_seconds: float = 300.0
+) -> Notifier:
 	"""Logging always, Sentry when a DSN is configured, all behind one rate limit."""
 	notifiers: list[Any] = [LoggingNotifier(), *extra]
 	if sentry_dsn:

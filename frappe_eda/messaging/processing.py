@@ -127,11 +127,19 @@ class DeliveryProcessor:
 		except InvalidHeader as e:
 			return self._dead(delivery, None, e, 1, handler)
 		try:
-			message = decode(delivery.body, delivery.content_type, self.limits.max_bytes, self.limits.max_depth)
+			message = decode(
+				delivery.body, delivery.content_type, self.limits.max_bytes, self.limits.max_depth
+			)
 		except InvalidMessage as e:
 			return self._dead(delivery, None, e, attempt, handler)
 		if subscription is None or not subscription.accepts(delivery.original_routing_key):
-			return self._dead(delivery, message, UnknownMessageType(delivery.original_routing_key, delivery.queue), attempt, handler)
+			return self._dead(
+				delivery,
+				message,
+				UnknownMessageType(delivery.original_routing_key, delivery.queue),
+				attempt,
+				handler,
+			)
 		if self._already_processed(delivery.queue, message.id, done):
 			return Decision(delivery, Outcome.DUPLICATE, attempt, message, handler=handler)
 		try:
@@ -144,7 +152,9 @@ class DeliveryProcessor:
 			)
 			with self.store.transaction(), handler_context(context):
 				subscription.handler(message)
-				self.store.save([self._record(delivery, message, Status.PROCESSED, attempt, subscription.name)])
+				self.store.save(
+					[self._record(delivery, message, Status.PROCESSED, attempt, subscription.name)]
+				)
 		except PermanentFailure as e:
 			return self._dead(delivery, message, e, attempt, handler)
 		except InvalidMessage as e:
@@ -163,7 +173,9 @@ class DeliveryProcessor:
 		policy = subscription.retry_policy(self.retry)
 		if not policy.should_retry(attempt):
 			return self._dead(delivery, message, error, attempt, subscription.name)
-		record = error_record(error, message.id, Direction.INCOMING, attempt, delivery.queue, subscription.name)
+		record = error_record(
+			error, message.id, Direction.INCOMING, attempt, delivery.queue, subscription.name
+		)
 		self._store_failure(delivery, message, Status.FAILED, attempt, subscription.name, record)
 		return Decision(
 			delivery,

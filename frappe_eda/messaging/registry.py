@@ -130,7 +130,9 @@ class HandlerRegistry:
 		for name in queues:
 			sub = self._by_queue.get(name)
 			if sub is None:
-				raise ConfigurationError(f"no handler is registered for queue {name!r}; known: {sorted(self._by_queue)}")
+				raise ConfigurationError(
+					f"no handler is registered for queue {name!r}; known: {sorted(self._by_queue)}"
+				)
 			chosen.append(sub)
 		return chosen
 

@@ -29,7 +29,9 @@ class SchemaRegistry:
 		try:
 			validator_class.check_schema(schema)
 		except SchemaError as e:
-			raise ConfigurationError(f"schema for {message_type!r} is not a valid JSON Schema: {e.message}") from e
+			raise ConfigurationError(
+				f"schema for {message_type!r} is not a valid JSON Schema: {e.message}"
+			) from e
 		self._validators[message_type] = validator_class(schema)
 
 	def __contains__(self, message_type: str) -> bool:
@@ -42,7 +44,9 @@ class SchemaRegistry:
 			return
 		problems = [
 			f"{json_path(error.absolute_path)}: {error.message}"
-			for error in sorted(validator.iter_errors(message.payload), key=lambda e: list(map(str, e.absolute_path)))
+			for error in sorted(
+				validator.iter_errors(message.payload), key=lambda e: list(map(str, e.absolute_path))
+			)
 		]
 		if problems:
 			raise SchemaViolation(message.type, problems)

@@ -62,6 +62,9 @@ class MessageRecord:
 	replay_count: int = 0
 	replay_of: str = ""
 	resolved: bool = False
+	# What the message is about, e.g. ("Sales Order", "SO-0001"); free text outside Frappe.
+	reference_doctype: str = ""
+	reference_name: str = ""
 	created_at: datetime = field(default_factory=utcnow)
 	updated_at: datetime = field(default_factory=utcnow)
 
@@ -151,4 +154,3 @@ class MessageStore(ABC):
 
 	def close(self) -> None:  # noqa: B027 - optional hook
 		"""Release connections; a store without any needs nothing here."""
-

@@ -1,0 +1,94 @@
+"""The bench worker: ``bench --site SITE eda worker`` consumes the handlers that installed apps list.
+
+Apps list handler modules in their hooks.py (``eda_handlers = ["myapp.eda.handlers"]``); the modules
+use ``frappe_eda.messaging.subscribe``. Each message runs in the site context, as the configured
+worker user, in a transaction of its own: the handler's writes and the EDA Message record commit
+together, then the delivery is acked. On failure everything the handler wrote rolls back, the error
+is recorded as an EDA Error, and the message is retried or dead-lettered.
+
+The loop thread (the bench command's) owns the broker connection and also relays the outbox between
+batches; handlers run on one handler thread that has its own site connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+import frappe
+
+from frappe_eda.messaging.connection import BrokerConnection
+from frappe_eda.messaging.consumer import Worker, WorkerOptions, WorkerStats
+from frappe_eda.messaging.registry import default_registry, import_handler_modules
+
+log = logging.getLogger(__name__)
+
+
+def handler_modules() -> list[str]:
+	return list(frappe.get_hooks("eda_handlers") or [])
+
+
+def build_worker(connection: BrokerConnection, queues: Iterable[str] | None = None) -> Worker:
+	from frappe_eda.desk.notifications import site_notifier
+	from frappe_eda.settings import load_settings
+	from frappe_eda.stores.doctype_store import DocTypeStore
+
+	settings = load_settings()
+	import_handler_modules(handler_modules())
+	site, sites_path = frappe.local.site, frappe.local.sites_path
+
+	def connect_handler_thread() -> None:
+		frappe.init(site=site, sites_path=sites_path)
+		frappe.connect()
+
+	def before_each_message() -> None:
+		frappe.set_user(settings.worker_user)
+		frappe.local.flags.in_eda_worker = True
+
+	return Worker(
+		connection,
+		default_registry,
+		DocTypeStore(commit=True),
+		queues=queues,
+		retry=settings.retry,
+		notifier=site_notifier(settings),
+		options=WorkerOptions(
+			prefetch=settings.prefetch, max_batch=1, default_queue_type=settings.queue_type
+		),
+		handler_thread_initializer=connect_handler_thread,
+		before_batch=before_each_message,
+	)
+
+
+def run_worker(queues: Iterable[str] | None = None, relay: bool = True) -> WorkerStats:
+	"""Consume until SIGTERM/SIGINT; with ``relay`` also send the outbox between batches."""
+	from frappe_eda.settings import load_settings
+
+	settings = load_settings()
+	with BrokerConnection(settings.broker) as connection:
+		worker = build_worker(connection, queues)
+		worker.install_signal_handlers()
+		if relay:
+			worker.between_batches = _relay_when_woken(connection)
+		try:
+			return worker.run()
+		finally:
+			worker.close()
+
+
+def _relay_when_woken(connection: BrokerConnection, poll_seconds: float = 5.0) -> Callable[[], None]:
+	"""Drain the outbox when a commit signalled it, and every ``poll_seconds`` regardless."""
+	from frappe_eda.outbox.relay import drain
+	from frappe_eda.outbox.wakeup import WAKE_KEY
+
+	last = 0.0
+
+	def relay() -> None:
+		nonlocal last
+		woken = frappe.cache.lpop(WAKE_KEY)
+		if woken or time.monotonic() - last >= poll_seconds:
+			last = time.monotonic()
+			drain(connection)
+
+	return relay

@@ -1,0 +1,99 @@
+"""The site's relay: drains Pending EDA Messages to the broker, woken right after each commit.
+
+Runs as ``bench --site SITE eda relay`` (one per site), or inside ``bench eda worker``; the scheduler's
+``relay_stale`` re-drives anything older than a minute in case neither runs. Messages go out in the
+order they were written; a broker outage leaves them Pending and the next drain sends them.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import datetime, timedelta, timezone
+from types import FrameType
+
+import frappe
+
+from frappe_eda.messaging.connection import BrokerConnection
+from frappe_eda.messaging.errors import BrokerUnavailable
+from frappe_eda.messaging.outbox import OutboxRelay
+from frappe_eda.messaging.publisher import Publisher
+from frappe_eda.outbox.wakeup import wait_for_wake
+
+log = logging.getLogger(__name__)
+
+
+def site_publisher(connection: BrokerConnection) -> Publisher:
+	from frappe_eda.desk.notifications import site_notifier
+	from frappe_eda.settings import load_settings
+	from frappe_eda.stores.doctype_store import DocTypeStore
+
+	settings = load_settings()
+	return Publisher(
+		connection,
+		DocTypeStore(commit=True),
+		exchange=settings.exchange,
+		source=frappe.local.site,
+		notifier=site_notifier(settings),
+	)
+
+
+def drain(connection: BrokerConnection) -> int:
+	"""Send everything Pending now; returns how many the broker confirmed."""
+	frappe.db.commit()  # start a fresh snapshot: rows committed by other processes become visible
+	publisher = site_publisher(connection)
+	assert publisher.store is not None
+	try:
+		return OutboxRelay(publisher, publisher.store).drain()
+	finally:
+		publisher.close()
+
+
+def run_relay(poll_seconds: float = 5.0, stop: threading.Event | None = None) -> None:
+	"""Relay until SIGTERM/SIGINT: drain, wait for a commit signal (or the poll timeout), repeat."""
+	from frappe_eda.settings import load_settings
+
+	stop = stop or _stop_on_signals()
+	settings = load_settings()
+	with BrokerConnection(settings.broker) as connection:
+		log.info("relaying %s to %s", frappe.local.site, settings.broker.redacted_url())
+		while not stop.is_set():
+			try:
+				drain(connection)
+			except BrokerUnavailable as e:
+				log.warning("broker unavailable, messages stay Pending: %s", e)
+				stop.wait(poll_seconds)
+				continue
+			connection.process_events(0)  # heartbeats while we wait on Redis
+			wait_for_wake(min(poll_seconds, max(1.0, settings.broker.heartbeat / 2)))
+
+
+def relay_stale() -> None:
+	"""Scheduler job: send Pending messages older than a minute that no relay picked up."""
+	from frappe_eda.settings import load_settings
+
+	settings = load_settings()
+	if not settings.enabled:
+		return
+	cutoff = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=1)  # EDA times are UTC
+	if not frappe.db.exists(
+		"EDA Message", {"direction": "Outgoing", "status": "Pending", "created_at": ["<", cutoff]}
+	):
+		return
+	try:
+		with BrokerConnection(settings.broker) as connection:
+			drain(connection)
+	except BrokerUnavailable as e:
+		log.warning("scheduled relay: broker unavailable, messages stay Pending: %s", e)
+
+
+def _stop_on_signals() -> threading.Event:
+	stop = threading.Event()
+
+	def handle(signum: int, _frame: FrameType | None) -> None:
+		stop.set()
+
+	signal.signal(signal.SIGTERM, handle)
+	signal.signal(signal.SIGINT, handle)
+	return stop

@@ -1,0 +1,125 @@
+"""A site's EDA configuration: the EDA Settings single, overridden key by key by ``site_config.json``.
+
+Deployments that keep secrets out of the database set ``eda_amqp_url`` (and friends) in
+``site_config.json`` or ``common_site_config.json``; those win over the desk form. The password is read
+with ``get_password`` and lives only inside the ``BrokerSettings`` URL, whose ``repr`` masks it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import frappe
+
+from frappe_eda.messaging.connection import BrokerSettings, TlsOptions
+from frappe_eda.messaging.retry import DEFAULT_DELAYS, RetryPolicy
+
+SETTINGS_DOCTYPE = "EDA Settings"
+
+# site_config key -> EDA Settings field
+OVERRIDES = {
+	"eda_enabled": "enabled",
+	"eda_amqp_url": "amqp_url",
+	"eda_exchange": "default_exchange",
+	"eda_prefetch": "prefetch",
+	"eda_max_attempts": "max_attempts",
+	"eda_retry_delays": "retry_delays",
+	"eda_queue_type": "queue_type",
+	"eda_worker_user": "worker_user",
+	"eda_sentry_dsn": "sentry_dsn",
+	"eda_ca_file": "ca_file",
+	"eda_cert_file": "cert_file",
+	"eda_key_file": "key_file",
+	"eda_verify_tls": "verify_tls",
+	"eda_retention_days": "retention_days",
+}
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+	enabled: bool
+	broker: BrokerSettings
+	exchange: str
+	prefetch: int
+	retry: RetryPolicy
+	queue_type: str
+	worker_user: str
+	notify_role: str
+	notify_email: bool
+	sentry_dsn: str | None
+	retention_days: int
+
+
+def parse_delays(text: str | None) -> tuple[float, ...]:
+	if not text:
+		return DEFAULT_DELAYS
+	return tuple(float(part) for part in str(text).replace(";", ",").split(",") if part.strip())
+
+
+def load_settings() -> SiteSettings:
+	doc = frappe.get_cached_doc(SETTINGS_DOCTYPE)
+	values = _values(doc)
+	tls = None
+	if (
+		values.get("use_tls")
+		or values.get("ca_file")
+		or str(values.get("amqp_url") or "").startswith("amqps://")
+	):
+		tls = TlsOptions(
+			ca_file=values.get("ca_file") or None,
+			cert_file=values.get("cert_file") or None,
+			key_file=values.get("key_file") or None,
+			verify=bool(int(values.get("verify_tls", 1) or 0)),
+		)
+	if values.get("amqp_url"):
+		broker = BrokerSettings(
+			url=values["amqp_url"], tls=tls, client_name=f"frappe_eda:{frappe.local.site}"
+		)
+	else:
+		broker = BrokerSettings.from_parts(
+			host=values.get("host") or "127.0.0.1",
+			port=int(values.get("port") or 0) or None,
+			vhost=values.get("vhost") or "/",
+			user=values.get("username") or "guest",
+			password=_password(doc) or "guest",
+			tls=tls,
+			client_name=f"frappe_eda:{frappe.local.site}",
+		)
+	return SiteSettings(
+		enabled=bool(int(values.get("enabled") or 0)),
+		broker=broker,
+		exchange=values.get("default_exchange") or "eda.events",
+		prefetch=int(values.get("prefetch") or 100),
+		retry=RetryPolicy(
+			max_attempts=int(values.get("max_attempts") or 5), delays=parse_delays(values.get("retry_delays"))
+		),
+		queue_type=values.get("queue_type") or "classic",
+		worker_user=values.get("worker_user") or "Administrator",
+		notify_role=values.get("notify_role") or "EDA Manager",
+		notify_email=bool(int(values.get("notify_email") or 0)),
+		sentry_dsn=values.get("sentry_dsn") or None,
+		retention_days=int(values.get("retention_days") or 30),
+	)
+
+
+def _values(doc: Any) -> dict[str, Any]:
+	values = {
+		field: doc.get(field)
+		for field in set(OVERRIDES.values())
+		| {"host", "port", "vhost", "username", "use_tls", "notify_role", "notify_email"}
+	}
+	if not frappe.conf.get("eda_sentry_dsn"):
+		values["sentry_dsn"] = (
+			doc.get_password("sentry_dsn", raise_exception=False) if doc.get("sentry_dsn") else None
+		)
+	for key, field in OVERRIDES.items():
+		if frappe.conf.get(key) is not None:
+			values[field] = frappe.conf.get(key)
+	return values
+
+
+def _password(doc: Any) -> str | None:
+	if not doc.get("password"):
+		return None
+	return doc.get_password("password", raise_exception=False)
