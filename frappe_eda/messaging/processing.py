@@ -33,6 +33,7 @@ ORIGINAL_EXCHANGE = "x-eda-exchange"
 REPLAYED_BY = "x-eda-replayed-by"
 REPLAYED_AT = "x-eda-replayed-at"
 REPLAY_COUNT = "x-eda-replay-count"
+REPLAY_OF = "x-eda-replay-of"
 
 
 class Outcome(str, enum.Enum):
@@ -213,7 +214,7 @@ class DeliveryProcessor:
 	def _record(
 		self, delivery: Delivery, message: Message | None, status: Status, attempt: int, handler: str
 	) -> MessageRecord:
-		return MessageRecord(
+		record = MessageRecord(
 			message_id=message.id if message else _fallback_id(delivery),
 			direction=Direction.INCOMING,
 			status=status,
@@ -226,7 +227,11 @@ class DeliveryProcessor:
 			headers=_plain_headers(delivery.headers),
 			attempts=attempt,
 			replay_count=_replay_count(delivery.headers),
+			replay_of=str(delivery.headers.get(REPLAY_OF) or ""),
 		)
+		if message is not None:
+			record.created_at = message.created_at  # stable across attempts: when it was sent
+		return record
 
 
 def _fallback_id(delivery: Delivery) -> str:

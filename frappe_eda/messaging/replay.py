@@ -13,12 +13,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from frappe_eda.messaging.errors import MessageNotFound, ReplayRefused
+from frappe_eda.messaging.envelope import Message, decode, encode, utcnow
+from frappe_eda.messaging.errors import InvalidMessage, MessageNotFound, ReplayRefused
 from frappe_eda.messaging.processing import (
 	ATTEMPT,
 	ORIGINAL_EXCHANGE,
 	ORIGINAL_ROUTING_KEY,
 	REPLAY_COUNT,
+	REPLAY_OF,
 	REPLAYED_AT,
 	REPLAYED_BY,
 )
@@ -49,11 +51,58 @@ class Replayer:
 		message_id: str,
 		queue: str | None = None,
 		*,
+		direction: Direction | None = None,
 		force: bool = False,
 		dry_run: bool = False,
 	) -> ReplayResult:
 		"""Replay the stored message ``message_id`` (of ``queue`` when it reached several queues)."""
-		return self._replay_record(self._find_one(message_id, queue), force, dry_run)
+		return self._replay_record(self._find_one(message_id, queue, direction), force, dry_run)
+
+	def edit_and_replay(
+		self, message_id: str, payload: Any, queue: str | None = None, *, direction: Direction | None = None
+	) -> MessageRecord:
+		"""Send a corrected copy: a new message id, the edited payload, ``replay_of`` the original.
+
+		The original stays as it was, marked resolved, so the history shows what failed and what
+		replaced it. An incoming copy goes straight to the original's queue; an outgoing copy is
+		published to the original's exchange and routing key.
+		"""
+		original = self._find_one(message_id, queue, direction)
+		try:
+			source = decode(original.body.encode("utf-8"), max_bytes=2**31, max_depth=10_000)
+		except InvalidMessage:
+			source = Message(type=original.message_type or original.routing_key)
+		copy = Message(
+			type=source.type,
+			payload=payload,
+			source=source.source,
+			correlation_id=source.correlation_id or source.id,
+			causation_id=source.id,
+			schema_version=source.schema_version,
+			headers=source.headers,
+		)
+		record = replace(
+			original,
+			message_id=copy.id,
+			status=Status.RECEIVED if original.direction is Direction.INCOMING else Status.PENDING,
+			body=encode(copy).decode("utf-8"),
+			message_type=copy.type,
+			attempts=0,
+			last_error="",
+			replay_count=0,
+			replay_of=original.message_id,
+			resolved=False,
+			created_at=utcnow(),
+		)
+		with self.store.transaction():
+			self.store.save([record, replace(original, resolved=True)])
+		report = self.publisher.send([self._envelope(record, 1)])
+		if report.failed:
+			report.raise_first()
+		if record.direction is Direction.OUTGOING:
+			with self.store.transaction():
+				self.store.set_status(Direction.OUTGOING, [record.message_id], Status.PUBLISHED)
+		return record
 
 	def replay_matching(
 		self, query: MessageFilter, *, force: bool = False, dry_run: bool = False
@@ -71,7 +120,16 @@ class Replayer:
 				)
 		return results
 
-	def _find_one(self, message_id: str, queue: str | None) -> MessageRecord:
+	def _find_one(
+		self, message_id: str, queue: str | None, direction: Direction | None = None
+	) -> MessageRecord:
+		if direction is not None:
+			record = self.store.get(message_id, direction, queue or "")
+			if record is None:
+				raise MessageNotFound(
+					f"no {direction.name.lower()} message {message_id}{' in ' + queue if queue else ''}"
+				)
+			return record
 		if queue is not None:
 			record = self.store.get(message_id, Direction.INCOMING, queue)
 			if record is None:
@@ -135,6 +193,8 @@ class Replayer:
 				ATTEMPT: 1,
 			}
 		)
+		if record.replay_of:
+			headers[REPLAY_OF] = record.replay_of
 		if record.direction is Direction.INCOMING:
 			headers[ORIGINAL_ROUTING_KEY] = record.routing_key
 			headers[ORIGINAL_EXCHANGE] = record.exchange
