@@ -86,6 +86,16 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class _Accepted:
+	"""A delivery that passed every check that does not need the handler."""
+
+	delivery: Delivery
+	subscription: Subscription
+	attempt: int
+	message: Message
+
+
+@dataclass(frozen=True)
 class Limits:
 	max_bytes: int = DEFAULT_MAX_BYTES
 	max_depth: int = DEFAULT_MAX_DEPTH
@@ -115,12 +125,21 @@ class DeliveryProcessor:
 		self.limits = limits or Limits()
 
 	def process(self, deliveries: Sequence[Delivery]) -> list[Decision]:
-		"""Run a batch in one transaction; each delivery in a savepoint of its own."""
-		with self.store.transaction():
-			done: dict[str, set[str]] = {}
-			return [self._process_one(d, done) for d in deliveries]
+		"""Run a batch in one transaction; each delivery in a savepoint of its own.
 
-	def _process_one(self, delivery: Delivery, done: dict[str, set[str]]) -> Decision:
+		Decoding comes first for the whole batch so the inbox is asked once per queue, not per message.
+		"""
+		with self.store.transaction():
+			checked = [self._check(d) for d in deliveries]
+			wanted: dict[str, list[str]] = {}
+			for item in checked:
+				if isinstance(item, _Accepted):
+					wanted.setdefault(item.delivery.queue, []).append(item.message.id)
+			done = {queue: self.store.processed_ids(queue, ids) for queue, ids in wanted.items()}
+			return [item if isinstance(item, Decision) else self._run(item, done) for item in checked]
+
+	def _check(self, delivery: Delivery) -> Decision | _Accepted:
+		"""Everything that can be decided before the handler: bad input is dead here."""
 		subscription = self.registry.for_queue(delivery.queue)
 		handler = subscription.name if subscription else ""
 		try:
@@ -134,39 +153,38 @@ class DeliveryProcessor:
 		except InvalidMessage as e:
 			return self._dead(delivery, None, e, attempt, handler)
 		if subscription is None or not subscription.accepts(delivery.original_routing_key):
-			return self._dead(
-				delivery,
-				message,
-				UnknownMessageType(delivery.original_routing_key, delivery.queue),
-				attempt,
-				handler,
-			)
-		if self._already_processed(delivery.queue, message.id, done):
+			error = UnknownMessageType(delivery.original_routing_key, delivery.queue)
+			return self._dead(delivery, message, error, attempt, handler)
+		return _Accepted(delivery, subscription, attempt, message)
+
+	def _run(self, item: _Accepted, done: dict[str, set[str]]) -> Decision:
+		delivery, subscription, attempt, message = (
+			item.delivery,
+			item.subscription,
+			item.attempt,
+			item.message,
+		)
+		handler = subscription.name
+		seen = done.setdefault(delivery.queue, set())
+		if message.id in seen:
 			return Decision(delivery, Outcome.DUPLICATE, attempt, message, handler=handler)
 		try:
 			self.schemas.validate(message)
 		except InvalidMessage as e:
 			return self._dead(delivery, message, e, attempt, handler)
+		context = HandlerContext(
+			delivery.queue, delivery.original_routing_key, attempt, delivery.redelivered, self.store
+		)
 		try:
-			context = HandlerContext(
-				delivery.queue, delivery.original_routing_key, attempt, delivery.redelivered, self.store
-			)
 			with self.store.transaction(), handler_context(context):
 				subscription.handler(message)
-				self.store.save(
-					[self._record(delivery, message, Status.PROCESSED, attempt, subscription.name)]
-				)
-		except PermanentFailure as e:
-			return self._dead(delivery, message, e, attempt, handler)
-		except InvalidMessage as e:
+				self.store.save([self._record(delivery, message, Status.PROCESSED, attempt, handler)])
+		except (PermanentFailure, InvalidMessage) as e:
 			return self._dead(delivery, message, e, attempt, handler)
 		except Exception as e:
 			return self._failed(delivery, message, e, attempt, subscription)
-		done.setdefault(delivery.queue, set()).add(message.id)
+		seen.add(message.id)
 		return Decision(delivery, Outcome.PROCESSED, attempt, message, handler=handler)
-
-	def _already_processed(self, queue: str, message_id: str, done: dict[str, set[str]]) -> bool:
-		return message_id in done.get(queue, ()) or bool(self.store.processed_ids(queue, [message_id]))
 
 	def _failed(
 		self, delivery: Delivery, message: Message, error: Exception, attempt: int, subscription: Subscription
