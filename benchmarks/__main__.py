@@ -1,0 +1,358 @@
+"""``python -m benchmarks``: frappe_eda against raw pika on the local broker, as ratios in one run.
+
+Absolute numbers drift between runs on a shared machine; each target is a ratio against a baseline
+measured minutes earlier in the same process, which is what ``docs/performance.md`` reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pika
+
+from benchmarks.baseline import bodies, declare_queue, raw_consume, raw_publish
+from frappe_eda.messaging.connection import BrokerConnection, BrokerSettings
+from frappe_eda.messaging.consumer import Worker, WorkerOptions
+from frappe_eda.messaging.envelope import Message
+from frappe_eda.messaging.publisher import Publisher
+from frappe_eda.messaging.registry import HandlerRegistry
+from frappe_eda.messaging.retry import RetryPolicy
+from frappe_eda.messaging.topology import TopologyDeclarer, topology_for
+from frappe_eda.stores import open_store
+
+URL = os.environ.get("EDA_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+MARIADB = os.environ.get("EDA_BENCH_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Report:
+	rows: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+	notes: list[str] = field(default_factory=list)
+
+	def add(self, what: str, ours: str, baseline: str, ratio: str, target: str) -> None:
+		self.rows.append((what, ours, baseline, ratio, target))
+		print(f"{what:<58} {ours:>14} {baseline:>14} {ratio:>8}  {target}", flush=True)
+
+
+def rate(count: int, seconds: float) -> float:
+	return count / seconds if seconds else float("inf")
+
+
+class MariaDbDatabase:
+	"""A throw-away database for one benchmark run."""
+
+	def __init__(self) -> None:
+		from sqlalchemy import create_engine, text
+
+		self.name = f"eda_bench_{uuid.uuid4().hex[:8]}"
+		self._engine = create_engine(MARIADB)
+		self._text = text
+		with self._engine.begin() as db:
+			db.execute(text(f"CREATE DATABASE {self.name} CHARACTER SET utf8mb4"))
+
+	@property
+	def url(self) -> str:
+		return f"{MARIADB}/{self.name}?charset=utf8mb4"
+
+	def drop(self) -> None:
+		with self._engine.begin() as db:
+			db.execute(self._text(f"DROP DATABASE IF EXISTS {self.name}"))
+		self._engine.dispose()
+
+
+def store_urls(folder: Path) -> dict[str, str]:
+	return {"SQLite": f"sqlite:///{folder / 'bench.sqlite3'}"}
+
+
+def bench_publish(report: Report, connection: BrokerConnection, count: int, stores: dict[str, str]) -> None:
+	exchange, queue = f"bench-{uuid.uuid4().hex[:6]}.pub", f"bench-{uuid.uuid4().hex[:6]}.pub"
+	channel = connection.channel()
+	declare_queue(channel, exchange, queue)
+	payloads = bodies(count)
+	connection.close()  # raw pika gets the process to itself, as a hand-written service would
+	raw = rate(count, raw_publish(URL, exchange, payloads, confirm_each=False))
+	each_count = max(200, count // 10)
+	raw_each = rate(each_count, raw_publish(URL, exchange, payloads[:each_count], confirm_each=True))
+	connection.open()
+	connection.channel().queue_purge(queue)
+	for label, url in stores.items():
+		store = open_store(url)
+		publisher = Publisher(connection, store, exchange=exchange)
+		messages = [Message("bench.item", {"n": n, "text": "x" * 100}) for n in range(count)]
+		started = time.perf_counter()
+		for chunk in range(0, count, 1000):
+			publisher.publish_many(messages[chunk : chunk + 1000])
+		ours = rate(count, time.perf_counter() - started)
+		publisher.close()
+		store.close()
+		connection.channel().queue_purge(queue)
+		report.add(
+			f"publish + confirm + record ({label}) vs raw unconfirmed",
+			f"{ours:,.0f}/s",
+			f"{raw:,.0f}/s",
+			f"{ours / raw:.2f}x",
+			">= 0.7x",
+		)
+		report.add(
+			f"publish + confirm + record ({label}) vs raw confirm-each",
+			f"{ours:,.0f}/s",
+			f"{raw_each:,.0f}/s",
+			f"{ours / raw_each:.1f}x",
+			">= 5x",
+		)
+	channel = connection.channel()
+	channel.queue_delete(queue)
+	channel.exchange_delete(exchange)
+
+
+def bench_consume(report: Report, connection: BrokerConnection, count: int, stores: dict[str, str]) -> None:
+	prefix = f"bench-{uuid.uuid4().hex[:6]}"
+	exchange = f"{prefix}.ex"
+	payloads = bodies(count)
+	raw_queue = f"{prefix}.raw"
+	declare_queue(connection.channel(), exchange, raw_queue)
+	connection.close()
+	_fill(raw_queue, payloads)
+	raw = rate(count, raw_consume(URL, raw_queue, count, prefetch=100))
+	connection.open()
+	connection.channel().queue_delete(raw_queue)
+	for label, url in stores.items():
+		store = open_store(url)
+		registry = HandlerRegistry()
+		queue = f"{prefix}.{label.lower()}"
+		registry.subscribe("bench.#", queue=queue, exchange=exchange)(lambda message: None)
+		worker = Worker(connection, registry, store, options=WorkerOptions(prefetch=100, poll_seconds=0.5))
+		worker.declare()
+		_fill(queue, payloads)
+		started = time.perf_counter()
+		stats = worker.run(until=lambda s: s.handled >= count, idle_timeout=30)
+		ours = rate(stats.processed, time.perf_counter() - started)
+		worker.close()
+		TopologyDeclarer(connection).delete(topology_for(registry, RetryPolicy()))
+		store.close()
+		report.add(
+			f"consume + inbox + record + ack ({label}) vs raw consume+ack",
+			f"{ours:,.0f}/s",
+			f"{raw:,.0f}/s",
+			f"{ours / raw:.2f}x",
+			">= 0.6x",
+		)
+	connection.channel().exchange_delete(exchange)
+
+
+def _fill(queue: str, payloads: list[bytes]) -> None:
+	"""Load a queue through a separate raw connection (confirmed once at the end)."""
+	raw = pika.BlockingConnection(pika.URLParameters(URL))
+	channel = raw.channel()
+	channel.confirm_delivery()
+	properties = pika.BasicProperties(content_type="application/json", delivery_mode=2)
+	for body in payloads[:-1]:
+		channel._impl.basic_publish("", queue, body, properties)  # unconfirmed burst ...
+	channel.basic_publish("", queue, payloads[-1], properties)  # ... then one confirm covers all
+	raw.close()
+
+
+def bench_latency(
+	report: Report, connection: BrokerConnection, folder: Path, store_url: str, quick: bool
+) -> None:
+	prefix = f"bench-{uuid.uuid4().hex[:6]}"
+	queue, exchange = f"{prefix}.latency", f"{prefix}.ex"
+	out = folder / "latency.txt"
+	worker = subprocess.Popen(
+		[
+			sys.executable,
+			"-m",
+			"benchmarks.worker_process",
+			"latency",
+			URL,
+			store_url,
+			queue,
+			exchange,
+			str(out),
+		],
+		cwd=REPO,
+	)
+	declarer = TopologyDeclarer(connection)
+	while declarer.queue_depth(queue) is None:
+		connection.sleep(0.1)
+	time.sleep(0.5)
+	publisher = Publisher(connection, open_store(store_url), exchange=exchange)
+	steady = 600 if quick else 2000
+	interval = 1 / 200
+	next_at = time.perf_counter()
+	for n in range(steady):
+		publisher.publish("bench.latency", {"n": n, "sent_at": time.time(), "phase": "steady"})
+		next_at += interval
+		pause = next_at - time.perf_counter()
+		if pause > 0:
+			connection.sleep(pause)
+	burst = 5000 if quick else 20000
+	for chunk in range(0, burst, 1000):
+		publisher.publish_many(
+			[
+				Message("bench.latency", {"n": n, "sent_at": time.time(), "phase": "burst"})
+				for n in range(chunk, chunk + 1000)
+			]
+		)
+	publisher.publish("bench.latency", {"n": -1, "sent_at": time.time(), "phase": "end"})
+	worker.wait(timeout=300)
+	samples: dict[str, list[float]] = {"steady": [], "burst": []}
+	for line in out.read_text().splitlines():
+		phase, value = line.split()
+		if phase in samples:
+			samples[phase].append(float(value) * 1000)
+	for phase, label, targets in (
+		("steady", "at 200 msg/s", ("< 5 ms", "< 25 ms")),
+		("burst", "at saturation", ("-", "-")),
+	):
+		values = sorted(samples[phase])
+		p50, p99 = _pct(values, 50), _pct(values, 99)
+		report.add(f"latency publish -> handler, p50, {label}", f"{p50:.2f} ms", "-", "-", targets[0])
+		report.add(f"latency publish -> handler, p99, {label}", f"{p99:.2f} ms", "-", "-", targets[1])
+		report.add(f"latency publish -> handler, max, {label}", f"{values[-1]:.2f} ms", "-", "-", "-")
+	declarer.delete(_topology(queue, exchange))
+	declarer.close()
+	publisher.close()
+
+
+def bench_memory(
+	report: Report, connection: BrokerConnection, folder: Path, store_url: str, quick: bool
+) -> None:
+	prefix = f"bench-{uuid.uuid4().hex[:6]}"
+	queue, exchange = f"{prefix}.memory", f"{prefix}.ex"
+	out = folder / "memory.txt"
+	total = 30_000 if quick else 100_000
+	worker = subprocess.Popen(
+		[
+			sys.executable,
+			"-m",
+			"benchmarks.worker_process",
+			"memory",
+			URL,
+			store_url,
+			queue,
+			exchange,
+			str(out),
+			str(total),
+		],
+		cwd=REPO,
+	)
+	declarer = TopologyDeclarer(connection)
+	while declarer.queue_depth(queue) is None:
+		connection.sleep(0.1)
+	payloads = bodies(10_000)
+	for _ in range(total // 10_000):
+		_fill(queue, payloads)
+		while (declarer.queue_depth(queue) or 0) > 20_000:
+			connection.sleep(0.5)
+	worker.wait(timeout=900)
+	marks = dict(line.split() for line in out.read_text().splitlines())
+	rss10, rss_total = int(marks["10000"]), int(marks[str(total)])
+	report.add("worker RSS after 10k messages", f"{rss10 / 1024:.1f} MiB", "-", "-", "-")
+	report.add(
+		f"worker RSS after {total // 1000}k messages",
+		f"{rss_total / 1024:.1f} MiB",
+		"-",
+		f"{rss_total / rss10:.2f}x",
+		"<= 1.10x",
+	)
+	declarer.delete(_topology(queue, exchange))
+	declarer.close()
+
+
+def _topology(queue: str, exchange: str):
+	registry = HandlerRegistry()
+	registry.subscribe("bench.#", queue=queue, exchange=exchange)(lambda m: None)
+	return topology_for(registry, RetryPolicy())
+
+
+def _pct(values: list[float], percent: int) -> float:
+	if not values:
+		return float("nan")
+	return (
+		statistics.quantiles(values, n=100, method="inclusive")[percent - 1] if len(values) > 1 else values[0]
+	)
+
+
+def write_markdown(report: Report, path: Path, command: str, seconds: float) -> None:
+	lines = [
+		"# Performance",
+		"",
+		f"Generated by `{command}` in {seconds:.0f} s on {platform.node() or 'this machine'}: "
+		f"{os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}. "
+		"Every baseline is raw pika doing the same work on the same broker in the same run; "
+		"absolute rates drift between runs, the ratios are what the targets are about.",
+		"",
+		"| measurement | frappe_eda | raw pika | ratio | target |",
+		"|---|---:|---:|---:|---|",
+		*(f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in report.rows),
+		"",
+		*report.notes,
+	]
+	path.parent.mkdir(parents=True, exist_ok=True)
+	path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+	parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+	parser.add_argument("--quick", action="store_true", help="Smaller counts (about a minute).")
+	parser.add_argument("--count", type=int, default=None, help="Messages per throughput measurement.")
+	parser.add_argument("--no-mariadb", action="store_true")
+	parser.add_argument("--only", choices=["publish", "consume", "latency", "memory"], action="append")
+	parser.add_argument("--out", default=None, help="Write the table as Markdown (e.g. docs/performance.md).")
+	args = parser.parse_args()
+	count = args.count or (5000 if args.quick else 20000)
+	started = time.perf_counter()
+	report = Report()
+	folder = Path(tempfile.mkdtemp(prefix="eda-bench-"))
+	mariadb = None if args.no_mariadb else MariaDbDatabase()
+	stores = store_urls(folder)
+	if mariadb is not None:
+		stores["MariaDB"] = mariadb.url
+	print(f"{'measurement':<58} {'frappe_eda':>14} {'raw pika':>14} {'ratio':>8}  target")
+	connection = BrokerConnection(BrokerSettings(url=URL))
+	connection.open()
+	try:
+		only = set(args.only or ["publish", "consume", "latency", "memory"])
+		if "publish" in only:
+			bench_publish(report, connection, count, stores)
+		if "consume" in only:
+			bench_consume(report, connection, count, stores)
+		if "latency" in only:
+			bench_latency(
+				report,
+				connection,
+				folder,
+				stores["SQLite"].replace("bench.sqlite3", "latency.sqlite3"),
+				args.quick,
+			)
+		if "memory" in only:
+			bench_memory(
+				report,
+				connection,
+				folder,
+				stores["SQLite"].replace("bench.sqlite3", "memory.sqlite3"),
+				args.quick,
+			)
+	finally:
+		connection.close()
+		if mariadb is not None:
+			mariadb.drop()
+	if args.out:
+		command = "python -m benchmarks " + " ".join(sys.argv[1:])
+		write_markdown(report, Path(args.out), command.strip(), time.perf_counter() - started)
+
+
+if __name__ == "__main__":
+	main()
