@@ -297,6 +297,7 @@ def demo(ctx: Context, keep: bool) -> None:
 	"""Publish -> consume -> fail -> retry -> dead-letter -> fix -> replay -> processed, on the local broker."""
 	from frappe_eda.cli.demo import run_demo
 
+	logging.getLogger("frappe_eda").setLevel(logging.WARNING)  # the demo narrates; keep the log quiet
 	run_demo(ctx.settings, ctx.store_url if ctx.store_url != DEFAULT_STORE_URL else None, keep=keep)
 
 

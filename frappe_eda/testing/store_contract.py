@@ -1,0 +1,412 @@
+"""The contract every ``MessageStore`` passes, written once.
+
+A ``unittest`` mixin, so it runs under pytest (SQL and memory stores) and under Frappe's
+``bench run-tests`` (the DocType store) alike::
+
+    class TestMyStore(StoreContract, unittest.TestCase):
+        def make_store(self):
+            return MyStore(...)
+"""
+
+from __future__ import annotations
+
+import unittest
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from frappe_eda.messaging.store import (
+	Direction,
+	ErrorRecord,
+	MessageFilter,
+	MessageRecord,
+	MessageStore,
+	Status,
+)
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+
+
+def outgoing(message_id: str, *, routing_key: str = "sales_order.submitted", **fields: Any) -> MessageRecord:
+	return MessageRecord(
+		message_id=message_id,
+		direction=Direction.OUTGOING,
+		status=fields.pop("status", Status.PENDING),
+		routing_key=routing_key,
+		body=fields.pop("body", f'{{"id":"{message_id}"}}'),
+		exchange=fields.pop("exchange", "erp.events"),
+		**fields,
+	)
+
+
+def incoming(
+	message_id: str, queue: str, *, routing_key: str = "sales_order.submitted", **fields: Any
+) -> MessageRecord:
+	return MessageRecord(
+		message_id=message_id,
+		direction=Direction.INCOMING,
+		status=fields.pop("status", Status.PROCESSED),
+		routing_key=routing_key,
+		body=fields.pop("body", f'{{"id":"{message_id}"}}'),
+		exchange=fields.pop("exchange", "erp.events"),
+		queue=queue,
+		**fields,
+	)
+
+
+def error(message_id: str, queue: str = "", attempt: int = 1, **fields: Any) -> ErrorRecord:
+	return ErrorRecord(
+		message_id=message_id,
+		direction=fields.pop("direction", Direction.INCOMING if queue else Direction.OUTGOING),
+		exception_type=fields.pop("exception_type", "RuntimeError"),
+		error=fields.pop("error", f"failure {attempt}"),
+		fingerprint=fields.pop("fingerprint", "f" * 16),
+		attempt=attempt,
+		queue=queue,
+		traceback=fields.pop("traceback", "Traceback (most recent call last):\n  boom\nRuntimeError"),
+		**fields,
+	)
+
+
+class StoreContract:
+	"""Mix into a ``unittest.TestCase`` and implement ``make_store``."""
+
+	store: MessageStore
+
+	def make_store(self) -> MessageStore:
+		raise NotImplementedError
+
+	def cleanup_store(self, store: MessageStore) -> None:
+		store.close()
+
+	def setUp(self) -> None:
+		super().setUp()  # type: ignore[misc]
+		self.store = self.make_store()
+
+	def tearDown(self) -> None:
+		self.cleanup_store(self.store)
+		super().tearDown()  # type: ignore[misc]
+
+	@property
+	def t(self) -> unittest.TestCase:
+		assert isinstance(self, unittest.TestCase)
+		return self
+
+	# --- round trips ------------------------------------------------------------------------------
+
+	def test_outgoing_record_round_trips_every_field(self) -> None:
+		record = outgoing(
+			"m-1",
+			headers={"x-tenant": "acme", "nested": {"a": [1, 2]}},
+			handler="",
+			message_type="sales_order.submitted",
+			attempts=2,
+			last_error="PublishNacked: refused",
+			replay_count=1,
+			replay_of="m-0",
+			resolved=True,
+			reference_doctype="Sales Order",
+			reference_name="SO-0001",
+			created_at=T0,
+			body='{"id":"m-1","payload":{"name":"Zoë ✓"}}',
+		)
+		self.store.save([record])
+		got = self.store.get("m-1", Direction.OUTGOING)
+		self.t.assertIsNotNone(got)
+		assert got is not None
+		for name in (
+			"message_id",
+			"direction",
+			"status",
+			"routing_key",
+			"body",
+			"exchange",
+			"queue",
+			"handler",
+			"message_type",
+			"headers",
+			"attempts",
+			"last_error",
+			"replay_count",
+			"replay_of",
+			"resolved",
+			"reference_doctype",
+			"reference_name",
+		):
+			self.t.assertEqual(getattr(got, name), getattr(record, name), name)
+		self.t.assertEqual(got.created_at, T0)
+		self.t.assertIsNotNone(got.updated_at.tzinfo)
+
+	def test_incoming_record_round_trips_with_its_queue_and_handler(self) -> None:
+		self.store.save(
+			[incoming("m-1", "inventory.orders", handler="inventory.handlers.reserve", attempts=3)]
+		)
+		got = self.store.get("m-1", Direction.INCOMING, "inventory.orders")
+		assert got is not None
+		self.t.assertEqual(
+			(got.queue, got.handler, got.attempts), ("inventory.orders", "inventory.handlers.reserve", 3)
+		)
+		self.t.assertIsNone(self.store.get("m-1", Direction.INCOMING, "other.queue"))
+		self.t.assertIsNone(self.store.get("m-1", Direction.OUTGOING))
+
+	def test_large_body_is_kept_whole(self) -> None:
+		body = '{"pad":"' + "x" * (1024 * 1024) + '"}'
+		self.store.save([outgoing("big", body=body)])
+		got = self.store.get("big", Direction.OUTGOING)
+		assert got is not None
+		self.t.assertEqual(len(got.body), len(body))
+
+	def test_get_of_an_unknown_id_is_none(self) -> None:
+		self.t.assertIsNone(self.store.get("nope", Direction.OUTGOING))
+
+	# --- keys and upserts -------------------------------------------------------------------------
+
+	def test_save_replaces_the_record_with_the_same_key(self) -> None:
+		self.store.save([incoming("m-1", "q", status=Status.FAILED, attempts=1, last_error="boom")])
+		first = self.store.get("m-1", Direction.INCOMING, "q")
+		self.store.save([incoming("m-1", "q", status=Status.PROCESSED, attempts=2)])
+		second = self.store.get("m-1", Direction.INCOMING, "q")
+		assert first is not None and second is not None
+		self.t.assertEqual((second.status, second.attempts, second.last_error), (Status.PROCESSED, 2, ""))
+		self.t.assertGreaterEqual(second.updated_at, first.updated_at)
+		self.t.assertEqual(sum(self.store.counts().values()), 1)
+
+	def test_one_id_in_two_queues_and_outgoing_is_three_records(self) -> None:
+		self.store.save([outgoing("m-1"), incoming("m-1", "a"), incoming("m-1", "b", status=Status.DEAD)])
+		self.t.assertEqual(sum(self.store.counts().values()), 3)
+		dead = self.store.get("m-1", Direction.INCOMING, "b")
+		assert dead is not None
+		self.t.assertEqual(dead.status, Status.DEAD)
+
+	def test_save_many_in_one_call(self) -> None:
+		self.store.save([outgoing(f"m-{n}") for n in range(50)])
+		self.t.assertEqual(self.store.counts(), {(Direction.OUTGOING, Status.PENDING): 50})
+
+	def test_set_status_moves_a_batch_and_keeps_other_fields(self) -> None:
+		self.store.save([outgoing("a", attempts=1), outgoing("b"), outgoing("c")])
+		self.store.set_status(Direction.OUTGOING, ["a", "b"], Status.PUBLISHED)
+		self.store.set_status(
+			Direction.OUTGOING, ["c"], Status.FAILED, last_error="UnroutableMessage: no queue"
+		)
+		a, c = self.store.get("a", Direction.OUTGOING), self.store.get("c", Direction.OUTGOING)
+		assert a is not None and c is not None
+		self.t.assertEqual(
+			(a.status, a.attempts, a.routing_key), (Status.PUBLISHED, 1, "sales_order.submitted")
+		)
+		self.t.assertEqual((c.status, c.last_error), (Status.FAILED, "UnroutableMessage: no queue"))
+
+	def test_set_status_only_touches_the_named_queue(self) -> None:
+		self.store.save([incoming("m", "a", status=Status.FAILED), incoming("m", "b", status=Status.FAILED)])
+		self.store.set_status(Direction.INCOMING, ["m"], Status.DEAD, queue="a")
+		a, b = self.store.get("m", Direction.INCOMING, "a"), self.store.get("m", Direction.INCOMING, "b")
+		assert a is not None and b is not None
+		self.t.assertEqual((a.status, b.status), (Status.DEAD, Status.FAILED))
+
+	# --- the inbox --------------------------------------------------------------------------------
+
+	def test_processed_ids_returns_only_processed_messages_of_that_queue(self) -> None:
+		self.store.save(
+			[
+				incoming("done", "q"),
+				incoming("failed", "q", status=Status.FAILED),
+				incoming("dead", "q", status=Status.DEAD),
+				incoming("elsewhere", "other"),
+				outgoing("done-out", status=Status.PUBLISHED),
+			]
+		)
+		found = self.store.processed_ids("q", ["done", "failed", "dead", "elsewhere", "done-out", "unknown"])
+		self.t.assertEqual(found, {"done"})
+
+	def test_processed_ids_of_many_ids_at_once(self) -> None:
+		self.store.save([incoming(f"m-{n}", "q") for n in range(0, 1200, 2)])
+		found = self.store.processed_ids("q", [f"m-{n}" for n in range(1200)])
+		self.t.assertEqual(len(found), 600)
+		self.t.assertEqual(self.store.processed_ids("q", []), set())
+
+	# --- errors -----------------------------------------------------------------------------------
+
+	def test_errors_come_back_oldest_first_with_every_field(self) -> None:
+		for attempt in (1, 2, 3):
+			self.store.add_error(
+				error(
+					"m",
+					"q",
+					attempt,
+					handler="h",
+					occurred_at=T0 + timedelta(seconds=attempt),
+					resolved=attempt == 1,
+				)
+			)
+		errors = self.store.errors("m", "q")
+		self.t.assertEqual([e.attempt for e in errors], [1, 2, 3])
+		first = errors[0]
+		self.t.assertEqual(
+			(
+				first.exception_type,
+				first.error,
+				first.fingerprint,
+				first.handler,
+				first.direction,
+				first.resolved,
+			),
+			("RuntimeError", "failure 1", "f" * 16, "h", Direction.INCOMING, True),
+		)
+		self.t.assertIn("RuntimeError", first.traceback)
+		self.t.assertEqual(first.occurred_at, T0 + timedelta(seconds=1))
+
+	def test_errors_filter_by_queue(self) -> None:
+		self.store.add_error(error("m", "a"))
+		self.store.add_error(error("m", "b"))
+		self.store.add_error(error("other", "a"))
+		self.t.assertEqual([e.queue for e in self.store.errors("m", "a")], ["a"])
+		self.t.assertEqual(sorted(e.queue for e in self.store.errors("m")), ["a", "b"])
+		self.t.assertEqual(self.store.errors("unknown"), [])
+
+	# --- queries ----------------------------------------------------------------------------------
+
+	def _seed(self) -> None:
+		self.store.save(
+			[
+				outgoing("o1", status=Status.PUBLISHED, created_at=T0),
+				outgoing(
+					"o2",
+					status=Status.FAILED,
+					routing_key="purchase_order.created",
+					created_at=T0 + timedelta(minutes=1),
+				),
+				incoming("i1", "inventory", status=Status.DEAD, created_at=T0 + timedelta(minutes=2)),
+				incoming(
+					"i2",
+					"inventory",
+					status=Status.PROCESSED,
+					routing_key="sales_order.cancelled",
+					created_at=T0 + timedelta(minutes=3),
+				),
+				incoming(
+					"i3",
+					"billing",
+					status=Status.FAILED,
+					routing_key="sales_order.items.changed",
+					created_at=T0 + timedelta(minutes=4),
+				),
+			]
+		)
+
+	def _ids(self, **query: Any) -> list[str]:
+		return [r.message_id for r in self.store.find(MessageFilter(**query))]
+
+	def test_find_everything_oldest_first(self) -> None:
+		self._seed()
+		self.t.assertEqual(self._ids(), ["o1", "o2", "i1", "i2", "i3"])
+
+	def test_find_by_direction_and_statuses(self) -> None:
+		self._seed()
+		self.t.assertEqual(self._ids(direction=Direction.OUTGOING), ["o1", "o2"])
+		self.t.assertEqual(self._ids(statuses=(Status.DEAD, Status.FAILED)), ["o2", "i1", "i3"])
+		self.t.assertEqual(self._ids(direction=Direction.INCOMING, statuses=(Status.FAILED,)), ["i3"])
+
+	def test_find_by_exact_routing_key(self) -> None:
+		self._seed()
+		self.t.assertEqual(self._ids(routing_key="sales_order.cancelled"), ["i2"])
+		self.t.assertEqual(self._ids(routing_key="sales_order"), [])
+
+	def test_find_by_topic_pattern_routes_like_rabbitmq(self) -> None:
+		self._seed()
+		self.t.assertEqual(self._ids(routing_key="sales_order.*"), ["o1", "i1", "i2"])
+		self.t.assertEqual(self._ids(routing_key="sales_order.#"), ["o1", "i1", "i2", "i3"])
+		self.t.assertEqual(self._ids(routing_key="#.created"), ["o2"])
+		self.t.assertEqual(self._ids(routing_key="#"), ["o1", "o2", "i1", "i2", "i3"])
+
+	def test_find_by_queue_and_message_ids(self) -> None:
+		self._seed()
+		self.t.assertEqual(self._ids(queue="inventory"), ["i1", "i2"])
+		self.t.assertEqual(self._ids(message_ids=("i3", "o1", "zz")), ["o1", "i3"])
+
+	def test_find_by_time_range(self) -> None:
+		self._seed()
+		self.t.assertEqual(self._ids(since=T0 + timedelta(minutes=2)), ["i1", "i2", "i3"])
+		self.t.assertEqual(self._ids(until=T0 + timedelta(minutes=1)), ["o1", "o2"])
+		self.t.assertEqual(
+			self._ids(since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=3)), ["o2", "i1", "i2"]
+		)
+
+	def test_find_respects_the_limit_after_pattern_matching(self) -> None:
+		self._seed()
+		self.t.assertEqual(self._ids(limit=2), ["o1", "o2"])
+		self.t.assertEqual(self._ids(routing_key="sales_order.*", limit=2), ["o1", "i1"])
+
+	def test_counts_per_direction_and_status(self) -> None:
+		self._seed()
+		self.t.assertEqual(
+			self.store.counts(),
+			{
+				(Direction.OUTGOING, Status.PUBLISHED): 1,
+				(Direction.OUTGOING, Status.FAILED): 1,
+				(Direction.INCOMING, Status.DEAD): 1,
+				(Direction.INCOMING, Status.PROCESSED): 1,
+				(Direction.INCOMING, Status.FAILED): 1,
+			},
+		)
+
+	# --- retention --------------------------------------------------------------------------------
+
+	def test_delete_finished_keeps_failed_dead_and_recent_records(self) -> None:
+		self._seed()
+		self.store.add_error(error("i2", "inventory"))
+		self.store.add_error(error("i1", "inventory"))
+		later = datetime.now(timezone.utc) + timedelta(seconds=5)
+		deleted = self.store.delete_finished(before=later)
+		self.t.assertEqual(deleted, 2)
+		self.t.assertEqual(self._ids(), ["o2", "i1", "i3"])
+		self.t.assertEqual(self.store.errors("i2"), [])
+		self.t.assertEqual(len(self.store.errors("i1")), 1)
+		self.store.save([incoming("fresh", "q")])
+		self.t.assertEqual(self.store.delete_finished(before=T0), 0)
+		self.t.assertIsNotNone(self.store.get("fresh", Direction.INCOMING, "q"))
+
+	# --- transactions -----------------------------------------------------------------------------
+
+	def test_transaction_commits_its_writes_together(self) -> None:
+		with self.store.transaction():
+			self.store.save([outgoing("a")])
+			self.store.add_error(error("a"))
+		self.t.assertIsNotNone(self.store.get("a", Direction.OUTGOING))
+		self.t.assertEqual(len(self.store.errors("a")), 1)
+
+	def test_transaction_rolls_back_every_write_on_error(self) -> None:
+		with self.t.assertRaises(RuntimeError):
+			with self.store.transaction():
+				self.store.save([outgoing("a")])
+				self.store.add_error(error("a"))
+				self.store.set_status(Direction.OUTGOING, ["a"], Status.PUBLISHED)
+				raise RuntimeError("handler failed")
+		self.t.assertIsNone(self.store.get("a", Direction.OUTGOING))
+		self.t.assertEqual(self.store.errors("a"), [])
+
+	def test_nested_transaction_rolls_back_alone(self) -> None:
+		with self.store.transaction():
+			self.store.save([incoming("kept", "q")])
+			with self.t.assertRaises(ValueError):
+				with self.store.transaction():
+					self.store.save([incoming("dropped", "q")])
+					self.store.set_status(Direction.INCOMING, ["kept"], Status.DEAD, queue="q")
+					raise ValueError("one message failed")
+			self.store.save([incoming("after", "q")])
+		self.t.assertEqual(
+			sorted(self.store.processed_ids("q", ["kept", "dropped", "after"])), ["after", "kept"]
+		)
+
+	def test_reads_inside_a_transaction_see_its_own_writes(self) -> None:
+		with self.store.transaction():
+			self.store.save([incoming("m", "q")])
+			self.t.assertEqual(self.store.processed_ids("q", ["m"]), {"m"})
+			got = self.store.get("m", Direction.INCOMING, "q")
+			self.t.assertIsNotNone(got)
+
+	def test_a_record_saved_again_after_replay_keeps_its_history_fields(self) -> None:
+		original = incoming("m", "q", status=Status.DEAD, created_at=T0, attempts=3)
+		self.store.save([original])
+		self.store.save([replace(original, status=Status.RECEIVED, replay_count=1)])
+		got = self.store.get("m", Direction.INCOMING, "q")
+		assert got is not None
+		self.t.assertEqual((got.status, got.replay_count, got.created_at), (Status.RECEIVED, 1, T0))
