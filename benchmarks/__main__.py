@@ -152,14 +152,15 @@ def bench_consume(report: Report, connection: BrokerConnection, count: int, stor
 
 
 def _fill(queue: str, payloads: list[bytes]) -> None:
-	"""Load a queue through a separate raw connection (confirmed once at the end)."""
+	"""Load a queue through a separate raw connection, then wait until the broker holds them all."""
 	raw = pika.BlockingConnection(pika.URLParameters(URL))
 	channel = raw.channel()
-	channel.confirm_delivery()
+	before = channel.queue_declare(queue, passive=True).method.message_count
 	properties = pika.BasicProperties(content_type="application/json", delivery_mode=2)
-	for body in payloads[:-1]:
-		channel._impl.basic_publish("", queue, body, properties)  # unconfirmed burst ...
-	channel.basic_publish("", queue, payloads[-1], properties)  # ... then one confirm covers all
+	for body in payloads:
+		channel.basic_publish("", queue, body, properties)
+	while channel.queue_declare(queue, passive=True).method.message_count < before + len(payloads):
+		raw.sleep(0.05)
 	raw.close()
 
 

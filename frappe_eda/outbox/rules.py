@@ -64,7 +64,7 @@ def _load_rules() -> dict[str, list[PublishRule]]:
 			"destination",
 			"exchange",
 			"routing_key",
-			"fields",
+			"send_fields",
 		],
 	):
 		rules.setdefault(row.document_type, []).append(
@@ -74,7 +74,7 @@ def _load_rules() -> dict[str, list[PublishRule]]:
 				routing_key=row.routing_key or "",
 				exchange=row.exchange or "",
 				destination=row.destination or "",
-				fields=_split(row.fields),
+				fields=_split(row.send_fields),
 				condition=row.condition or "",
 				rule=row.name,
 			)

@@ -16,6 +16,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -123,21 +124,23 @@ class SqlStore(MessageStore):
 			return
 		now = _naive(utcnow())
 		rows = [_message_row(r, now) for r in records]
-		self._run(lambda c: c.execute(self._upsert(rows)))
+		# One statement, many parameter sets: compiled once, sent as batched VALUES by the driver.
+		self._run(lambda c: c.execute(self._upsert, rows))
 
-	def _upsert(self, rows: list[dict[str, Any]]) -> Any:
+	@cached_property
+	def _upsert(self) -> Any:
 		dialect = self.engine.dialect.name
 		key = ["message_id", "direction", "queue"]
 		if dialect == "sqlite":
-			statement = sqlite.insert(self.messages).values(rows)
+			statement = sqlite.insert(self.messages)
 			return statement.on_conflict_do_update(
 				index_elements=key, set_={c: statement.excluded[c] for c in UPDATABLE}
 			)
 		if dialect == "postgresql":
-			pg = postgresql.insert(self.messages).values(rows)
+			pg = postgresql.insert(self.messages)
 			return pg.on_conflict_do_update(index_elements=key, set_={c: pg.excluded[c] for c in UPDATABLE})
 		if dialect in ("mysql", "mariadb"):
-			my = mysql.insert(self.messages).values(rows)
+			my = mysql.insert(self.messages)
 			return my.on_duplicate_key_update({c: my.inserted[c] for c in UPDATABLE})
 		raise EdaError(f"the SQL store supports SQLite, MariaDB/MySQL and PostgreSQL, not {dialect}")
 

@@ -1,0 +1,28 @@
+# Copyright (c) 2026, frappe_eda developers and contributors
+# License: MIT. See LICENSE
+
+from datetime import datetime, timedelta, timezone
+
+import frappe
+from frappe.model.document import Document
+
+
+class EDAMessage(Document):
+	"""Written by the store; read, replayed and resolved in the desk (see frappe_eda.desk)."""
+
+	@staticmethod
+	def clear_old_logs(days=30):
+		"""Log Settings retention: Processed and Published only; Failed and Dead wait to be resolved."""
+		from frappe_eda.stores.doctype_store import DocTypeStore
+
+		before = datetime.now(timezone.utc) - timedelta(days=days)
+		return DocTypeStore(commit=False).delete_finished(before)
+
+
+def on_doctype_update():
+	frappe.db.add_unique(
+		"EDA Message", ["message_id", "direction", "queue"], constraint_name="unique_message_key"
+	)
+	frappe.db.add_index(
+		"EDA Message", ["direction", "status", "created_at"], index_name="direction_status_created"
+	)
