@@ -16,8 +16,8 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import cached_property
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, select, update
