@@ -4,7 +4,6 @@ app_publisher = "frappe_eda developers"
 app_description = "Event-driven messaging over RabbitMQ: outbox, worker, retries, dead-letter and replay"
 app_email = "developers@frappe-eda.invalid"
 app_license = "mit"
-required_apps = ["frappe"]
 
 # --- publishing: every document event may match an EDA Event Rule or an app's eda_publish hook ---
 doc_events = {

@@ -63,6 +63,7 @@ class WorkerStats:
 	retried: int = 0
 	dead: int = 0
 	reconnects: int = 0
+	store_failures: int = 0
 	started_at: float = field(default_factory=time.monotonic)
 
 	@property
@@ -112,6 +113,7 @@ class Worker:
 			max_workers=1, thread_name_prefix="eda-handler", initializer=handler_thread_initializer
 		)
 		self._before_batch = before_batch
+		self._store_failures = 0
 		# Called on the loop thread after each turn of the loop (the Frappe worker relays its outbox here).
 		self.between_batches: Callable[[], None] | None = None
 		self._buffer: list[Delivery] = []
@@ -220,12 +222,36 @@ class Worker:
 		return batch
 
 	def _handle(self, batch: Sequence[Delivery]) -> None:
-		decisions = self._run_on_handler_thread(batch)
+		try:
+			decisions = self._run_on_handler_thread(batch)
+		except CONNECTION_ERRORS:
+			raise
+		except Exception as e:
+			self._return_unrecorded(batch, e)
+			return
+		self._store_failures = 0
 		self._notify_dead(decisions)
 		self._republish(decisions)
 		self._ack(decisions)
 		for decision in decisions:
 			self._count(decision.outcome)
+
+	def _return_unrecorded(self, batch: Sequence[Delivery], error: Exception) -> None:
+		"""The store could not record the outcome (database down, a bad column): nothing of the batch is
+		acked. It goes back to the queue, and the worker backs off before trying again."""
+		self._store_failures += 1
+		self.stats.store_failures += 1
+		wait = min(30.0, 0.5 * 2 ** (self._store_failures - 1))
+		log.error(
+			"could not record a batch of %d (%s: %s); returned to the queue, retrying in %.1fs",
+			len(batch),
+			type(error).__name__,
+			error,
+			wait,
+			exc_info=error,
+		)
+		self._channel.basic_nack(max(d.delivery_tag for d in batch), multiple=True, requeue=True)
+		self.connection.sleep(wait)
 
 	def _run_on_handler_thread(self, batch: Sequence[Delivery]) -> list[Decision]:
 		"""Keep servicing the connection (heartbeats) while the handler thread works."""

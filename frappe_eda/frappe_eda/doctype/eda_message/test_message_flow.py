@@ -1,0 +1,227 @@
+# Copyright (c) 2026, frappe_eda developers and contributors
+# License: MIT. See LICENSE
+"""The whole life of a message in a real site, on the machine's RabbitMQ.
+
+Relay and worker commit (they own their transactions), so these tests commit too and delete what
+they created afterwards. Names are unique per run; nothing else on the broker is touched.
+"""
+
+import json
+
+import frappe
+from frappe.tests.utils import FrappeTestCase
+
+import frappe_eda
+from frappe_eda.consumer import build_worker
+from frappe_eda.messaging.connection import BrokerConnection
+from frappe_eda.messaging.errors import BrokerUnavailable
+from frappe_eda.messaging.registry import default_registry
+from frappe_eda.messaging.topology import Binding, Exchange, Queue, Topology, TopologyDeclarer
+from frappe_eda.outbox.relay import drain
+from frappe_eda.outbox.rules import clear_rules_cache
+from frappe_eda.settings import load_settings
+
+BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+class SiteMessagingCase(FrappeTestCase):
+	def setUp(self):
+		self.prefix = f"site-{frappe.generate_hash(length=8)}"
+		self.exchange = f"{self.prefix}.events"
+		settings = frappe.get_single("EDA Settings")
+		self.saved_settings = settings.as_dict()
+		settings.update(
+			{
+				"enabled": 1,
+				"amqp_url": BROKER,
+				"default_exchange": self.exchange,
+				"retry_delays": "0.2",
+				"max_attempts": 2,
+				"notify_role": "EDA Manager",
+			}
+		)
+		settings.save()
+		frappe.db.commit()
+
+	def tearDown(self):
+		frappe.db.rollback()
+		frappe.db.delete("EDA Error", {"queue": ["like", f"{self.prefix}%"]})
+		frappe.db.delete("EDA Message", {"exchange": ["like", f"{self.prefix}%"]})
+		frappe.db.delete("EDA Message", {"queue": ["like", f"{self.prefix}%"]})
+		frappe.db.delete("EDA Event Rule", {"exchange": self.exchange})
+		frappe.db.delete("ToDo", {"description": ["like", f"{self.prefix}%"]})
+		frappe.db.delete("Notification Log", {"subject": ["like", "EDA:%"]})
+		settings = frappe.get_single("EDA Settings")
+		settings.update(
+			{
+				k: self.saved_settings.get(k)
+				for k in ("enabled", "amqp_url", "default_exchange", "retry_delays", "max_attempts")
+			}
+		)
+		settings.flags.ignore_mandatory = True
+		settings.save()
+		frappe.db.commit()
+		clear_rules_cache()
+		for subscription in list(default_registry):
+			if subscription.queue.startswith(self.prefix):
+				default_registry.remove(subscription.queue)
+
+	def declare_queue(self, connection, queue, pattern="#"):
+		topology = Topology(
+			(Exchange(self.exchange),), (Queue(queue),), (Binding(self.exchange, queue, pattern),)
+		)
+		TopologyDeclarer(connection).declare(topology)
+		self.addCleanup(lambda: _delete(topology))
+		return topology
+
+
+def _delete(topology):
+	with BrokerConnection(load_settings().broker) as connection:
+		TopologyDeclarer(connection).delete(topology)
+
+
+def _delete_worker_queues(queue):
+	with BrokerConnection(load_settings().broker) as connection:
+		channel = connection.channel()
+		for name in (queue, f"{queue}.dead", f"{queue}.retry.200ms"):
+			channel.queue_delete(name)
+
+
+class TestRelay(SiteMessagingCase):
+	def test_a_saved_document_reaches_rabbitmq_with_the_right_routing_key(self):
+		frappe.get_doc(
+			{
+				"doctype": "EDA Event Rule",
+				"document_type": "ToDo",
+				"event": "after_insert",
+				"exchange": self.exchange,
+			}
+		).insert()
+		with BrokerConnection(load_settings().broker) as connection:
+			self.declare_queue(connection, f"{self.prefix}.todos", "todo.*")
+			todo = frappe.get_doc({"doctype": "ToDo", "description": f"{self.prefix} ship"}).insert()
+			frappe.db.commit()
+			self.assertEqual(drain(connection), 1)
+			method, _properties, body = connection.channel().basic_get(f"{self.prefix}.todos", auto_ack=True)
+		self.assertEqual(method.routing_key, "todo.after_insert")
+		self.assertEqual(json.loads(body)["payload"]["name"], todo.name)
+		[status] = frappe.get_all("EDA Message", filters={"reference_name": todo.name}, pluck="status")
+		self.assertEqual(status, "Published")
+
+	def test_with_the_broker_unreachable_messages_wait_pending_then_go_out_in_order(self):
+		frappe.db.set_single_value("EDA Settings", "amqp_url", "amqp://guest:guest@127.0.0.1:1/%2F")
+		frappe.db.commit()
+		frappe.clear_document_cache("EDA Settings", "EDA Settings")
+		names = [frappe_eda.publish(f"order.{n}", {"n": n}).id for n in range(3)]
+		frappe.db.commit()
+		with self.assertRaises(BrokerUnavailable):
+			with BrokerConnection(
+				load_settings().broker.__class__(
+					url="amqp://guest:guest@127.0.0.1:1/%2F", reconnect_attempts=2, reconnect_max_wait=0.1
+				)
+			) as connection:
+				drain(connection)
+		pending = frappe.get_all("EDA Message", filters={"message_id": ["in", names]}, pluck="status")
+		self.assertEqual(pending, ["Pending"] * 3)
+
+		frappe.db.set_single_value("EDA Settings", "amqp_url", BROKER)
+		frappe.db.commit()
+		frappe.clear_document_cache("EDA Settings", "EDA Settings")
+		with BrokerConnection(load_settings().broker) as connection:
+			self.declare_queue(connection, f"{self.prefix}.orders", "order.*")
+			self.assertEqual(drain(connection), 3)
+			channel = connection.channel()
+			received = [
+				json.loads(channel.basic_get(f"{self.prefix}.orders", auto_ack=True)[2])["id"] for _ in names
+			]
+		self.assertEqual(received, names)
+
+
+class TestWorker(SiteMessagingCase):
+	def test_failure_is_retried_dead_lettered_recorded_notified_then_replayed_to_processed(self):
+		from frappe_eda.desk.api import replay_messages
+
+		queue = f"{self.prefix}.stock"
+		self.addCleanup(_delete_worker_queues, queue)
+		manager = _manager_user()
+		state = {"broken": True, "calls": 0}
+
+		@default_registry.subscribe("stock.*", queue=queue, exchange=self.exchange)
+		def reserve(message):
+			state["calls"] += 1
+			frappe.get_doc(
+				{"doctype": "ToDo", "description": f"{self.prefix} reserve {message.payload['item']}"}
+			).insert()
+			if state["broken"]:
+				raise LookupError(f"unknown item {message.payload['item']}")
+
+		with BrokerConnection(load_settings().broker) as connection:
+			worker = build_worker(connection, [queue])
+			worker.declare()
+			sent = frappe_eda.publish("stock.reserve", {"item": "WIDGET"})
+			frappe.db.commit()
+			drain(connection)
+			worker.run(until=lambda s: s.dead >= 1, idle_timeout=15)
+			frappe.db.rollback()  # a fresh snapshot: the worker committed on its own connection
+
+			record = frappe.get_all(
+				"EDA Message",
+				filters={"message_id": sent.id, "direction": "Incoming"},
+				fields=["name", "status", "attempts"],
+			)[0]
+			self.assertEqual((record.status, record.attempts, state["calls"]), ("Dead", 2, 2))
+			errors = frappe.get_all(
+				"EDA Error",
+				filters={"message_id": sent.id},
+				fields=["attempt", "exception_type", "traceback"],
+				order_by="attempt",
+			)
+			self.assertEqual([e.attempt for e in errors], [1, 2])
+			self.assertIn("LookupError: unknown item WIDGET", errors[-1].traceback)
+			self.assertEqual(
+				frappe.db.count("ToDo", {"description": f"{self.prefix} reserve WIDGET"}), 0
+			)  # rolled back
+			self.assertTrue(
+				frappe.db.exists("Notification Log", {"for_user": manager, "document_name": record.name})
+			)
+
+			worker.close()
+
+		state["broken"] = (
+			False  # the fix is deployed; replay from the desk (a web request: no open connection)
+		)
+		frappe.set_user(manager)
+		try:
+			[result] = replay_messages(json.dumps([record.name]))
+		finally:
+			frappe.set_user("Administrator")
+		self.assertTrue(result["sent"], result)
+		with BrokerConnection(load_settings().broker) as connection:
+			worker = build_worker(connection, [queue])
+			worker.run(until=lambda s: s.processed >= 1, idle_timeout=15)
+			worker.close()
+		frappe.db.rollback()
+		self.assertEqual(frappe.db.get_value("EDA Message", record.name, "status"), "Processed")
+		self.assertEqual(frappe.db.count("ToDo", {"description": f"{self.prefix} reserve WIDGET"}), 1)
+
+	def test_only_an_eda_manager_may_replay(self):
+		from frappe_eda.desk.api import replay_messages
+
+		frappe.set_user("Guest")
+		try:
+			with self.assertRaises(frappe.PermissionError):
+				replay_messages("[]")
+		finally:
+			frappe.set_user("Administrator")
+
+
+def _manager_user():
+	email = "eda-manager@example.com"
+	if not frappe.db.exists("User", email):
+		user = frappe.get_doc(
+			{"doctype": "User", "email": email, "first_name": "EDA", "send_welcome_email": 0}
+		)
+		user.insert(ignore_permissions=True)
+		user.add_roles("EDA Manager")
+		frappe.db.commit()
+	return email
