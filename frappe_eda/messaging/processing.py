@@ -136,7 +136,13 @@ class DeliveryProcessor:
 				if isinstance(item, _Accepted):
 					wanted.setdefault(item.delivery.queue, []).append(item.message.id)
 			done = {queue: self.store.processed_ids(queue, ids) for queue, ids in wanted.items()}
-			return [item if isinstance(item, Decision) else self._run(item, done) for item in checked]
+			processed: list[MessageRecord] = []
+			decisions = [
+				item if isinstance(item, Decision) else self._run(item, done, processed) for item in checked
+			]
+			# In the same transaction as the handlers' own writes: one statement for the whole batch.
+			self.store.save(processed)
+			return decisions
 
 	def _check(self, delivery: Delivery) -> Decision | _Accepted:
 		"""Everything that can be decided before the handler: bad input is dead here."""
@@ -157,7 +163,7 @@ class DeliveryProcessor:
 			return self._dead(delivery, message, error, attempt, handler)
 		return _Accepted(delivery, subscription, attempt, message)
 
-	def _run(self, item: _Accepted, done: dict[str, set[str]]) -> Decision:
+	def _run(self, item: _Accepted, done: dict[str, set[str]], processed: list[MessageRecord]) -> Decision:
 		delivery, subscription, attempt, message = (
 			item.delivery,
 			item.subscription,
@@ -178,12 +184,12 @@ class DeliveryProcessor:
 		try:
 			with self.store.transaction(), handler_context(context):
 				subscription.handler(message)
-				self.store.save([self._record(delivery, message, Status.PROCESSED, attempt, handler)])
 		except (PermanentFailure, InvalidMessage) as e:
 			return self._dead(delivery, message, e, attempt, handler)
 		except Exception as e:
 			return self._failed(delivery, message, e, attempt, subscription)
 		seen.add(message.id)
+		processed.append(self._record(delivery, message, Status.PROCESSED, attempt, handler))
 		return Decision(delivery, Outcome.PROCESSED, attempt, message, handler=handler)
 
 	def _failed(

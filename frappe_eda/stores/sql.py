@@ -16,11 +16,23 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, select, update
+from sqlalchemy import (
+	Connection,
+	Engine,
+	NestedTransaction,
+	and_,
+	create_engine,
+	delete,
+	event,
+	func,
+	select,
+	update,
+)
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from frappe_eda.messaging.envelope import utcnow
@@ -74,48 +86,68 @@ class SqlStore(MessageStore):
 	@property
 	def connection(self) -> Connection:
 		"""The connection of this thread's open transaction (for a handler's own writes)."""
-		stack = self._stack()
-		if not stack:
+		state = self._state()
+		if state.connection is None:
 			raise EdaError("no transaction is open on this thread; use it inside store.transaction()")
-		return stack[-1]
+		self._open_savepoints(state)
+		return state.connection
 
 	@contextmanager
-	def transaction(self) -> Iterator[Connection]:
-		stack = self._stack()
-		if stack:
-			nested = stack[-1].begin_nested()
+	def transaction(self) -> Iterator[None]:
+		"""Outermost: a connection and BEGIN. Nested: a SAVEPOINT, emitted only once the level writes.
+
+		Most handlers never touch this database; a savepoint per message would cost them two round
+		trips each for nothing, so a nested level becomes a real SAVEPOINT lazily, on first use.
+		"""
+		state = self._state()
+		if state.connection is not None:
+			level = _Level()
+			state.levels.append(level)
 			try:
-				yield stack[-1]
+				yield
 			except BaseException:
-				nested.rollback()
+				if level.savepoint is not None:
+					level.savepoint.rollback()
 				raise
-			nested.commit()
+			else:
+				if level.savepoint is not None:
+					level.savepoint.commit()
+			finally:
+				state.levels.pop()
 			return
 		with self.engine.connect() as connection:
 			outer = connection.begin()
-			stack.append(connection)
+			state.connection = connection
 			try:
-				yield connection
+				yield
 			except BaseException:
 				outer.rollback()
 				raise
 			else:
 				outer.commit()
 			finally:
-				stack.pop()
+				state.connection = None
 
-	def _stack(self) -> list[Connection]:
-		stack = getattr(self._local, "stack", None)
-		if stack is None:
-			stack = self._local.stack = []
-		return stack
+	def _state(self) -> _ThreadState:
+		state = getattr(self._local, "state", None)
+		if state is None:
+			state = self._local.state = _ThreadState()
+		return state
+
+	@staticmethod
+	def _open_savepoints(state: _ThreadState) -> None:
+		assert state.connection is not None
+		for level in state.levels:
+			if level.savepoint is None:
+				level.savepoint = state.connection.begin_nested()
 
 	def _run(self, work: Callable[[Connection], T]) -> T:
-		stack = self._stack()
-		if stack:
-			return work(stack[-1])
-		with self.transaction() as connection:
-			return work(connection)
+		state = self._state()
+		if state.connection is not None:
+			self._open_savepoints(state)
+			return work(state.connection)
+		with self.transaction():
+			return work(self._state().connection)  # type: ignore[arg-type]
 
 	# --- writes -----------------------------------------------------------------------------------
 
@@ -292,6 +324,17 @@ class SqlStore(MessageStore):
 
 	def close(self) -> None:
 		self.engine.dispose()
+
+
+@dataclass
+class _Level:
+	savepoint: NestedTransaction | None = None
+
+
+@dataclass
+class _ThreadState:
+	connection: Connection | None = None
+	levels: list[_Level] = field(default_factory=list)
 
 
 def _engine(url: str) -> Engine:
