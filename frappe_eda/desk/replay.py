@@ -51,13 +51,17 @@ def replay_records(names: list[str], force: bool = False) -> list[dict[str, Any]
 
 
 def replay_group(fingerprint: str, force: bool = False) -> list[dict[str, Any]]:
-	"""Every unresolved Failed or Dead message whose errors carry ``fingerprint``."""
+	"""Every unresolved Failed or Dead message whose unresolved errors carry ``fingerprint``."""
 	message_ids = frappe.get_all(
 		"EDA Error", filters={"fingerprint": fingerprint, "resolved": 0}, pluck="message_id", distinct=True
 	)
 	names = frappe.get_all(
 		"EDA Message",
-		filters={"message_id": ["in", message_ids or [""]], "status": ["in", ["Failed", "Dead"]]},
+		filters={
+			"message_id": ["in", message_ids or [""]],
+			"status": ["in", ["Failed", "Dead"]],
+			"resolved": 0,
+		},
 		pluck="name",
 	)
 	return replay_records(names, force=force)
@@ -73,6 +77,7 @@ def edit_and_replay(name: str, payload: str | dict) -> str:
 		copy = _replayer(connection).edit_and_replay(
 			row.message_id, data, row.queue or None, direction=DIRECTIONS[row.direction]
 		)
+	mark_resolved([name])  # the original's errors too: the copy replaces it
 	return frappe.db.get_value(
 		"EDA Message",
 		{"message_id": copy.message_id, "direction": row.direction, "queue": row.queue or ""},

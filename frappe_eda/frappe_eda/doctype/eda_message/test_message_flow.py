@@ -204,6 +204,60 @@ class TestWorker(SiteMessagingCase):
 		self.assertEqual(frappe.db.get_value("EDA Message", record.name, "status"), "Processed")
 		self.assertEqual(frappe.db.count("ToDo", {"description": f"{self.prefix} reserve WIDGET"}), 1)
 
+	def test_edit_and_replay_sends_a_linked_copy_and_groups_replay_together(self):
+		from frappe_eda.desk.api import edit_and_replay, mark_resolved, replay_failure_group
+		from frappe_eda.frappe_eda.report.eda_failure_groups.eda_failure_groups import execute
+
+		queue = f"{self.prefix}.prices"
+		self.addCleanup(_delete_worker_queues, queue)
+		seen = []
+
+		@default_registry.subscribe("price.*", queue=queue, exchange=self.exchange)
+		def update_price(message):
+			if message.payload["price"] < 0:
+				raise ValueError(f"negative price {message.payload['price']}")
+			seen.append(message.payload["price"])
+
+		with BrokerConnection(load_settings().broker) as connection:
+			worker = build_worker(connection, [queue])
+			worker.declare()
+			sent = [frappe_eda.publish("price.changed", {"price": -n}) for n in (1, 2, 3)]
+			frappe.db.commit()
+			drain(connection)
+			worker.run(until=lambda s: s.dead >= 3, idle_timeout=20)
+			worker.close()
+		frappe.db.rollback()
+		dead = {
+			r.message_id: r.name
+			for r in frappe.get_all(
+				"EDA Message", filters={"queue": queue, "status": "Dead"}, fields=["name", "message_id"]
+			)
+		}
+		self.assertEqual(set(dead), {m.id for m in sent})
+
+		_, groups = execute({})
+		[group] = [g for g in groups if g.queue == queue]
+		self.assertEqual((group["count"], group.exception_type), (6, "ValueError"))  # 3 messages x 2 attempts
+
+		copy_name = edit_and_replay(dead[sent[0].id], json.dumps({"price": 10}))
+		original = frappe.get_doc("EDA Message", dead[sent[0].id])
+		copy = frappe.get_doc("EDA Message", copy_name)
+		self.assertEqual((original.resolved, copy.replay_of, copy.status), (1, sent[0].id, "Received"))
+		self.assertNotEqual(copy.message_id, sent[0].id)
+
+		self.assertEqual(mark_resolved(json.dumps([dead[sent[1].id]])), 1)
+		results = replay_failure_group(group.fingerprint)
+		# Only what is still unresolved goes again: the edited original and the resolved one stay put.
+		self.assertEqual([r["name"] for r in results if r["sent"]], [dead[sent[2].id]])
+
+		with BrokerConnection(load_settings().broker) as connection:
+			worker = build_worker(connection, [queue])
+			worker.run(until=lambda s: s.handled >= 2, idle_timeout=20)
+			worker.close()
+		frappe.db.rollback()
+		self.assertIn(10, seen)
+		self.assertEqual(frappe.db.get_value("EDA Message", copy_name, "status"), "Processed")
+
 	def test_only_an_eda_manager_may_replay(self):
 		from frappe_eda.desk.api import replay_messages
 

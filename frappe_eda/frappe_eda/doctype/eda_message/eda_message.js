@@ -1,0 +1,116 @@
+// Copyright (c) 2026, frappe_eda developers and contributors
+// License: MIT. See LICENSE
+
+const EDA_REPLAYABLE = ["Failed", "Dead", "Pending"];
+
+frappe.ui.form.on("EDA Message", {
+	refresh(frm) {
+		frm.disable_save();
+		show_errors(frm);
+		if (!frappe.user.has_role("EDA Manager") && frappe.session.user !== "Administrator") return;
+
+		frm.add_custom_button(__("Replay"), () => replay(frm), __("Actions"));
+		frm.add_custom_button(__("Edit and Replay"), () => edit_and_replay(frm), __("Actions"));
+		if (!frm.doc.resolved && ["Failed", "Dead"].includes(frm.doc.status)) {
+			frm.add_custom_button(__("Mark Resolved"), () => mark_resolved(frm), __("Actions"));
+		}
+		if (EDA_REPLAYABLE.includes(frm.doc.status)) {
+			frm.page.set_primary_action(__("Replay"), () => replay(frm));
+		}
+	},
+});
+
+function replay(frm) {
+	const done = ["Processed", "Published"].includes(frm.doc.status);
+	const send = (force) =>
+		frappe
+			.xcall("frappe_eda.desk.api.replay_messages", { names: [frm.doc.name], force: force ? 1 : 0 })
+			.then(([result]) => {
+				frappe.show_alert({
+					message: result.sent ? __("Replayed ({0})", [result.detail]) : result.detail,
+					indicator: result.sent ? "green" : "red",
+				});
+				frm.reload_doc();
+			});
+	if (done) {
+		frappe.confirm(
+			__("This message was already {0}. Replaying runs its handler again. Continue?", [
+				__(frm.doc.status).toLowerCase(),
+			]),
+			() => send(true)
+		);
+	} else {
+		send(false);
+	}
+}
+
+function edit_and_replay(frm) {
+	let envelope = {};
+	try {
+		envelope = JSON.parse(frm.doc.payload || "{}");
+	} catch (e) {
+		envelope = {};
+	}
+	const dialog = new frappe.ui.Dialog({
+		title: __("Edit and Replay"),
+		fields: [
+			{
+				fieldtype: "HTML",
+				options: `<p class="text-muted">${__(
+					"A corrected copy is sent with a new message id, linked to this one; this message is kept and marked resolved."
+				)}</p>`,
+			},
+			{
+				fieldname: "payload",
+				fieldtype: "Code",
+				options: "JSON",
+				label: __("Payload"),
+				default: JSON.stringify(envelope.payload ?? {}, null, 2),
+				reqd: 1,
+			},
+		],
+		primary_action_label: __("Send Copy"),
+		primary_action({ payload }) {
+			try {
+				JSON.parse(payload);
+			} catch (e) {
+				frappe.msgprint(__("The payload is not valid JSON: {0}", [e.message]));
+				return;
+			}
+			frappe.xcall("frappe_eda.desk.api.edit_and_replay", { name: frm.doc.name, payload }).then((copy) => {
+				dialog.hide();
+				frappe.show_alert({ message: __("Copy sent"), indicator: "green" });
+				if (copy) frappe.set_route("Form", "EDA Message", copy);
+			});
+		},
+	});
+	dialog.show();
+}
+
+function mark_resolved(frm) {
+	frappe.xcall("frappe_eda.desk.api.mark_resolved", { names: [frm.doc.name] }).then(() => frm.reload_doc());
+}
+
+function show_errors(frm) {
+	const wrapper = frm.get_field("errors_html").$wrapper;
+	wrapper.html(`<p class="text-muted">${__("Loading errors...")}</p>`);
+	frappe.xcall("frappe_eda.desk.api.message_errors", { name: frm.doc.name }).then((errors) => {
+		if (!errors.length) {
+			wrapper.html(`<p class="text-muted">${__("No errors recorded.")}</p>`);
+			return;
+		}
+		const rows = errors
+			.map(
+				(e) => `<div class="eda-error" style="margin-bottom: var(--margin-md)">
+					<div><b>${__("Attempt {0}", [e.attempt])}</b> · ${frappe.datetime.str_to_user(e.occurred_at)} UTC ·
+					<a href="/app/eda-error?fingerprint=${encodeURIComponent(e.fingerprint)}">${__("same failure")}</a></div>
+					<div>${frappe.utils.escape_html(e.exception_type)}: ${frappe.utils.escape_html(e.error)}</div>
+					<details><summary>${__("Traceback")}</summary><pre style="white-space: pre-wrap">${frappe.utils.escape_html(
+						e.traceback || ""
+					)}</pre></details>
+				</div>`
+			)
+			.join("");
+		wrapper.html(rows);
+	});
+}
