@@ -26,7 +26,7 @@ from types import FrameType
 from typing import Any
 
 from frappe_eda.messaging.connection import CONNECTION_ERRORS, BrokerConnection
-from frappe_eda.messaging.errors import BrokerUnavailable
+from frappe_eda.messaging.errors import ConfigurationError
 from frappe_eda.messaging.notify import DEAD_LETTERED, FailureNotice, Notifier
 from frappe_eda.messaging.processing import (
 	ATTEMPT,
@@ -147,7 +147,9 @@ class Worker:
 		"""Consume until ``stop()``, a signal, ``max_messages`` handled, ``idle_timeout`` seconds idle,
 		or ``until(stats)`` is true (demos and tests wait for an outcome this way)."""
 		if not self.subscriptions:
-			raise BrokerUnavailable("no handlers to run: register handlers with @subscribe first")
+			raise ConfigurationError(
+				"no handlers to run: register handlers with @subscribe (or list their modules) first"
+			)
 		self._start()
 		last_activity = time.monotonic()
 		try:

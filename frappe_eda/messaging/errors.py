@@ -95,6 +95,19 @@ class PublishNacked(PublishError):
 		)
 
 
+class ExchangeNotFound(PublishError):
+	"""The broker has no exchange of that name (it closes the channel with 404 NOT_FOUND)."""
+
+	def __init__(self, message_id: str, exchange: str, routing_key: str):
+		super().__init__(
+			f"exchange {exchange!r} does not exist (message {message_id}); declare it (start the consumer, "
+			f"or run 'declare') or check the exchange name",
+			message_id,
+			exchange,
+			routing_key,
+		)
+
+
 class PublishNotConfirmed(PublishError):
 	"""No confirm arrived before the connection dropped or the timeout ran out; the outcome is unknown."""
 

@@ -13,12 +13,14 @@ the one place in the project that touches pika internals (``_impl``, ``_flush_ou
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pika
+import pika.exceptions
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 
@@ -26,6 +28,7 @@ from frappe_eda.messaging.connection import CONNECTION_ERRORS, BrokerConnection
 from frappe_eda.messaging.envelope import CONTENT_TYPE, Message, encode
 from frappe_eda.messaging.errors import (
 	BrokerUnavailable,
+	ExchangeNotFound,
 	PublishError,
 	PublishNacked,
 	PublishNotConfirmed,
@@ -256,6 +259,23 @@ class Publisher:
 					sent += 1
 				window.wait(0, self.confirm_timeout)
 				return _merge(total, window.report)
+			except pika.exceptions.ChannelClosedByBroker as e:
+				missing = _missing_exchange(e)
+				if missing is None:
+					raise
+				# Not an outage: fail what was meant for that exchange, send the rest on a new channel.
+				unconfirmed = window.unconfirmed() if window else []
+				if window is not None:
+					_merge(total, window.report)
+				self._window = None
+				pending = unconfirmed + pending[sent:]
+				for envelope in [p for p in pending if p.exchange == missing]:
+					total.failed[envelope.message_id] = ExchangeNotFound(
+						envelope.message_id, envelope.exchange, envelope.routing_key
+					)
+				pending = [p for p in pending if p.exchange != missing]
+				if not pending:
+					return total
 			except RESENDABLE as e:
 				unconfirmed = window.unconfirmed() if window else []
 				if window is not None:
@@ -338,6 +358,11 @@ class Publisher:
 					fingerprint=record.fingerprint,
 				)
 			)
+
+
+def _missing_exchange(error: pika.exceptions.ChannelClosedByBroker) -> str | None:
+	found = re.search(r"no exchange '([^']*)'", error.reply_text or "") if error.reply_code == 404 else None
+	return found[1] if found else None
 
 
 def _merge(total: SendReport, part: SendReport) -> SendReport:

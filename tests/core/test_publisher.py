@@ -123,3 +123,32 @@ def test_schema_violation_is_raised_before_anything_is_stored_or_sent(
 		publisher.publish("order.created", {"items": [{"qty": 1}, {"qty": -2}]})
 
 	assert store.counts() == {}
+
+
+def test_publishing_to_a_missing_exchange_fails_those_messages_and_sends_the_rest(
+	connection: BrokerConnection, store: MessageStore, unique_name: str
+) -> None:
+	from frappe_eda.messaging.errors import ExchangeNotFound
+
+	queue = Queue(f"{unique_name}.q")
+	topology = Topology(
+		(Exchange(f"{unique_name}.ex"),), (queue,), (Binding(f"{unique_name}.ex", queue.name, "#"),)
+	)
+	declarer = _declare(connection, topology)
+	publisher = Publisher(connection, store, exchange=f"{unique_name}.ex")
+	good = Message("a", {})
+	publisher.publish(good)
+	lost_exchange = Message("b", {})
+
+	with pytest.raises(ExchangeNotFound, match="does not exist"):
+		publisher.publish(lost_exchange, exchange=f"{unique_name}.nowhere")
+	after = publisher.publish(Message("c", {}))  # the publisher carries on, on a new channel
+
+	statuses = {m.id: store.get(m.id, Direction.OUTGOING).status for m in (good, lost_exchange, after)}
+	assert statuses == {
+		good.id: Status.PUBLISHED,
+		lost_exchange.id: Status.FAILED,
+		after.id: Status.PUBLISHED,
+	}
+	assert declarer.queue_depth(queue.name) == 2
+	declarer.delete(topology)

@@ -1,0 +1,264 @@
+"""One function per fault scenario: set up, attack mid-stream, recover, reconcile."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pika
+
+from frappe_eda.messaging.connection import BrokerConnection, BrokerSettings
+from frappe_eda.messaging.envelope import Message, encode
+from frappe_eda.messaging.errors import PublishNacked, UnroutableMessage
+from frappe_eda.messaging.publisher import Publisher
+from frappe_eda.messaging.topology import Exchange, Queue, Topology, TopologyDeclarer
+from tests.faults.harness import FaultLab, Outcome, in_background, lock_out, mariadb_store, rabbitmqctl
+
+
+def broker_restart(lab: FaultLab, count: int) -> Outcome:
+	lab.start_worker()
+	messages = lab.messages(count)
+	restarted = {}
+
+	def restart_broker() -> None:
+		rabbitmqctl("stop_app")
+		time.sleep(2)
+		rabbitmqctl("start_app")
+		restarted["at"] = time.monotonic()
+		restarted["effects"] = sum(lab.effects().values())
+
+	chunks = max(1, count // 50)
+	lab.publish(messages, between=lambda i: in_background(restart_broker) if i == chunks // 3 else None)
+	lab.settle({m.id for m in messages})
+	recovery = None
+	if "at" in restarted:
+		recovery = (
+			lab.first_effect_after(restarted["at"], restarted["effects"])
+			if restarted["effects"] < count
+			else 0.0
+		)
+	lab.stop_worker()
+	return lab.reconcile("broker restart (stop_app / start_app)", {m.id for m in messages}, recovery)
+
+
+def connection_cut(lab: FaultLab, count: int) -> Outcome:
+	lab.start_worker(EDA_FAULT_HANDLER_SECONDS="0.002")
+	messages = lab.messages(count)
+	cut = {}
+
+	def cut_connections() -> None:
+		cut["effects"] = sum(lab.effects().values())
+		cut["at"] = time.monotonic()
+		rabbitmqctl("close_all_connections", "--vhost", lab.vhost, "fault injection: connection cut")
+
+	chunks = max(1, count // 50)
+	lab.publish(messages, between=lambda i: cut_connections() if i == chunks // 2 else None)
+	recovery = (
+		lab.first_effect_after(cut["at"], cut["effects"]) if cut.get("effects", count) < count else None
+	)
+	lab.settle({m.id for m in messages})
+	lab.stop_worker()
+	return lab.reconcile("connection closed by the broker", {m.id for m in messages}, recovery)
+
+
+def kill_in_handler(lab: FaultLab, count: int) -> Outcome:
+	lab.start_worker(EDA_FAULT_KILL_IN_HANDLER=str(count // 3), EDA_FAULT_HANDLER_SECONDS="0.001")
+	messages = lab.messages(count)
+	lab.publish(messages)
+	assert lab.wait_for_worker_death() == -signal.SIGKILL
+	before, killed_at = sum(lab.effects().values()), time.monotonic()
+	lab.start_worker()
+	recovery = lab.first_effect_after(killed_at, before)
+	lab.settle({m.id for m in messages})
+	lab.stop_worker()
+	return lab.reconcile("worker SIGKILLed inside a handler", {m.id for m in messages}, recovery)
+
+
+def kill_before_ack(lab: FaultLab, count: int) -> Outcome:
+	lab.start_worker(EDA_FAULT_KILL_BEFORE_ACK="3")
+	messages = lab.messages(count)
+	lab.publish(messages)
+	assert lab.wait_for_worker_death() == -signal.SIGKILL
+	before, killed_at = sum(lab.effects().values()), time.monotonic()
+	lab.start_worker()
+	recovery = lab.first_effect_after(killed_at, before)
+	lab.settle({m.id for m in messages})
+	lab.stop_worker()
+	outcome = lab.reconcile("worker SIGKILLed after commit, before ack", {m.id for m in messages}, recovery)
+	duplicates = sum(
+		"duplicates=" in line and "duplicates=0" not in line for line in lab.logs[-1].read_text().splitlines()
+	)
+	outcome.notes.append(f"redelivered batch detected as duplicates: {bool(duplicates)}")
+	assert duplicates, "the restarted worker should have seen the committed batch again as duplicates"
+	return outcome
+
+
+def database_unavailable(lab_factory, workdir: Path, count: int) -> Outcome:
+	with mariadb_store(workdir) as (store_url, user):
+		lab: FaultLab = lab_factory(store_url)
+		try:
+			lab.start_worker(EDA_FAULT_HANDLER_SECONDS="0.002")
+			messages = lab.messages(count)
+			locked = {}
+
+			def lock() -> None:
+				locked["effects"] = sum(lab.effects().values())
+				locked["at"] = time.monotonic()
+				lock_out(user, 3)
+				locked["unlocked"] = time.monotonic()
+
+			chunks = max(1, count // 50)
+			lab.publish(messages, between=lambda i: in_background(lock) if i == chunks // 3 else None)
+			lab.wait_for(lambda: "unlocked" in locked, 60, "the database to come back")
+			recovery = (
+				lab.first_effect_after(locked["unlocked"], locked["effects"])
+				if locked["effects"] < count
+				else 0.0
+			)
+			lab.settle({m.id for m in messages})
+			lab.stop_worker()
+			return lab.reconcile(
+				"database unavailable while consuming (MariaDB)", {m.id for m in messages}, recovery
+			)
+		finally:
+			lab.close()
+
+
+def handler_failures(lab: FaultLab, count: int) -> tuple[Outcome, int]:
+	"""Every 7th message fails once, every 11th twice (both recover); every 13th permanently,
+	every 17th more often than max_attempts (both dead)."""
+
+	def payload(n: int) -> dict:
+		if n % 13 == 0:
+			return {"n": n, "permanent": True}
+		if n % 17 == 0:
+			return {"n": n, "fail_times": 5}
+		return {"n": n, "fail_times": 1 if n % 7 == 0 else 2 if n % 11 == 0 else 0}
+
+	lab.start_worker()
+	messages = lab.messages(count, payload)
+	lab.publish(messages)
+	lab.settle({m.id for m in messages})
+	lab.stop_worker()
+	expected_dead = sum(1 for n in range(1, count + 1) if n % 13 == 0 or n % 17 == 0)
+	return lab.reconcile(
+		"handler failing transiently and permanently", {m.id for m in messages}
+	), expected_dead
+
+
+POISON = [
+	("not JSON", b"{not json", "application/json", {}),
+	("invalid UTF-8", b'{"id": "\xff\xfe"}', "application/json", {}),
+	("empty body", b"", "application/json", {}),
+	("over the size limit", b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}', "application/json", {}),
+	("no message id", b'{"type": "fault.item", "payload": {}}', "application/json", {}),
+	(
+		"duplicated message id",
+		b'{"id": "a", "id": "b", "type": "fault.item", "payload": {}}',
+		"application/json",
+		{},
+	),
+	("wrong content type", b'{"id": "ct", "type": "fault.item", "payload": {}}', "text/xml", {}),
+	(
+		"header of the wrong type",
+		b'{"id": "hd", "type": "fault.item", "payload": {}}',
+		"application/json",
+		{"x-eda-attempt": "2"},
+	),
+	(
+		"1,000-deep JSON",
+		b'{"id": "deep", "type": "fault.item", "payload": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+		"application/json",
+		{},
+	),
+]
+
+
+def poison(lab: FaultLab, count: int) -> tuple[Outcome, int]:
+	lab.start_worker()
+	good = lab.messages(count)
+	step = max(1, count // len(POISON))
+	for index, message in enumerate(good):
+		lab.publish_raw(
+			encode(message), pika.BasicProperties(content_type="application/json", delivery_mode=2)
+		)
+		if index % step == 0 and index // step < len(POISON):
+			_label, body, content_type, headers = POISON[index // step]
+			lab.publish_raw(
+				body, pika.BasicProperties(content_type=content_type, headers=headers, delivery_mode=2)
+			)
+	# A message that names code to run, sent straight into the queue under a key no handler has.
+	unknown = Message(
+		"os.system", {"cmd": "touch /tmp/eda-pwned"}, headers={"handler": "os.system", "module": "os"}
+	)
+	properties = pika.BasicProperties(
+		content_type="application/json", delivery_mode=2, headers={"x-eda-routing-key": "os.system"}
+	)
+	lab.publish_raw(encode(unknown), properties, routing_key=lab.queue, exchange="")
+	lab.settle({m.id for m in good} | {unknown.id})
+	lab.stop_worker()
+	outcome = lab.reconcile("poison and malformed input interleaved with good messages", {m.id for m in good})
+	outcome.dead = _dead_count(lab)
+	outcome.sent += len(POISON) + 1
+	outcome.notes.append(
+		f"{len(POISON)} malformed bodies and 1 message naming code to run: each dead with its own error"
+	)
+	assert unknown.id not in lab.effects() and not Path("/tmp/eda-pwned").exists()
+	return outcome, len(POISON) + 1
+
+
+def _dead_count(lab: FaultLab) -> int:
+	_processed, dead = lab.finished_ids()
+	return len(dead)
+
+
+def publish_refused(lab: FaultLab) -> Outcome:
+	"""An unroutable message and one nacked by a full queue: reported as failed, never as sent."""
+	settings = BrokerSettings(url=lab.amqp_url)
+	full = Queue(f"{lab.prefix}.full", arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+	from frappe_eda.stores import open_store
+
+	store = open_store(lab.store_url)
+	refused = 0
+	with BrokerConnection(settings) as connection:
+		declarer = TopologyDeclarer(connection)
+		declarer.declare(Topology((Exchange(lab.exchange),), (full,), ()))
+		publisher = Publisher(connection, store, exchange="")
+		publisher.publish(Message(full.name, {"first": True}))
+		for message, error in (
+			(Message("nobody.home", {}), UnroutableMessage),
+			(Message(full.name, {}), PublishNacked),
+		):
+			try:
+				publisher.publish(message, exchange="" if error is PublishNacked else lab.exchange)
+			except error:
+				refused += 1
+		declarer.delete(Topology((), (full,), ()))
+	failed = sum(n for (direction, status), n in store.counts().items() if status.value == "failed")
+	store.close()
+	assert refused == 2 and failed == 2
+	return Outcome(
+		"unroutable and nacked publishes",
+		sent=2,
+		processed=0,
+		dead=0,
+		lost=0,
+		twice=0,
+		notes=["both raised and recorded as failed"],
+	)
+
+
+def backlog_with_restarts(lab: FaultLab, count: int) -> Outcome:
+	messages = lab.messages(count)
+	lab.start_worker(EDA_FAULT_PREFETCH="20", EDA_FAULT_HANDLER_SECONDS="0.003")
+	lab.stop_worker()
+	lab.publish(messages)
+	for share in (4, 2):
+		lab.start_worker(EDA_FAULT_PREFETCH="20", EDA_FAULT_HANDLER_SECONDS="0.003")
+		lab.wait_for(lambda s=share: sum(lab.effects().values()) >= count // s, 120, "part of the backlog")
+		assert lab.stop_worker() == 0
+	lab.start_worker(EDA_FAULT_PREFETCH="20")
+	lab.settle({m.id for m in messages})
+	lab.stop_worker()
+	return lab.reconcile("backlog 10x prefetch, worker restarted twice", {m.id for m in messages})
