@@ -17,27 +17,33 @@ from tests.faults.harness import FaultLab, Outcome, in_background, lock_out, mar
 
 
 def broker_restart(lab: FaultLab, count: int) -> Outcome:
-	lab.start_worker()
+	"""The broker goes away while the producer is publishing and the worker consuming, then returns."""
+	lab.start_worker(EDA_FAULT_HANDLER_SECONDS="0.005")
 	messages = lab.messages(count)
-	restarted = {}
+	restarted: dict[str, float] = {}
 
 	def restart_broker() -> None:
-		rabbitmqctl("stop_app")
-		time.sleep(2)
-		rabbitmqctl("start_app")
+		try:
+			rabbitmqctl("stop_app")
+			time.sleep(2)
+		finally:
+			rabbitmqctl("start_app")
+			rabbitmqctl("await_startup")
 		restarted["at"] = time.monotonic()
 		restarted["effects"] = sum(lab.effects().values())
 
 	chunks = max(1, count // 50)
-	lab.publish(messages, between=lambda i: in_background(restart_broker) if i == chunks // 3 else None)
+	threads = []
+	lab.publish(
+		messages,
+		between=lambda i: threads.append(in_background(restart_broker)) if i == chunks // 2 else None,
+	)
+	for thread in threads:
+		thread.join(timeout=180)
 	lab.settle({m.id for m in messages})
 	recovery = None
-	if "at" in restarted:
-		recovery = (
-			lab.first_effect_after(restarted["at"], restarted["effects"])
-			if restarted["effects"] < count
-			else 0.0
-		)
+	if "at" in restarted and restarted["effects"] < count:
+		recovery = lab.first_effect_after(restarted["at"], restarted["effects"])
 	lab.stop_worker()
 	return lab.reconcile("broker restart (stop_app / start_app)", {m.id for m in messages}, recovery)
 
