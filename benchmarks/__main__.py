@@ -193,7 +193,8 @@ def bench_latency(
 	while declarer.queue_depth(queue) is None:
 		connection.sleep(0.1)
 	time.sleep(0.5)
-	publisher = Publisher(connection, open_store(store_url), exchange=exchange)
+	# The producer has a store of its own, as a producing service would (SQLite has one writer).
+	publisher = Publisher(connection, open_store(store_url.replace(".sqlite3", "-producer.sqlite3")), exchange=exchange)
 	steady = 600 if quick else 2000
 	interval = 1 / 200
 	next_at = time.perf_counter()
