@@ -13,6 +13,7 @@ batches; handlers run on one handler thread that has its own site connection.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 
@@ -26,7 +27,23 @@ log = logging.getLogger(__name__)
 
 
 def handler_modules() -> list[str]:
-	return list(frappe.get_hooks("eda_handlers") or [])
+	"""Modules listed by installed apps (``eda_handlers`` hook), plus ``EDA_HANDLER_MODULES``
+	(comma-separated) from the environment, as the standalone ``frappe-eda worker`` reads it."""
+	extra = [m.strip() for m in os.environ.get("EDA_HANDLER_MODULES", "").split(",") if m.strip()]
+	return [*(frappe.get_hooks("eda_handlers") or []), *extra]
+
+
+def ensure_database() -> None:
+	"""Reconnect the handler thread's site connection if the database dropped it (restart, kill)."""
+	try:
+		frappe.db.sql("select 1")
+	except Exception:
+		log.warning("site database connection lost; reconnecting")
+		try:
+			frappe.db.close()
+		except Exception:
+			pass
+		frappe.connect()
 
 
 def build_worker(connection: BrokerConnection, queues: Iterable[str] | None = None) -> Worker:
@@ -43,6 +60,7 @@ def build_worker(connection: BrokerConnection, queues: Iterable[str] | None = No
 		frappe.connect()
 
 	def before_each_message() -> None:
+		ensure_database()
 		frappe.set_user(settings.worker_user)
 		frappe.local.flags.in_eda_worker = True
 
@@ -86,9 +104,17 @@ def _relay_when_woken(connection: BrokerConnection, poll_seconds: float = 5.0) -
 
 	def relay() -> None:
 		nonlocal last
-		woken = frappe.cache.lpop(WAKE_KEY)
+		try:
+			woken = frappe.cache.lpop(WAKE_KEY)
+		except Exception:
+			woken = None
 		if woken or time.monotonic() - last >= poll_seconds:
 			last = time.monotonic()
-			drain(connection)
+			try:
+				drain(connection)
+			except Exception:
+				# The broker or the database is away: the messages stay Pending for the next turn.
+				log.warning("outbox relay failed; messages stay Pending", exc_info=True)
+				ensure_database()
 
 	return relay

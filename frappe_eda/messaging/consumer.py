@@ -155,6 +155,10 @@ class Worker:
 		try:
 			while not self._stopping.is_set():
 				try:
+					if self._channel is None or not self._channel.is_open:
+						# Someone (our own publisher, after a drop) reconnected under us: consume again.
+						self._buffer.clear()
+						self._start()
 					self.connection.process_events(self.options.poll_seconds)
 					while self._buffer and not self._stopping.is_set():
 						self._handle(self._take_batch())

@@ -383,7 +383,7 @@ def _message_row(record: MessageRecord, now: datetime) -> dict[str, Any]:
 		"handler": record.handler,
 		"message_type": record.message_type,
 		"body": record.body,
-		"headers": json.dumps(record.headers, default=str),
+		"headers": json.dumps(record.headers, default=str) if record.headers else "{}",
 		"attempts": record.attempts,
 		"last_error": record.last_error,
 		"replay_count": record.replay_count,
