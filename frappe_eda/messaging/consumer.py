@@ -263,7 +263,7 @@ class Worker:
 		"""Keep servicing the connection (heartbeats) while the handler thread works."""
 		raw = self.connection.blocking
 		future: Future[list[Decision]] = self._executor.submit(self._process, batch)
-		future.add_done_callback(lambda _f: raw.add_callback_threadsafe(lambda: None))
+		future.add_done_callback(lambda _f: _wake(raw))
 		while not future.done():
 			raw.process_data_events(time_limit=self.options.poll_seconds)
 		return future.result()
@@ -383,3 +383,11 @@ class Worker:
 			except CONNECTION_ERRORS:
 				pass
 		self.publisher.close()
+
+
+def _wake(connection: Any) -> None:
+	"""Wake the loop thread from the handler thread; a connection that died meanwhile needs no waking."""
+	try:
+		connection.add_callback_threadsafe(lambda: None)
+	except CONNECTION_ERRORS:
+		pass
