@@ -20,6 +20,8 @@ doc_events = {
 	}
 }
 
+after_install = "frappe_eda.setup.install.after_install"
+
 scheduler_events = {
 	# Re-drive outbox messages that no relay picked up (the relay itself is woken after each commit).
 	"cron": {"* * * * *": ["frappe_eda.outbox.relay.relay_stale"]},

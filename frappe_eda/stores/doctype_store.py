@@ -5,21 +5,31 @@ Transactions follow who owns the database transaction. In the worker and the rel
 the request owns it (``commit=False``): the outbox record is written inside the request's transaction
 and commits or rolls back with the document. Nested levels are savepoints in both cases.
 
-Times in the EDA fields are UTC (the core's clock), whatever the site's time zone.
+Rows are written with ``frappe.qb`` / ``bulk_insert``, not ``doc.insert()``: the store is system code
+(no permissions, no hooks, no version log), and the worker writes a record for every message.
+
+Times in the EDA fields (``created_at``, ``updated_at``, ``occurred_at``) are naive UTC with
+microseconds, whatever the site's time zone; ``creation``/``modified`` stay in the site's time zone.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import frappe
+from frappe.model.naming import make_autoname
+from frappe.query_builder import Order
 from frappe.query_builder.functions import Count
+from pypika.terms import Criterion, Tuple
 
 from frappe_eda.messaging.envelope import utcnow
+from frappe_eda.messaging.errors import EdaError
 from frappe_eda.messaging.routing import topic_matches
 from frappe_eda.messaging.store import (
 	Direction,
@@ -30,15 +40,16 @@ from frappe_eda.messaging.store import (
 	Status,
 )
 
+log = logging.getLogger(__name__)
+
 MESSAGE = "EDA Message"
 ERROR = "EDA Error"
 DIRECTION_LABELS = {Direction.OUTGOING: "Outgoing", Direction.INCOMING: "Incoming"}
 STATUS_LABELS = {status: status.value.title() for status in Status}
 DIRECTIONS = {label: direction for direction, label in DIRECTION_LABELS.items()}
 STATUSES = {label: status for status, label in STATUS_LABELS.items()}
-FINISHED = ("Processed", "Published")
-MESSAGE_COLUMNS = (
-	"name",
+FINISHED = (STATUS_LABELS[Status.PROCESSED], STATUS_LABELS[Status.PUBLISHED])
+VALUE_COLUMNS = (
 	"message_id",
 	"direction",
 	"status",
@@ -59,35 +70,54 @@ MESSAGE_COLUMNS = (
 	"created_at",
 	"updated_at",
 )
+STANDARD_COLUMNS = ("name", "owner", "creation", "modified", "modified_by", "docstatus", "idx")
+# Topic patterns are matched in Python over keys read in pages of this size (names and keys only).
+PATTERN_PAGE = 5000
+# Retention deletes (and, with commit=True, commits) this many messages at a time.
+DELETE_CHUNK = 1000
+
+
+class TransactionLost(EdaError):
+	"""The database ended the transaction underneath a savepoint, so earlier writes may be gone."""
+
+
+@dataclass
+class _Open:
+	"""The store transaction open on this site connection, shared by every DocTypeStore instance."""
+
+	depth: int = 0
+	lost: bool = False
 
 
 class DocTypeStore(MessageStore):
 	def __init__(self, commit: bool = True) -> None:
 		self.commit = commit
 
+	# --- transactions -----------------------------------------------------------------------------
+
 	@contextmanager
 	def transaction(self) -> Iterator[None]:
-		depth = getattr(frappe.local, "eda_transaction_depth", 0)
-		frappe.local.eda_transaction_depth = depth + 1
-		owns_commit = depth == 0 and self.commit
-		savepoint = None if owns_commit else f"eda_sp_{depth}_{frappe.generate_hash(length=6)}"
+		state: _Open | None = getattr(frappe.local, "eda_transaction", None)
+		if state is None:
+			state = frappe.local.eda_transaction = _Open()
+		outermost = state.depth == 0
+		if outermost:
+			state.lost = False
+		savepoint = (
+			None if outermost and self.commit else f"eda_{state.depth}_{frappe.generate_hash(length=8)}"
+		)
+		if savepoint:
+			frappe.db.savepoint(savepoint)
+		state.depth += 1
 		try:
-			if savepoint:
-				frappe.db.savepoint(savepoint)
-			try:
-				yield
-			except BaseException:
-				if savepoint:
-					frappe.db.rollback(save_point=savepoint)
-				else:
-					frappe.db.rollback()
-				raise
-			if savepoint:
-				frappe.db.release_savepoint(savepoint)
-			else:
-				frappe.db.commit()
+			yield
+		except BaseException:
+			_undo(savepoint, state)
+			raise
+		else:
+			_finish(savepoint, state, outermost)
 		finally:
-			frappe.local.eda_transaction_depth = depth
+			state.depth -= 1
 
 	def _write(self) -> Any:
 		"""Writes outside a transaction() get one of their own."""
@@ -96,20 +126,27 @@ class DocTypeStore(MessageStore):
 	# --- writes -----------------------------------------------------------------------------------
 
 	def save(self, records: Sequence[MessageRecord]) -> None:
+		"""One SELECT for the keys, one INSERT for the new records, one UPDATE per existing record."""
 		if not records:
 			return
+		latest = {record.key: record for record in records}
+		now, stamp, user = _naive(utcnow()), frappe.utils.now_datetime(), _user()
 		with self._write():
-			existing = self._names([r.key for r in records])
-			now = _naive(utcnow())
-			for record in records:
+			existing = self._names(list(latest))
+			new_rows = []
+			for key, record in latest.items():
 				values = _message_values(record, now)
-				name = existing.get(record.key)
-				if name:
-					frappe.db.set_value(MESSAGE, name, values, update_modified=True)
+				if name := existing.get(key):
+					m = frappe.qb.DocType(MESSAGE)
+					query = frappe.qb.update(m).set(m.modified, stamp).set(m.modified_by, user)
+					for column, value in values.items():
+						query = query.set(m[column], value)
+					query.where(m.name == name).run()
 				else:
-					doc = frappe.get_doc({"doctype": MESSAGE, **values})
-					doc.db_insert()
-					existing[record.key] = doc.name
+					standard = (make_autoname("hash", MESSAGE), user, stamp, stamp, user, 0, 0)
+					new_rows.append((*standard, *(values[column] for column in VALUE_COLUMNS)))
+			if new_rows:
+				frappe.db.bulk_insert(MESSAGE, [*STANDARD_COLUMNS, *VALUE_COLUMNS], new_rows)
 
 	def set_status(
 		self,
@@ -139,12 +176,12 @@ class DocTypeStore(MessageStore):
 			query.run()
 
 	def add_error(self, error: ErrorRecord) -> None:
+		key = (error.message_id, error.direction, error.queue)
 		with self._write():
-			message = self._names([(error.message_id, error.direction, error.queue)])
 			doc = frappe.get_doc(
 				{
 					"doctype": ERROR,
-					"eda_message": message.get((error.message_id, error.direction, error.queue)),
+					"eda_message": self._names([key]).get(key),
 					"message_id": error.message_id,
 					"direction": DIRECTION_LABELS[error.direction],
 					"queue": error.queue,
@@ -161,22 +198,28 @@ class DocTypeStore(MessageStore):
 			doc.db_insert()
 
 	def delete_finished(self, before: datetime) -> int:
+		"""In chunks, each its own transaction: a first run on a big table neither locks it for long nor
+		builds one huge undo log."""
 		m, e = frappe.qb.DocType(MESSAGE), frappe.qb.DocType(ERROR)
-		with self._write():
-			doomed = (
-				frappe.qb.from_(m)
-				.select(m.name, m.message_id, m.direction, m.queue)
-				.where(m.status.isin(FINISHED) & (m.updated_at < _naive(before)))
-				.run(as_dict=True)
-			)
-			for row in doomed:
-				frappe.qb.from_(e).delete().where(
-					(e.message_id == row.message_id) & (e.direction == row.direction) & (e.queue == row.queue)
-				).run()
-			names = [row.name for row in doomed]
-			for start in range(0, len(names), 500):
-				frappe.qb.from_(m).delete().where(m.name.isin(names[start : start + 500])).run()
-		return len(doomed)
+		deleted = 0
+		while True:
+			with self._write():
+				doomed = (
+					frappe.qb.from_(m)
+					.select(m.name, m.message_id, m.direction, m.queue)
+					.where(m.status.isin(FINISHED) & (m.updated_at < _naive(before)))
+					.limit(DELETE_CHUNK)
+					.run(as_dict=True)
+				)
+				if doomed:
+					keys = [Tuple(r.message_id, r.direction, r.queue or "") for r in doomed]
+					frappe.qb.from_(e).delete().where(
+						Tuple(e.message_id, e.direction, e.queue).isin(keys)
+					).run()
+					frappe.qb.from_(m).delete().where(m.name.isin([r.name for r in doomed])).run()
+			deleted += len(doomed)
+			if len(doomed) < DELETE_CHUNK:
+				return deleted
 
 	# --- reads ------------------------------------------------------------------------------------
 
@@ -184,7 +227,7 @@ class DocTypeStore(MessageStore):
 		m = frappe.qb.DocType(MESSAGE)
 		rows = (
 			frappe.qb.from_(m)
-			.select(*MESSAGE_COLUMNS)
+			.select(*VALUE_COLUMNS)
 			.where(
 				(m.message_id == message_id)
 				& (m.direction == DIRECTION_LABELS[direction])
@@ -195,55 +238,58 @@ class DocTypeStore(MessageStore):
 		return _message_record(rows[0]) if rows else None
 
 	def find(self, query: MessageFilter) -> list[MessageRecord]:
+		"""An exact routing key is a WHERE; a topic pattern is narrowed by LIKE on its literal ends, then
+		matched word by word, reading names and keys only until ``limit`` records match."""
 		m = frappe.qb.DocType(MESSAGE)
-		q = frappe.qb.from_(m).select(*MESSAGE_COLUMNS).orderby(m.created_at).orderby(m.creation)
-		if query.direction is not None:
-			q = q.where(m.direction == DIRECTION_LABELS[query.direction])
-		if query.statuses:
-			q = q.where(m.status.isin([STATUS_LABELS[s] for s in query.statuses]))
-		if query.queue is not None:
-			q = q.where(m.queue == query.queue)
-		if query.message_ids:
-			q = q.where(m.message_id.isin(list(query.message_ids)))
-		if query.since is not None:
-			q = q.where(m.created_at >= _naive(query.since))
-		if query.until is not None:
-			q = q.where(m.created_at <= _naive(query.until))
+		criteria = _criteria(m, query)
 		pattern = query.routing_key
-		wildcard = pattern is not None and ("*" in pattern or "#" in pattern)
-		if pattern is not None and not wildcard:
-			q = q.where(m.routing_key == pattern)
-		if not wildcard:
-			q = q.limit(query.limit)
-		found = []
-		for row in q.run(as_dict=True):
-			if wildcard and not topic_matches(pattern or "", row.routing_key or ""):
-				continue
-			found.append(_message_record(row))
-			if len(found) >= query.limit:
+		if pattern is not None and not _is_pattern(pattern):
+			criteria.append(m.routing_key == pattern)
+			pattern = None
+		elif pattern is not None:
+			criteria.extend(_like_prefilter(m, pattern))
+		if query.limit <= 0:
+			return []
+		where = Criterion.all(criteria)
+		if pattern is None:
+			rows = _ordered(frappe.qb.from_(m).select(*VALUE_COLUMNS).where(where), m)
+			return [_message_record(row) for row in rows.limit(query.limit).run(as_dict=True)]
+		names: list[str] = []
+		offset = 0
+		while len(names) < query.limit:
+			page = (
+				_ordered(frappe.qb.from_(m).select(m.name, m.routing_key).where(where), m)
+				.limit(PATTERN_PAGE)
+				.offset(offset)
+				.run()
+			)
+			names.extend(name for name, key in page if topic_matches(pattern, key or ""))
+			if len(page) < PATTERN_PAGE:
 				break
-		return found
+			offset += PATTERN_PAGE
+		names = names[: query.limit]
+		if not names:
+			return []
+		rows = _ordered(frappe.qb.from_(m).select(*VALUE_COLUMNS).where(m.name.isin(names)), m)
+		return [_message_record(row) for row in rows.run(as_dict=True)]
 
 	def processed_ids(self, queue: str, message_ids: Iterable[str]) -> set[str]:
-		ids = list(message_ids)
+		ids = list(dict.fromkeys(message_ids))
 		if not ids:
 			return set()
 		m = frappe.qb.DocType(MESSAGE)
-		found: set[str] = set()
-		for start in range(0, len(ids), 500):
-			rows = (
-				frappe.qb.from_(m)
-				.select(m.message_id)
-				.where(
-					(m.direction == "Incoming")
-					& (m.queue == queue)
-					& (m.status == "Processed")
-					& m.message_id.isin(ids[start : start + 500])
-				)
-				.run(pluck=True)
+		rows = (
+			frappe.qb.from_(m)
+			.select(m.message_id)
+			.where(
+				(m.direction == DIRECTION_LABELS[Direction.INCOMING])
+				& (m.queue == queue)
+				& (m.status == STATUS_LABELS[Status.PROCESSED])
+				& m.message_id.isin(ids)
 			)
-			found.update(rows)
-		return found
+			.run(pluck=True)
+		)
+		return set(rows)
 
 	def errors(self, message_id: str, queue: str | None = None) -> list[ErrorRecord]:
 		e = frappe.qb.DocType(ERROR)
@@ -253,6 +299,7 @@ class DocTypeStore(MessageStore):
 			.where(e.message_id == message_id)
 			.orderby(e.occurred_at)
 			.orderby(e.creation)
+			.orderby(e.name)
 		)
 		if queue is not None:
 			q = q.where(e.queue == queue)
@@ -270,14 +317,98 @@ class DocTypeStore(MessageStore):
 
 	def _names(self, keys: list[tuple[str, Direction, str]]) -> dict[tuple[str, Direction, str], str]:
 		m = frappe.qb.DocType(MESSAGE)
-		ids = list({k[0] for k in keys})
 		rows = (
 			frappe.qb.from_(m)
 			.select(m.name, m.message_id, m.direction, m.queue)
-			.where(m.message_id.isin(ids))
+			.where(m.message_id.isin(list({key[0] for key in keys})))
 			.run(as_dict=True)
 		)
 		return {(r.message_id, DIRECTIONS[r.direction], r.queue or ""): r.name for r in rows}
+
+
+def _undo(savepoint: str | None, state: _Open) -> None:
+	if savepoint is None:
+		frappe.db.rollback()
+		return
+	try:
+		frappe.db.rollback(save_point=savepoint)
+	except Exception as e:
+		# A deadlock (or a handler's own commit/rollback) ended the whole transaction; keep the
+		# original exception and let the outermost level refuse to commit what is left.
+		_lost(state, savepoint, e)
+
+
+def _finish(savepoint: str | None, state: _Open, outermost: bool) -> None:
+	if savepoint:
+		try:
+			frappe.db.release_savepoint(savepoint)
+		except Exception as e:
+			_lost(state, savepoint, e)
+	if outermost and state.lost:
+		if savepoint is None:
+			frappe.db.rollback()
+		raise TransactionLost(
+			"the database ended the transaction inside a savepoint (a deadlock, or code that called "
+			"frappe.db.commit() or rollback() inside a handler); nothing was recorded, retry the whole batch"
+		)
+	if savepoint is None:
+		frappe.db.commit()
+
+
+def _lost(state: _Open, savepoint: str, error: Exception) -> None:
+	log.warning("savepoint %s is gone (%s): the store transaction is lost", savepoint, error)
+	state.lost = True
+
+
+def _criteria(m: Any, query: MessageFilter) -> list[Any]:
+	criteria = []
+	if query.direction is not None:
+		criteria.append(m.direction == DIRECTION_LABELS[query.direction])
+	if query.statuses:
+		criteria.append(m.status.isin([STATUS_LABELS[s] for s in query.statuses]))
+	if query.queue is not None:
+		criteria.append(m.queue == query.queue)
+	if query.message_ids:
+		criteria.append(m.message_id.isin(list(query.message_ids)))
+	if query.since is not None:
+		criteria.append(m.created_at >= _naive(query.since))
+	if query.until is not None:
+		criteria.append(m.created_at <= _naive(query.until))
+	return criteria
+
+
+def _ordered(query: Any, m: Any) -> Any:
+	"""Oldest first by the message's own clock; ties by when the row was written, then by name, so
+	the order is the same on every read."""
+	return query.orderby(m.created_at, order=Order.asc).orderby(m.creation).orderby(m.name)
+
+
+def _is_pattern(routing_key: str) -> bool:
+	return "*" in routing_key or "#" in routing_key
+
+
+def _like_prefilter(m: Any, pattern: str) -> list[Any]:
+	"""LIKE on the literal words before the first and after the last wildcard: a superset of the
+	matches (``#`` may match no word at all), so Python's exact check decides."""
+	words = pattern.split(".")
+	wild = [i for i, word in enumerate(words) if word in ("*", "#")]
+	if not wild:
+		return [m.routing_key == pattern]
+	head, tail = ".".join(words[: wild[0]]), ".".join(words[wild[-1] + 1 :])
+	criteria = []
+	if head:
+		criteria.append(m.routing_key.like(_escape_like(head) + "%"))
+	if tail:
+		criteria.append(m.routing_key.like("%" + _escape_like(tail)))
+	return criteria
+
+
+def _escape_like(text: str) -> str:
+	return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _user() -> str:
+	return getattr(frappe.session, "user", None) or "Administrator"
 
 
 def _message_values(record: MessageRecord, now: datetime) -> dict[str, Any]:
@@ -345,6 +476,7 @@ def _error_record(row: Any) -> ErrorRecord:
 
 
 def _naive(value: datetime) -> datetime:
+	"""Aware times become naive UTC; naive ones are taken to be UTC already (the core's clock)."""
 	return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
 
 

@@ -8,23 +8,24 @@ from frappe.model.document import Document
 from frappe_eda.outbox.doc_events import OWN_DOCTYPES
 from frappe_eda.outbox.rules import clear_rules_cache
 
+SUBMIT_EVENTS = ("on_submit", "on_cancel", "on_update_after_submit")
+
 
 class EDAEventRule(Document):
 	def validate(self):
+		if not self.document_type:
+			return  # the mandatory check that follows says so
 		if self.document_type in OWN_DOCTYPES:
 			frappe.throw(_("EDA's own DocTypes cannot publish events"))
 		meta = frappe.get_meta(self.document_type)
 		if meta.istable:
 			frappe.throw(_("{0} is a child table; publish its parent instead").format(self.document_type))
-		if self.event in ("on_submit", "on_cancel", "on_update_after_submit") and not meta.is_submittable:
+		if self.event in SUBMIT_EVENTS and not meta.is_submittable:
 			frappe.throw(
 				_("{0} is not submittable, so {1} never happens").format(self.document_type, self.event)
 			)
 		if self.condition:
-			try:
-				compile(self.condition, "<condition>", "eval")
-			except SyntaxError as e:
-				frappe.throw(_("Condition is not a valid Python expression: {0}").format(e.msg))
+			self.validate_condition()
 		unknown = [f for f in self.field_list() if not meta.has_field(f) and f not in ("name", "docstatus")]
 		if unknown:
 			frappe.throw(_("{0} has no fields {1}").format(self.document_type, ", ".join(unknown)))
@@ -33,6 +34,32 @@ class EDAEventRule(Document):
 				self.routing_key.format(doctype="x", event="y", name="z")
 			except (KeyError, IndexError, ValueError):
 				frappe.throw(_("Routing Key may only use {doctype}, {event} and {name}"))
+		if self.enabled and self.destination:
+			if not frappe.db.get_value("EDA Destination", self.destination, "enabled"):
+				# publish() refuses a disabled destination, which would fail every save of the document
+				frappe.throw(_("EDA Destination {0} is disabled").format(self.destination))
+
+	def validate_condition(self):
+		"""Evaluated as the outbox will (frappe.safe_eval) on an empty document, like Webhook does.
+
+		Only mistakes in the expression itself are refused: bad syntax, names that do not exist and
+		fields the document does not have. Anything else (``None > 1000``) is a property of the empty
+		document, not of the condition.
+		"""
+		from frappe.integrations.doctype.webhook.webhook import get_context
+
+		doc = frappe.new_doc(self.document_type)
+		try:
+			frappe.safe_eval(self.condition, eval_locals=get_context(doc))
+		except SyntaxError as e:
+			frappe.throw(_("Condition is not a valid expression: {0}").format(e))
+		except NameError as e:
+			frappe.throw(_("Condition uses an unknown name: {0}").format(e))
+		except AttributeError as e:
+			if e.obj is doc:
+				frappe.throw(_("{0} has no field {1}").format(self.document_type, e.name))
+		except Exception:
+			pass
 
 	def field_list(self):
 		return [f.strip() for f in (self.send_fields or "").replace("\n", ",").split(",") if f.strip()]

@@ -72,12 +72,49 @@ class TestEDAEventRule(FrappeTestCase):
 		for values in (
 			{"document_type": "ToDo", "event": "on_submit"},
 			{"document_type": "ToDo", "event": "on_update", "condition": "doc.priority =="},
+			{"document_type": "ToDo", "event": "on_update", "condition": "doc.priorty == 'High'"},
+			{"document_type": "ToDo", "event": "on_update", "condition": "priority == 'High'"},
+			{"document_type": "ToDo", "event": "on_update", "condition": "doc.__class__"},
+			{"document_type": "ToDo", "event": "on_update", "condition": "(x := 1)"},
 			{"document_type": "ToDo", "event": "on_update", "send_fields": "no_such_field"},
 			{"document_type": "EDA Message", "event": "on_update"},
+			{"event": "on_update"},
 			{"document_type": "ToDo", "event": "on_update", "routing_key": "{nope}"},
 		):
 			with self.subTest(values=values), self.assertRaises(frappe.ValidationError):
 				frappe.get_doc({"doctype": "EDA Event Rule", **values}).insert()
+
+	def test_conditions_that_only_fail_on_an_empty_document_are_accepted(self):
+		for condition in ("doc.date > 1", "doc.owner.lower() == 'x'", "utils.getdate(doc.date).year > 2000"):
+			with self.subTest(condition=condition):
+				frappe.get_doc(
+					{
+						"doctype": "EDA Event Rule",
+						"document_type": "ToDo",
+						"event": "on_update",
+						"condition": condition,
+					}
+				).insert()
+
+	def test_a_disabled_destination_is_refused(self):
+		frappe.get_doc(
+			{"doctype": "EDA Destination", "destination_name": "rule-test-off", "enabled": 0}
+		).insert()
+		rule = {"doctype": "EDA Event Rule", "document_type": "ToDo", "destination": "rule-test-off"}
+		with self.assertRaises(frappe.ValidationError):
+			frappe.get_doc({**rule, "event": "on_update"}).insert()
+		frappe.get_doc({**rule, "event": "on_update", "enabled": 0}).insert()
+
+	def test_saving_or_deleting_a_rule_clears_the_cached_rules(self):
+		from frappe_eda.outbox.rules import rules_for
+
+		self.assertEqual(len(rules_for("ToDo", "after_insert")), 1)
+		rule = frappe.get_doc(
+			{"doctype": "EDA Event Rule", "document_type": "ToDo", "event": "after_insert"}
+		).insert()
+		self.assertEqual(len(rules_for("ToDo", "after_insert")), 2)
+		rule.delete()
+		self.assertEqual(len(rules_for("ToDo", "after_insert")), 1)
 
 
 class TestPayload(FrappeTestCase):

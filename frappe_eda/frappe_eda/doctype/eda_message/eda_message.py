@@ -12,9 +12,15 @@ class EDAMessage(Document):
 
 	@staticmethod
 	def clear_old_logs(days=30):
-		"""Log Settings retention: Processed and Published only; Failed and Dead wait to be resolved."""
+		"""Log Settings retention: Processed and Published only; Failed and Dead wait to be resolved.
+
+		EDA Settings has its own retention (the daily job); the longer of the two wins, so raising
+		either one keeps messages longer instead of being undercut by the other.
+		"""
+		from frappe_eda.settings import load_settings
 		from frappe_eda.stores.doctype_store import DocTypeStore
 
+		days = max(int(days), load_settings().retention_days)
 		before = datetime.now(timezone.utc) - timedelta(days=days)
 		return DocTypeStore(commit=False).delete_finished(before)
 

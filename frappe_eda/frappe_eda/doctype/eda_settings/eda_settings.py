@@ -1,6 +1,8 @@
 # Copyright (c) 2026, frappe_eda developers and contributors
 # License: MIT. See LICENSE
 
+import math
+
 import frappe
 from frappe import _
 from frappe.model.document import Document
@@ -14,12 +16,16 @@ class EDASettings(Document):
 			delays = parse_delays(self.retry_delays)
 		except ValueError:
 			frappe.throw(_("Retry Delays must be numbers of seconds separated by commas, e.g. 1,5,30"))
-		if any(delay <= 0 for delay in delays):
-			frappe.throw(_("Retry Delays must be positive"))
+		if not all(math.isfinite(delay) and delay > 0 for delay in delays):
+			frappe.throw(_("Retry Delays must be positive numbers of seconds"))
 		if (self.max_attempts or 0) < 1:
 			frappe.throw(_("Max Attempts counts the first try and must be at least 1"))
 		if (self.prefetch or 0) < 1:
 			frappe.throw(_("Prefetch must be at least 1"))
+		if not self.amqp_url and not 0 < (self.port or 0) < 65536:
+			frappe.throw(_("Port must be between 1 and 65535"))
+		if (self.retention_days or 0) < 0:
+			frappe.throw(_("Retention days cannot be negative"))
 		if self.amqp_url and not self.amqp_url.startswith(("amqp://", "amqps://")):
 			frappe.throw(_("AMQP URL must start with amqp:// or amqps://"))
 		if self.queue_type not in ("classic", "quorum"):
