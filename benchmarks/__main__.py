@@ -131,7 +131,9 @@ def bench_consume(report: Report, connection: BrokerConnection, count: int, stor
 		store = open_store(url)
 		registry = HandlerRegistry()
 		queue = f"{prefix}.{label.lower()}"
-		registry.subscribe("bench.#", queue=queue, exchange=f"{exchange}.{label.lower()}")(lambda message: None)
+		registry.subscribe("bench.#", queue=queue, exchange=f"{exchange}.{label.lower()}")(
+			lambda message: None
+		)
 		worker = Worker(connection, registry, store, options=WorkerOptions(prefetch=100, poll_seconds=0.5))
 		worker.declare()
 		_fill(queue, payloads, f"{exchange}.{label.lower()}")
@@ -142,7 +144,9 @@ def bench_consume(report: Report, connection: BrokerConnection, count: int, stor
 		TopologyDeclarer(connection).delete(topology_for(registry, RetryPolicy()))
 		store.close()
 		if stats.dead:
-			report.notes.append(f"consume ({label}): {stats.dead} messages were dead-lettered; the rate is not comparable")
+			report.notes.append(
+				f"consume ({label}): {stats.dead} messages were dead-lettered; the rate is not comparable"
+			)
 		report.add(
 			f"consume + inbox + record + ack ({label}) vs raw consume+ack",
 			f"{ours:,.0f}/s",
@@ -194,7 +198,9 @@ def bench_latency(
 		connection.sleep(0.1)
 	time.sleep(0.5)
 	# The producer has a store of its own, as a producing service would (SQLite has one writer).
-	publisher = Publisher(connection, open_store(store_url.replace(".sqlite3", "-producer.sqlite3")), exchange=exchange)
+	publisher = Publisher(
+		connection, open_store(store_url.replace(".sqlite3", "-producer.sqlite3")), exchange=exchange
+	)
 	steady = 600 if quick else 2000
 	interval = 1 / 200
 	next_at = time.perf_counter()

@@ -100,7 +100,9 @@ def load_settings() -> SiteSettings:
 		notify_email=bool(int(values.get("notify_email") or 0)),
 		sentry_dsn=values.get("sentry_dsn") or None,
 		# 0 (or less) keeps everything; only an unset value falls back to 30 days.
-		retention_days=int(values["retention_days"]) if values.get("retention_days") not in (None, "") else 30,
+		retention_days=int(values["retention_days"])
+		if values.get("retention_days") not in (None, "")
+		else 30,
 	)
 
 

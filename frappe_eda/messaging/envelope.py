@@ -88,7 +88,8 @@ class Message:
 def encode(message: Message) -> bytes:
 	"""The exact bytes sent and stored; compact and UTF-8, so sizes are predictable."""
 	try:
-		return json.dumps(message.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+		text = json.dumps(message.to_dict(), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+		return text.encode("utf-8")
 	except (TypeError, ValueError) as e:
 		raise InvalidEnvelope(f"payload of {message.type!r} is not JSON-serialisable: {e}") from e
 
@@ -112,7 +113,9 @@ def decode(
 		raise InvalidEncoding(e.start, e.reason) from e
 	_check_depth(text, max_depth)
 	try:
-		document = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+		document = json.loads(
+			text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_non_json_number
+		)
 	except json.JSONDecodeError as e:
 		raise InvalidJson(e.lineno, e.colno, e.msg) from e
 	except RecursionError as e:
@@ -162,6 +165,11 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 			raise DuplicateKey(key, "a JSON object of the body")
 		document[key] = value
 	return document
+
+
+def _reject_non_json_number(constant: str) -> Any:
+	"""Python's json reads NaN and Infinity; JSON has no such numbers and other consumers refuse them."""
+	raise InvalidEnvelope(f"body contains {constant}, which is not a JSON number; send a number or null")
 
 
 def _envelope_from(document: Any) -> Message:

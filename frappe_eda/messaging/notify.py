@@ -115,6 +115,7 @@ class RateLimitedNotifier:
 			group = self._groups.get(key)
 			if group is not None and now - group.sent_at < self.window:
 				group.suppressed += 1
+				group.last = notice
 				return
 			suppressed = group.suppressed if group else 0
 			self._groups[key] = _Group(sent_at=now)
@@ -123,27 +124,20 @@ class RateLimitedNotifier:
 	def flush(self) -> None:
 		"""Send one notice per group that still holds suppressed failures (e.g. at worker shutdown)."""
 		with self._lock:
-			pending = {key: group.suppressed for key, group in self._groups.items() if group.suppressed}
-			for key in pending:
-				self._groups[key].suppressed = 0
-		for (kind, fp), count in pending.items():
-			self.inner.notify(
-				FailureNotice(
-					kind=kind,
-					message_id="",
-					routing_key="*",
-					exception_type="(grouped)",
-					error="identical failures since the last notice",
-					fingerprint=fp,
-					suppressed=count,
-				)
-			)
+			pending = [(g.suppressed, g.last) for g in self._groups.values() if g.suppressed and g.last]
+			for group in self._groups.values():
+				group.suppressed = 0
+		for count, last in pending:
+			# The held-back failures share the last one's queue, key and error type: keep them.
+			error = f"identical failures since the last notice: {last.error}"
+			self.inner.notify(replace(last, message_id="", error=error, suppressed=count))
 
 
 @dataclass
 class _Group:
 	sent_at: float
 	suppressed: int = 0
+	last: FailureNotice | None = None
 
 
 def build_notifier(

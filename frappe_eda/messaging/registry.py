@@ -90,7 +90,7 @@ class HandlerRegistry:
 					patterns=patterns,
 					exchange=exchange,
 					handler=handler,
-					name=f"{handler.__module__}.{handler.__qualname__}",
+					name=handler_name(handler),
 					exchange_type=exchange_type,
 					retry=retry,
 					queue_type=queue_type,
@@ -135,6 +135,12 @@ class HandlerRegistry:
 				)
 			chosen.append(sub)
 		return chosen
+
+
+def handler_name(handler: Handler) -> str:
+	"""``module.qualname`` of a function; of the class for a callable object (which has no qualname)."""
+	qualname = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+	return f"{getattr(handler, '__module__', None) or type(handler).__module__}.{qualname}"
 
 
 def import_handler_modules(modules: Iterable[str]) -> None:

@@ -30,8 +30,9 @@ class RetryPolicy:
 			raise ConfigurationError(f"max_attempts is {self.max_attempts}; it counts the first try, so >= 1")
 		if self.max_attempts > 1 and not self.delays:
 			raise ConfigurationError("a policy that retries needs at least one delay")
-		if any(d <= 0 for d in self.delays):
-			raise ConfigurationError(f"retry delays must be positive seconds, got {self.delays}")
+		# "not >=" also refuses NaN; under a millisecond the broker's TTL (whole ms) would be 0.
+		if any(not d >= 0.001 for d in self.delays):
+			raise ConfigurationError(f"retry delays must be at least 0.001 seconds, got {self.delays}")
 
 	def should_retry(self, attempt: int) -> bool:
 		"""``attempt`` is the number of the try that just failed (1 for the first)."""

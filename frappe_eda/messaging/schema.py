@@ -44,8 +44,10 @@ class SchemaRegistry:
 			return
 		problems = [
 			f"{json_path(error.absolute_path)}: {error.message}"
+			# By path, indexes as numbers (items[2] before items[10]); a type never compares with another.
 			for error in sorted(
-				validator.iter_errors(message.payload), key=lambda e: list(map(str, e.absolute_path))
+				validator.iter_errors(message.payload),
+				key=lambda e: [(isinstance(part, str), part) for part in e.absolute_path],
 			)
 		]
 		if problems:

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timezone
 
 from frappe_eda.messaging.envelope import utcnow
 from frappe_eda.messaging.routing import topic_matches
@@ -24,7 +24,11 @@ FINISHED = (Status.PROCESSED, Status.PUBLISHED)
 
 
 class MemoryStore(MessageStore):
-	"""Thread-safe; ``transaction()`` levels behave like savepoints by snapshotting the state."""
+	"""Levels of ``transaction()`` behave like savepoints by snapshotting the state.
+
+	A transaction holds the store's lock until it ends: restoring a snapshot would otherwise also undo
+	other threads' writes, so they wait instead, as they would for a row lock.
+	"""
 
 	def __init__(self) -> None:
 		self._lock = threading.RLock()
@@ -45,7 +49,9 @@ class MemoryStore(MessageStore):
 		with self._lock:
 			now = utcnow()
 			for record in records:
-				self._messages[record.key] = replace(copy.deepcopy(record), updated_at=now)
+				self._messages[record.key] = replace(
+					copy.deepcopy(record), created_at=_utc(record.created_at), updated_at=now
+				)
 
 	def set_status(
 		self,
@@ -90,7 +96,7 @@ class MemoryStore(MessageStore):
 
 	def add_error(self, error: ErrorRecord) -> None:
 		with self._lock:
-			self._errors.append(copy.deepcopy(error))
+			self._errors.append(replace(copy.deepcopy(error), occurred_at=_utc(error.occurred_at)))
 
 	def errors(self, message_id: str, queue: str | None = None) -> list[ErrorRecord]:
 		with self._lock:
@@ -110,12 +116,17 @@ class MemoryStore(MessageStore):
 
 	def delete_finished(self, before: datetime) -> int:
 		with self._lock:
-			doomed = [k for k, r in self._messages.items() if r.status in FINISHED and r.updated_at < before]
-			ids = {k[0] for k in doomed}
+			before = _utc(before)
+			doomed = {k for k, r in self._messages.items() if r.status in FINISHED and r.updated_at < before}
 			for key in doomed:
 				del self._messages[key]
-			self._errors = [e for e in self._errors if e.message_id not in ids]
+			self._errors = [e for e in self._errors if (e.message_id, e.direction, e.queue) not in doomed]
 			return len(doomed)
+
+
+def _utc(value: datetime) -> datetime:
+	"""The SQL and DocType stores hand back aware UTC whatever they were given; so must the reference."""
+	return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def _matches(record: MessageRecord, query: MessageFilter) -> bool:
@@ -127,9 +138,9 @@ def _matches(record: MessageRecord, query: MessageFilter) -> bool:
 		return False
 	if query.message_ids and record.message_id not in query.message_ids:
 		return False
-	if query.since is not None and record.created_at < query.since:
+	if query.since is not None and record.created_at < _utc(query.since):
 		return False
-	if query.until is not None and record.created_at > query.until:
+	if query.until is not None and record.created_at > _utc(query.until):
 		return False
 	if query.routing_key is not None:
 		pattern = query.routing_key

@@ -1,23 +1,18 @@
 """The SQL store for services outside Frappe: SQLite by default, MariaDB/MySQL and PostgreSQL by URL.
 
-Handlers that keep their own data in the same database get exactly-once effects by writing through
-the store's open transaction: inside a handler, ``current_context().store.connection`` is the
-SQLAlchemy connection whose commit also records the message as processed.
-
-Transactions are per thread: the outermost ``transaction()`` takes a connection and begins, nested ones
-are SAVEPOINTs. SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` (so two processes sharing the
-file queue for the write lock instead of failing), and pysqlite's own transaction handling is turned
-off so that SAVEPOINT really works.
+SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` for transactions (so two processes sharing the
+file queue for the write lock instead of failing on a lock upgrade), while reads outside a transaction
+begin DEFERRED and so never wait for a writer. pysqlite's own transaction handling is turned off so that
+SAVEPOINT really nests inside BEGIN.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -46,33 +41,51 @@ from frappe_eda.messaging.store import (
 	MessageStore,
 	Status,
 )
-from frappe_eda.stores.sql_schema import build_tables
+from frappe_eda.stores.sql_schema import (
+	MESSAGE_FIELDS,
+	build_tables,
+	error_record,
+	error_row,
+	message_record,
+	message_row,
+	naive_utc,
+)
 
 T = TypeVar("T")
 FINISHED = (Status.PROCESSED.value, Status.PUBLISHED.value)
-UPDATABLE = (
-	"status",
-	"routing_key",
-	"exchange",
-	"handler",
-	"message_type",
-	"body",
-	"headers",
-	"attempts",
-	"last_error",
-	"replay_count",
-	"replay_of",
-	"resolved",
-	"reference_doctype",
-	"reference_name",
-	"created_at",
-	"updated_at",
-)
+KEY = ("message_id", "direction", "queue")
+UPDATABLE = tuple(name for name in MESSAGE_FIELDS if name not in KEY)
+CHUNK = 500
+DEFERRED = "eda_sqlite_deferred"
 
 
 class SqlStore(MessageStore):
+	"""Messages and errors in two tables (``<prefix>message``, ``<prefix>error``) of any SQLAlchemy URL.
+
+	Transactions are per thread: the outermost ``transaction()`` takes a connection and begins, nested
+	levels are SAVEPOINTs. A handler whose own data lives in the same database gets exactly-once effects
+	by writing through ``store.connection`` (inside a handler: ``current_context().store.connection``):
+	its rows then commit with the batch that records the message as processed, and roll back with the
+	handler's savepoint when it fails.
+	"""
+
 	def __init__(self, url: str, *, create_tables: bool = True, table_prefix: str = "eda_") -> None:
-		self.engine = _engine(url)
+		self._setup(_engine(url), create_tables, table_prefix)
+
+	@classmethod
+	def from_engine(
+		cls, engine: Engine, *, create_tables: bool = True, table_prefix: str = "eda_"
+	) -> SqlStore:
+		"""For an engine the application configured itself (pool sizes, TLS). SQLite gets the store's hooks;
+		for PostgreSQL pass ``executemany_mode="values_plus_batch"``, or each upsert goes row by row."""
+		if engine.dialect.name == "sqlite":
+			_configure_sqlite(engine)
+		store = cls.__new__(cls)
+		store._setup(engine, create_tables, table_prefix)
+		return store
+
+	def _setup(self, engine: Engine, create_tables: bool, table_prefix: str) -> None:
+		self.engine = engine
 		self.metadata, self.messages, self.error_table = build_tables(table_prefix)
 		self._local = threading.local()
 		if create_tables:
@@ -149,28 +162,39 @@ class SqlStore(MessageStore):
 		with self.transaction():
 			return work(self._state().connection)  # type: ignore[arg-type]
 
+	def _read(self, work: Callable[[Connection], T]) -> T:
+		"""Inside a transaction, read its own writes; outside, a reader that never queues for a lock."""
+		connection = self._state().connection
+		if connection is not None:
+			return work(connection)
+		with self.engine.connect() as connection:
+			connection.execution_options(**{DEFERRED: True})
+			with connection.begin():
+				return work(connection)
+
 	# --- writes -----------------------------------------------------------------------------------
 
 	def save(self, records: Sequence[MessageRecord]) -> None:
+		"""A key twice in one batch keeps its last record, as two consecutive saves would."""
 		if not records:
 			return
-		now = _naive(utcnow())
-		rows = [_message_row(r, now) for r in records]
-		# One statement, many parameter sets: compiled once, sent as batched VALUES by the driver.
+		now = naive_utc(utcnow())
+		rows = [message_row(r, now) for r in {r.key: r for r in records}.values()]
+		# Compiled once and sent as one batch: pymysql folds the parameter sets into one multi-row INSERT,
+		# psycopg2 joins them into one round trip (``executemany_mode``), SQLite is in-process.
 		self._run(lambda c: c.execute(self._upsert, rows))
 
 	@cached_property
 	def _upsert(self) -> Any:
 		dialect = self.engine.dialect.name
-		key = ["message_id", "direction", "queue"]
 		if dialect == "sqlite":
 			statement = sqlite.insert(self.messages)
 			return statement.on_conflict_do_update(
-				index_elements=key, set_={c: statement.excluded[c] for c in UPDATABLE}
+				index_elements=KEY, set_={c: statement.excluded[c] for c in UPDATABLE}
 			)
 		if dialect == "postgresql":
 			pg = postgresql.insert(self.messages)
-			return pg.on_conflict_do_update(index_elements=key, set_={c: pg.excluded[c] for c in UPDATABLE})
+			return pg.on_conflict_do_update(index_elements=KEY, set_={c: pg.excluded[c] for c in UPDATABLE})
 		if dialect in ("mysql", "mariadb"):
 			my = mysql.insert(self.messages)
 			return my.on_duplicate_key_update({c: my.inserted[c] for c in UPDATABLE})
@@ -186,7 +210,7 @@ class SqlStore(MessageStore):
 	) -> None:
 		if not message_ids:
 			return
-		values: dict[str, Any] = {"status": status.value, "updated_at": _naive(utcnow())}
+		values: dict[str, Any] = {"status": status.value, "updated_at": naive_utc(utcnow())}
 		if last_error is not None:
 			values["last_error"] = last_error
 		t = self.messages
@@ -200,19 +224,7 @@ class SqlStore(MessageStore):
 		self._run(lambda c: c.execute(statement))
 
 	def add_error(self, error: ErrorRecord) -> None:
-		row = {
-			"message_id": error.message_id,
-			"direction": error.direction.value,
-			"queue": error.queue,
-			"handler": error.handler,
-			"exception_type": error.exception_type,
-			"error": error.error,
-			"traceback": error.traceback,
-			"fingerprint": error.fingerprint,
-			"attempt": error.attempt,
-			"occurred_at": _naive(error.occurred_at),
-			"resolved": error.resolved,
-		}
+		row = error_row(error)
 		self._run(lambda c: c.execute(self.error_table.insert().values(row)))
 
 	def delete_finished(self, before: datetime) -> int:
@@ -221,24 +233,22 @@ class SqlStore(MessageStore):
 		def work(c: Connection) -> int:
 			doomed = c.execute(
 				select(t.c.message_id, t.c.direction, t.c.queue).where(
-					t.c.status.in_(FINISHED), t.c.updated_at < _naive(before)
+					t.c.status.in_(FINISHED), t.c.updated_at < naive_utc(before)
 				)
 			).all()
 			groups: dict[tuple[str, str], list[str]] = {}
 			for message_id, direction, queue in doomed:
 				groups.setdefault((direction, queue), []).append(message_id)
 			for (direction, queue), ids in groups.items():
-				for chunk in _chunks(ids, 500):
-					c.execute(
-						delete(e).where(
-							e.c.direction == direction, e.c.queue == queue, e.c.message_id.in_(chunk)
+				for chunk in _chunks(ids):
+					for table in (e, t):
+						c.execute(
+							delete(table).where(
+								table.c.direction == direction,
+								table.c.queue == queue,
+								table.c.message_id.in_(chunk),
+							)
 						)
-					)
-					c.execute(
-						delete(t).where(
-							t.c.direction == direction, t.c.queue == queue, t.c.message_id.in_(chunk)
-						)
-					)
 			return len(doomed)
 
 		return self._run(work)
@@ -250,10 +260,12 @@ class SqlStore(MessageStore):
 		statement = select(t).where(
 			t.c.message_id == message_id, t.c.direction == direction.value, t.c.queue == queue
 		)
-		row = self._run(lambda c: c.execute(statement).mappings().first())
-		return _message_record(row) if row else None
+		row = self._read(lambda c: c.execute(statement).mappings().first())
+		return message_record(row) if row else None
 
 	def find(self, query: MessageFilter) -> list[MessageRecord]:
+		"""A topic pattern is matched in Python, so the SQL narrows by the pattern's literal first and last
+		words and reads only (id, routing_key) until ``limit`` rows matched: bodies may be megabytes."""
 		t = self.messages
 		conditions = []
 		if query.direction is not None:
@@ -265,28 +277,38 @@ class SqlStore(MessageStore):
 		if query.message_ids:
 			conditions.append(t.c.message_id.in_(list(query.message_ids)))
 		if query.since is not None:
-			conditions.append(t.c.created_at >= _naive(query.since))
+			conditions.append(t.c.created_at >= naive_utc(query.since))
 		if query.until is not None:
-			conditions.append(t.c.created_at <= _naive(query.until))
+			conditions.append(t.c.created_at <= naive_utc(query.until))
 		pattern = query.routing_key
-		wildcard = pattern is not None and ("*" in pattern or "#" in pattern)
-		if pattern is not None and not wildcard:
-			conditions.append(t.c.routing_key == pattern)
-		statement = select(t).where(and_(True, *conditions)).order_by(t.c.created_at, t.c.id)
-		if not wildcard:
-			statement = statement.limit(query.limit)
+		order = (t.c.created_at, t.c.id)
+		if pattern is None or not ("*" in pattern or "#" in pattern):
+			if pattern is not None:
+				conditions.append(t.c.routing_key == pattern)
+			statement = select(t).where(and_(True, *conditions)).order_by(*order).limit(query.limit)
+			return self._read(lambda c: [message_record(r) for r in c.execute(statement).mappings()])
+		head, tail = _literal_ends(pattern)
+		if head:
+			conditions.append(t.c.routing_key.startswith(head, autoescape=True))
+		if tail:
+			conditions.append(t.c.routing_key.endswith(tail, autoescape=True))
+		candidates = select(t.c.id, t.c.routing_key).where(and_(True, *conditions)).order_by(*order)
 
 		def work(c: Connection) -> list[MessageRecord]:
+			ids: list[int] = []
+			with c.execute(candidates) as result:
+				for row_id, routing_key in result:
+					if len(ids) >= query.limit:
+						break
+					if topic_matches(pattern, routing_key):
+						ids.append(row_id)
 			found: list[MessageRecord] = []
-			for row in c.execute(statement).mappings():
-				if wildcard and not topic_matches(pattern or "", row["routing_key"]):
-					continue
-				found.append(_message_record(row))
-				if len(found) >= query.limit:
-					break
+			for chunk in _chunks(ids):
+				rows = c.execute(select(t).where(t.c.id.in_(chunk)).order_by(*order)).mappings()
+				found.extend(message_record(r) for r in rows)
 			return found
 
-		return self._run(work)
+		return self._read(work)
 
 	def processed_ids(self, queue: str, message_ids: Iterable[str]) -> set[str]:
 		ids = list(message_ids)
@@ -296,7 +318,7 @@ class SqlStore(MessageStore):
 
 		def work(c: Connection) -> set[str]:
 			found: set[str] = set()
-			for chunk in _chunks(ids, 500):
+			for chunk in _chunks(ids):
 				statement = select(t.c.message_id).where(
 					t.c.direction == Direction.INCOMING.value,
 					t.c.queue == queue,
@@ -306,20 +328,20 @@ class SqlStore(MessageStore):
 				found.update(c.execute(statement).scalars())
 			return found
 
-		return self._run(work)
+		return self._read(work)
 
 	def errors(self, message_id: str, queue: str | None = None) -> list[ErrorRecord]:
 		e = self.error_table
 		statement = select(e).where(e.c.message_id == message_id)
 		if queue is not None:
 			statement = statement.where(e.c.queue == queue)
-		rows = self._run(lambda c: c.execute(statement.order_by(e.c.occurred_at, e.c.id)).mappings().all())
-		return [_error_record(row) for row in rows]
+		rows = self._read(lambda c: c.execute(statement.order_by(e.c.occurred_at, e.c.id)).mappings().all())
+		return [error_record(row) for row in rows]
 
 	def counts(self) -> dict[tuple[Direction, Status], int]:
 		t = self.messages
 		statement = select(t.c.direction, t.c.status, func.count()).group_by(t.c.direction, t.c.status)
-		rows = self._run(lambda c: c.execute(statement).all())
+		rows = self._read(lambda c: c.execute(statement).all())
 		return {(Direction(d), Status(s)): n for d, s, n in rows}
 
 	def close(self) -> None:
@@ -340,97 +362,43 @@ class _ThreadState:
 def _engine(url: str) -> Engine:
 	if url.startswith("sqlite"):
 		engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-		@event.listens_for(engine, "connect")
-		def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-			dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (savepoints need it)
-			cursor = dbapi_connection.cursor()
-			cursor.execute("PRAGMA journal_mode=WAL")
-			cursor.execute("PRAGMA busy_timeout=30000")
-			cursor.close()
-
-		@event.listens_for(engine, "begin")
-		def _on_begin(connection: Connection) -> None:
-			connection.exec_driver_sql("BEGIN IMMEDIATE")
-
+		_configure_sqlite(engine)
 		return engine
-	return create_engine(url, pool_pre_ping=True, pool_recycle=3600)
+	options: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 3600}
+	if url.startswith("postgresql"):
+		# SQLAlchemy does not batch an ON CONFLICT upsert itself, and psycopg2's own executemany sends one
+		# statement per row; execute_batch sends a page of them per round trip.
+		options.update(executemany_mode="values_plus_batch", executemany_batch_page_size=CHUNK)
+	return create_engine(url, **options)
 
 
-def _naive(value: datetime) -> datetime:
-	if value.tzinfo is None:
-		return value
-	return value.astimezone(timezone.utc).replace(tzinfo=None)
+def _configure_sqlite(engine: Engine) -> None:
+	if not event.contains(engine, "begin", _sqlite_begin):
+		event.listen(engine, "connect", _sqlite_connect)
+		event.listen(engine, "begin", _sqlite_begin)
 
 
-def _aware(value: datetime) -> datetime:
-	return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+	dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (savepoints need it)
+	cursor = dbapi_connection.cursor()
+	cursor.execute("PRAGMA journal_mode=WAL")
+	cursor.execute("PRAGMA busy_timeout=30000")
+	cursor.close()
 
 
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+def _sqlite_begin(connection: Connection) -> None:
+	deferred = connection.get_execution_options().get(DEFERRED, False)
+	connection.exec_driver_sql("BEGIN DEFERRED" if deferred else "BEGIN IMMEDIATE")
+
+
+def _literal_ends(pattern: str) -> tuple[str, str]:
+	"""The words before the first and after the last wildcard: every key the pattern matches starts and
+	ends with them (a superset, since ``#`` may match no word)."""
+	words = pattern.split(".")
+	wild = [i for i, word in enumerate(words) if word in ("*", "#")] or [len(words)]
+	return ".".join(words[: wild[0]]), ".".join(words[wild[-1] + 1 :])
+
+
+def _chunks(items: list[T], size: int = CHUNK) -> Iterator[list[T]]:
 	for start in range(0, len(items), size):
 		yield items[start : start + size]
-
-
-def _message_row(record: MessageRecord, now: datetime) -> dict[str, Any]:
-	return {
-		"message_id": record.message_id,
-		"direction": record.direction.value,
-		"queue": record.queue,
-		"status": record.status.value,
-		"routing_key": record.routing_key,
-		"exchange": record.exchange,
-		"handler": record.handler,
-		"message_type": record.message_type,
-		"body": record.body,
-		"headers": json.dumps(record.headers, default=str) if record.headers else "{}",
-		"attempts": record.attempts,
-		"last_error": record.last_error,
-		"replay_count": record.replay_count,
-		"replay_of": record.replay_of,
-		"resolved": record.resolved,
-		"reference_doctype": record.reference_doctype,
-		"reference_name": record.reference_name,
-		"created_at": _naive(record.created_at),
-		"updated_at": now,
-	}
-
-
-def _message_record(row: Any) -> MessageRecord:
-	return MessageRecord(
-		message_id=row["message_id"],
-		direction=Direction(row["direction"]),
-		status=Status(row["status"]),
-		routing_key=row["routing_key"],
-		body=row["body"],
-		exchange=row["exchange"],
-		queue=row["queue"],
-		handler=row["handler"],
-		message_type=row["message_type"],
-		headers=json.loads(row["headers"] or "{}"),
-		attempts=row["attempts"],
-		last_error=row["last_error"],
-		replay_count=row["replay_count"],
-		replay_of=row["replay_of"],
-		resolved=bool(row["resolved"]),
-		reference_doctype=row["reference_doctype"],
-		reference_name=row["reference_name"],
-		created_at=_aware(row["created_at"]),
-		updated_at=_aware(row["updated_at"]),
-	)
-
-
-def _error_record(row: Any) -> ErrorRecord:
-	return ErrorRecord(
-		message_id=row["message_id"],
-		direction=Direction(row["direction"]),
-		exception_type=row["exception_type"],
-		error=row["error"],
-		fingerprint=row["fingerprint"],
-		attempt=row["attempt"],
-		queue=row["queue"],
-		handler=row["handler"],
-		traceback=row["traceback"],
-		occurred_at=_aware(row["occurred_at"]),
-		resolved=bool(row["resolved"]),
-	)

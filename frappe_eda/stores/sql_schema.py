@@ -1,10 +1,18 @@
-"""The two tables of the SQL store, portable across SQLite, MariaDB/MySQL and PostgreSQL.
+"""The two tables of the SQL store, portable across SQLite, MariaDB/MySQL and PostgreSQL, and how
+records map to their rows.
 
-Times are stored as naive UTC with microseconds (MariaDB's DATETIME has no time zone); the store puts
-the zone back on read. Bodies may be megabytes, which MariaDB's TEXT (64 KiB) cannot hold.
+Times are stored as naive UTC with microseconds (MariaDB's DATETIME has no time zone); the zone is put
+back on read. Bodies may be megabytes, which MariaDB's TEXT (64 KiB) cannot hold. MariaDB/MySQL tables
+use ``utf8mb4_bin``: ids, queues and routing keys are case-sensitive on the broker, and a
+case-insensitive collation would merge two keys in the unique index.
 """
 
 from __future__ import annotations
+
+import json
+from dataclasses import fields
+from datetime import datetime, timezone
+from typing import Any
 
 from sqlalchemy import (
 	Boolean,
@@ -20,9 +28,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql
 
+from frappe_eda.messaging.store import Direction, ErrorRecord, MessageRecord, Status
+
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 KEY_LENGTH = 255
+MYSQL_OPTIONS: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+MESSAGE_FIELDS = tuple(f.name for f in fields(MessageRecord))
+ERROR_FIELDS = tuple(f.name for f in fields(ErrorRecord))
 
 
 def build_tables(prefix: str = "eda_") -> tuple[MetaData, Table, Table]:
@@ -55,6 +68,7 @@ def build_tables(prefix: str = "eda_") -> tuple[MetaData, Table, Table]:
 		Index(f"{prefix}message_queue", "queue", "status"),
 		Index(f"{prefix}message_routing_key", "routing_key"),
 		Index(f"{prefix}message_updated", "updated_at"),
+		**MYSQL_OPTIONS,
 	)
 	errors = Table(
 		f"{prefix}error",
@@ -73,5 +87,58 @@ def build_tables(prefix: str = "eda_") -> tuple[MetaData, Table, Table]:
 		Column("resolved", Boolean, nullable=False, default=False),
 		Index(f"{prefix}error_message", "message_id", "queue"),
 		Index(f"{prefix}error_fingerprint", "fingerprint"),
+		**MYSQL_OPTIONS,
 	)
 	return metadata, messages, errors
+
+
+def naive_utc(value: datetime) -> datetime:
+	"""Naive input is taken to be UTC already."""
+	if value.tzinfo is None:
+		return value
+	return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def aware_utc(value: datetime) -> datetime:
+	return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def message_row(record: MessageRecord, now: datetime) -> dict[str, Any]:
+	row = {name: getattr(record, name) for name in MESSAGE_FIELDS}
+	row.update(
+		direction=record.direction.value,
+		status=record.status.value,
+		headers=json.dumps(record.headers, default=str) if record.headers else "{}",
+		created_at=naive_utc(record.created_at),
+		updated_at=now,
+	)
+	return row
+
+
+def message_record(row: Any) -> MessageRecord:
+	values = {name: row[name] for name in MESSAGE_FIELDS}
+	values.update(
+		direction=Direction(row["direction"]),
+		status=Status(row["status"]),
+		headers=json.loads(row["headers"] or "{}"),
+		resolved=bool(row["resolved"]),
+		created_at=aware_utc(row["created_at"]),
+		updated_at=aware_utc(row["updated_at"]),
+	)
+	return MessageRecord(**values)
+
+
+def error_row(error: ErrorRecord) -> dict[str, Any]:
+	row = {name: getattr(error, name) for name in ERROR_FIELDS}
+	row.update(direction=error.direction.value, occurred_at=naive_utc(error.occurred_at))
+	return row
+
+
+def error_record(row: Any) -> ErrorRecord:
+	values = {name: row[name] for name in ERROR_FIELDS}
+	values.update(
+		direction=Direction(row["direction"]),
+		occurred_at=aware_utc(row["occurred_at"]),
+		resolved=bool(row["resolved"]),
+	)
+	return ErrorRecord(**values)

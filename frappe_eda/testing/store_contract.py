@@ -10,6 +10,7 @@ A ``unittest`` mixin, so it runs under pytest (SQL and memory stores) and under 
 
 from __future__ import annotations
 
+import time
 import unittest
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -171,6 +172,31 @@ class StoreContract:
 		self.t.assertGreaterEqual(second.updated_at, first.updated_at)
 		self.t.assertEqual(sum(self.store.counts().values()), 1)
 
+	def test_save_stamps_updated_at_whatever_the_record_says(self) -> None:
+		before = datetime.now(timezone.utc) - timedelta(seconds=1)
+		self.store.save([outgoing("m", created_at=T0, updated_at=T0)])
+		got = self.store.get("m", Direction.OUTGOING)
+		assert got is not None
+		self.t.assertGreaterEqual(got.updated_at, before)
+		self.t.assertEqual(got.created_at, T0)
+
+	def test_the_last_record_of_a_key_in_one_batch_wins(self) -> None:
+		self.store.save([outgoing("m", attempts=1), outgoing("m", status=Status.PUBLISHED, attempts=2)])
+		got = self.store.get("m", Direction.OUTGOING)
+		assert got is not None
+		self.t.assertEqual((got.status, got.attempts), (Status.PUBLISHED, 2))
+		self.t.assertEqual(sum(self.store.counts().values()), 1)
+
+	def test_times_come_back_as_the_same_instant_in_utc(self) -> None:
+		local = T0.astimezone(timezone(timedelta(hours=2)))
+		self.store.save([outgoing("m", created_at=local)])
+		self.store.add_error(error("m", occurred_at=local))
+		got, [failure] = self.store.get("m", Direction.OUTGOING), self.store.errors("m")
+		assert got is not None
+		self.t.assertEqual((got.created_at, failure.occurred_at), (T0, T0))
+		for value in (got.created_at, got.updated_at, failure.occurred_at):
+			self.t.assertEqual(value.utcoffset(), timedelta(0))
+
 	def test_one_id_in_two_queues_and_outgoing_is_three_records(self) -> None:
 		self.store.save([outgoing("m-1"), incoming("m-1", "a"), incoming("m-1", "b", status=Status.DEAD)])
 		self.t.assertEqual(sum(self.store.counts().values()), 3)
@@ -317,6 +343,25 @@ class StoreContract:
 		self.t.assertEqual(self._ids(routing_key="#.created"), ["o2"])
 		self.t.assertEqual(self._ids(routing_key="#"), ["o1", "o2", "i1", "i2", "i3"])
 
+	def test_a_topic_pattern_matches_whole_words_only(self) -> None:
+		keys = [
+			"sales_order",
+			"sales_order.submitted",
+			"salesXorder.submitted",
+			"sales_orders.submitted",
+			"sales_order.items.changed",
+		]
+		self.store.save(
+			[
+				outgoing(str(n), routing_key=key, created_at=T0 + timedelta(seconds=n))
+				for n, key in enumerate(keys)
+			]
+		)
+		self.t.assertEqual(self._ids(routing_key="sales_order.*"), ["1"])
+		self.t.assertEqual(self._ids(routing_key="sales_order.#"), ["0", "1", "4"])
+		self.t.assertEqual(self._ids(routing_key="*.submitted"), ["1", "2", "3"])
+		self.t.assertEqual(self._ids(routing_key="sales_order.*.changed"), ["4"])
+
 	def test_find_by_queue_and_message_ids(self) -> None:
 		self._seed()
 		self.t.assertEqual(self._ids(queue="inventory"), ["i1", "i2"])
@@ -364,6 +409,25 @@ class StoreContract:
 		self.t.assertEqual(self.store.delete_finished(before=T0), 0)
 		self.t.assertIsNotNone(self.store.get("fresh", Direction.INCOMING, "q"))
 
+	def test_delete_finished_spares_records_updated_after_the_cutoff(self) -> None:
+		self.store.save([incoming("old", "q"), outgoing("old-out", status=Status.PUBLISHED)])
+		time.sleep(0.01)
+		cutoff = datetime.now(timezone.utc)
+		time.sleep(0.01)
+		self.store.save([incoming("new", "q")])
+		self.t.assertEqual(self.store.delete_finished(before=cutoff), 2)
+		self.t.assertEqual(self._ids(), ["new"])
+
+	def test_delete_finished_keeps_the_errors_of_the_same_id_in_another_queue(self) -> None:
+		self.store.save([incoming("m", "a"), incoming("m", "b", status=Status.DEAD)])
+		self.store.add_error(error("m", "a"))
+		self.store.add_error(error("m", "b"))
+		self.t.assertEqual(
+			self.store.delete_finished(before=datetime.now(timezone.utc) + timedelta(seconds=5)), 1
+		)
+		self.t.assertEqual([e.queue for e in self.store.errors("m")], ["b"])
+		self.t.assertIsNotNone(self.store.get("m", Direction.INCOMING, "b"))
+
 	# --- transactions -----------------------------------------------------------------------------
 
 	def test_transaction_commits_its_writes_together(self) -> None:
@@ -395,6 +459,28 @@ class StoreContract:
 		self.t.assertEqual(
 			sorted(self.store.processed_ids("q", ["kept", "dropped", "after"])), ["after", "kept"]
 		)
+
+	def test_a_failed_inner_level_keeps_the_writes_of_the_levels_around_it(self) -> None:
+		with self.store.transaction():
+			with self.store.transaction():
+				self.store.save([incoming("middle", "q")])
+				with self.t.assertRaises(ValueError):
+					with self.store.transaction():
+						self.store.save([incoming("inner", "q")])
+						raise ValueError("inner failed")
+				self.store.save([incoming("middle-after", "q")])
+		found = self.store.processed_ids("q", ["middle", "inner", "middle-after"])
+		self.t.assertEqual(found, {"middle", "middle-after"})
+
+	def test_rolling_back_the_outer_level_discards_its_committed_inner_levels(self) -> None:
+		with self.t.assertRaises(RuntimeError):
+			with self.store.transaction():
+				with self.store.transaction():
+					self.store.save([incoming("inner", "q")])
+				self.store.add_error(error("inner", "q"))
+				raise RuntimeError("the batch failed after its messages")
+		self.t.assertEqual(self.store.processed_ids("q", ["inner"]), set())
+		self.t.assertEqual(self.store.errors("inner"), [])
 
 	def test_reads_inside_a_transaction_see_its_own_writes(self) -> None:
 		with self.store.transaction():

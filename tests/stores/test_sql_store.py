@@ -1,79 +1,253 @@
-"""What only the SQL store promises: one statement per batch, lazy savepoints, the handler's own rows."""
+"""What only the SQL store promises: batches in one round trip, real savepoints, the handler's own rows in
+the store's transaction, a transaction per thread. On SQLite, MariaDB and PostgreSQL alike."""
 
 from __future__ import annotations
 
+import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import Column, String, Table, create_engine, event, func, select
 
-from frappe_eda.messaging.store import Direction, MessageRecord, Status
+from frappe_eda.messaging.errors import EdaError
+from frappe_eda.messaging.store import Direction, MessageFilter, MessageRecord, Status
 from frappe_eda.stores.sql import SqlStore
 
 
+@pytest.fixture(params=["sqlite", "mariadb", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+	if request.param == "sqlite":
+		return f"sqlite:///{tmp_path / 'eda.sqlite3'}"
+	return str(request.getfixturevalue(f"{request.param}_url"))
+
+
 @pytest.fixture
-def store(tmp_path: Path):
-	store = SqlStore(f"sqlite:///{tmp_path / 'eda.sqlite3'}")
-	with store.transaction():
-		store.connection.execute(text("CREATE TABLE stock (item TEXT NOT NULL)"))
+def store(url: str) -> Iterator[SqlStore]:
+	store = SqlStore(url, table_prefix=f"eda_{uuid.uuid4().hex[:8]}_")
 	yield store
+	store.metadata.drop_all(store.engine)
 	store.close()
 
 
-def _statements(store: SqlStore) -> list[str]:
-	seen: list[str] = []
-	event.listen(
-		store.engine, "before_cursor_execute", lambda conn, cursor, statement, *a: seen.append(statement)
+@pytest.fixture
+def stock(store: SqlStore) -> Table:
+	"""A table of the handler's own, in the store's database."""
+	table = Table(
+		store.messages.name.replace("message", "stock"),
+		store.metadata,
+		Column("item", String(64), nullable=False),
 	)
+	table.create(store.engine)
+	return table
+
+
+def record(n: int, status: Status = Status.PROCESSED) -> MessageRecord:
+	return MessageRecord(f"m{n}", Direction.INCOMING, status, "a.b", "{}", queue="q")
+
+
+def statements(store: SqlStore) -> list[str]:
+	seen: list[str] = []
+	event.listen(store.engine, "before_cursor_execute", lambda conn, cursor, sql, *a: seen.append(sql))
 	return seen
 
 
-def record(n: int) -> MessageRecord:
-	return MessageRecord(f"m{n}", Direction.INCOMING, Status.PROCESSED, "a.b", "{}", queue="q")
+def round_trips(store: SqlStore) -> list[str]:
+	"""What the driver really sends: a cursor that counts each statement it puts on the wire."""
+	sent: list[str] = []
+
+	def text_of(query: Any) -> str:
+		return bytes(query).decode() if isinstance(query, bytes | bytearray) else str(query)
+
+	name = store.engine.dialect.name
+	if name == "postgresql":
+		import psycopg2.extensions
+
+		class PgCounting(psycopg2.extensions.cursor):
+			def execute(self, query: Any, vars: Any = None) -> Any:
+				sent.append(text_of(query))
+				return super().execute(query, vars)
+
+			def executemany(self, query: Any, vars_list: Any) -> Any:
+				rows = list(vars_list)
+				sent.extend(text_of(query) for _ in rows)
+				return super().executemany(query, rows)
+
+		factory: tuple[str, Any] = ("cursor_factory", PgCounting)
+	else:
+		assert name in ("mysql", "mariadb"), "SQLite has no wire to count"
+		import pymysql.cursors
+
+		class MyCounting(pymysql.cursors.Cursor):
+			def execute(self, query: Any, args: Any = None) -> Any:
+				sent.append(text_of(query))
+				return super().execute(query, args)
+
+		factory = ("cursorclass", MyCounting)
+	event.listen(store.engine, "checkout", lambda dbapi, record, proxy: setattr(dbapi, *factory))
+	return sent
 
 
 def test_a_batch_of_records_is_one_statement(store: SqlStore) -> None:
-	seen = _statements(store)
+	seen = statements(store)
 	store.save([record(n) for n in range(200)])
 	assert len([s for s in seen if s.startswith("INSERT")]) == 1
 	assert len(store.processed_ids("q", [f"m{n}" for n in range(200)])) == 200
 
 
+@pytest.mark.parametrize("url", ["mariadb", "postgres"], indirect=True)
+def test_a_batch_of_records_is_one_round_trip_on_the_wire(store: SqlStore) -> None:
+	sent = round_trips(store)
+	store.save([record(n) for n in range(200)])
+	store.save([record(n, status=Status.DEAD) for n in range(100, 300)])
+	assert len([s for s in sent if s.lstrip().upper().startswith("INSERT")]) == 2
+	assert store.counts() == {
+		(Direction.INCOMING, Status.PROCESSED): 100,
+		(Direction.INCOMING, Status.DEAD): 200,
+	}
+
+
 def test_a_nested_level_that_writes_nothing_costs_no_savepoint(store: SqlStore) -> None:
-	seen = _statements(store)
+	seen = statements(store)
 	with store.transaction():
 		for _ in range(10):
 			with store.transaction():
-				pass
+				store.processed_ids("q", ["m1"])
 	assert not [s for s in seen if "SAVEPOINT" in s.upper()]
 
 
-def test_the_handlers_own_rows_roll_back_with_its_level_and_commit_with_the_batch(store: SqlStore) -> None:
+def test_a_failed_level_rolls_back_to_a_real_savepoint(store: SqlStore) -> None:
+	seen = statements(store)
 	with store.transaction():
-		with store.transaction():
-			store.connection.execute(text("INSERT INTO stock VALUES ('kept')"))
+		store.save([record(1)])
 		with pytest.raises(RuntimeError):
 			with store.transaction():
-				store.connection.execute(text("INSERT INTO stock VALUES ('rolled back')"))
+				store.save([record(2)])
+				raise RuntimeError("handler failed")
+	assert any("ROLLBACK TO SAVEPOINT" in s.upper() for s in seen)
+	assert store.processed_ids("q", ["m1", "m2"]) == {"m1"}
+
+
+def test_the_handlers_own_rows_roll_back_with_its_level_and_commit_with_the_batch(
+	store: SqlStore, stock: Table
+) -> None:
+	with store.transaction():
+		with store.transaction():
+			store.connection.execute(stock.insert().values(item="kept"))
+		with pytest.raises(RuntimeError):
+			with store.transaction():
+				store.connection.execute(stock.insert().values(item="rolled back"))
 				raise RuntimeError("handler failed after writing")
 		store.save([record(1)])
-	with store.transaction():
-		rows = [r[0] for r in store.connection.execute(text("SELECT item FROM stock"))]
-	assert rows == ["kept"]
+	with store.engine.connect() as db:
+		assert db.execute(select(stock.c.item)).scalars().all() == ["kept"]
 	assert store.processed_ids("q", ["m1"]) == {"m1"}
 
 
-def test_a_failed_batch_leaves_nothing_behind(store: SqlStore) -> None:
+def test_a_failed_batch_leaves_nothing_behind(store: SqlStore, stock: Table) -> None:
 	with pytest.raises(ValueError):
 		with store.transaction():
-			store.connection.execute(text("INSERT INTO stock VALUES ('x')"))
+			store.connection.execute(stock.insert().values(item="x"))
 			store.save([record(1)])
 			raise ValueError("commit never happens")
-	with store.transaction():
-		assert store.connection.execute(text("SELECT count(*) FROM stock")).scalar() == 0
+	with store.engine.connect() as db:
+		assert db.execute(select(func.count()).select_from(stock)).scalar() == 0
 	assert store.processed_ids("q", ["m1"]) == set()
 
 
 def test_connection_outside_a_transaction_is_an_error(store: SqlStore) -> None:
-	with pytest.raises(Exception, match="no transaction is open"):
+	with pytest.raises(EdaError, match="no transaction is open"):
 		store.connection  # noqa: B018
+
+
+def test_each_thread_has_its_own_transaction(store: SqlStore) -> None:
+	"""A worker thread's open batch is invisible to, and cannot be used by, another thread."""
+	written, release = threading.Event(), threading.Event()
+	failures: list[BaseException] = []
+
+	def batch() -> None:
+		try:
+			with store.transaction():
+				store.save([record(1)])
+				written.set()
+				release.wait(10)
+				raise RuntimeError("this batch rolls back")
+		except RuntimeError:
+			pass
+		except BaseException as e:
+			failures.append(e)
+
+	worker = threading.Thread(target=batch)
+	worker.start()
+	try:
+		assert written.wait(10)
+		with pytest.raises(EdaError):
+			store.connection  # noqa: B018
+		assert store.get("m1", Direction.INCOMING, "q") is None
+		assert store.find(MessageFilter()) == []
+	finally:
+		release.set()
+		worker.join(10)
+	assert not failures
+	with store.transaction():
+		store.save([record(2)])
+	assert store.processed_ids("q", ["m1", "m2"]) == {"m2"}
+
+
+@pytest.mark.parametrize("url", ["mariadb", "postgres"], indirect=True)
+def test_two_threads_commit_and_roll_back_independently_at_the_same_time(store: SqlStore) -> None:
+	both_open = threading.Barrier(2, timeout=10)
+	failures: list[BaseException] = []
+
+	def batch(n: int, fail: bool) -> None:
+		try:
+			with store.transaction():
+				store.save([record(n)])
+				both_open.wait()
+				if fail:
+					raise RuntimeError("rolled back")
+		except RuntimeError:
+			pass
+		except BaseException as e:
+			failures.append(e)
+
+	threads = [threading.Thread(target=batch, args=(n, n == 1)) for n in (1, 2)]
+	for thread in threads:
+		thread.start()
+	for thread in threads:
+		thread.join(20)
+	assert not failures
+	assert store.processed_ids("q", ["m1", "m2"]) == {"m2"}
+
+
+def test_ids_and_keys_that_differ_only_in_case_are_distinct(store: SqlStore) -> None:
+	"""The broker is case-sensitive; MariaDB's default collations are not."""
+	store.save([record(1), MessageRecord("M1", Direction.INCOMING, Status.DEAD, "A.B", "{}", queue="q")])
+	assert store.processed_ids("q", ["m1", "M1"]) == {"m1"}
+	assert [r.message_id for r in store.find(MessageFilter(routing_key="A.B"))] == ["M1"]
+	assert [r.message_id for r in store.find(MessageFilter(routing_key="A.*"))] == ["M1"]
+
+
+def test_from_engine_on_sqlite_gets_working_savepoints_once(tmp_path: Path) -> None:
+	"""Hooks installed twice would BEGIN twice and fail."""
+	engine = create_engine(f"sqlite:///{tmp_path / 'own.sqlite3'}")
+	SqlStore.from_engine(engine)
+	store = SqlStore.from_engine(engine, create_tables=False)
+	try:
+		with store.transaction():
+			store.save([record(1)])
+			with pytest.raises(RuntimeError):
+				with store.transaction():
+					store.save([record(2)])
+					raise RuntimeError("handler failed")
+		assert store.processed_ids("q", ["m1", "m2"]) == {"m1"}
+	finally:
+		store.close()
+
+
+def test_the_password_never_shows() -> None:
+	store = SqlStore("postgresql+psycopg2://eda:s3cret@db.invalid:5432/eda", create_tables=False)
+	assert "s3cret" not in repr(store)
+	store.close()
