@@ -171,13 +171,21 @@ class TopologyDeclarer:
 
 	def queue_depth(self, queue: str) -> int | None:
 		"""Messages ready in ``queue``, or None when it does not exist (a passive declare)."""
+		frame = self._passive(queue)
+		return None if frame is None else int(frame.method.message_count)
+
+	def consumer_count(self, queue: str) -> int | None:
+		"""Consumers of ``queue`` (a worker consumes only once its bindings exist), None if missing."""
+		frame = self._passive(queue)
+		return None if frame is None else int(frame.method.consumer_count)
+
+	def _passive(self, queue: str) -> Any:
 		try:
-			frame = self._run(lambda ch: ch.queue_declare(queue, passive=True))
+			return self._run(lambda ch: ch.queue_declare(queue, passive=True))
 		except pika.exceptions.ChannelClosedByBroker as e:
 			if e.reply_code == 404:
 				return None
 			raise
-		return int(frame.method.message_count)
 
 	def delete(self, topology: Topology) -> None:
 		"""Remove queues and exchanges (tests and ``declare --reset``); missing ones are fine."""

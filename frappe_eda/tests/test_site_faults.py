@@ -104,8 +104,8 @@ class TestSiteFaults(FrappeTestCase):
 
 		connection = pika.BlockingConnection(pika.URLParameters(BROKER))
 		try:
-			connection.channel().queue_declare(self.queue, passive=True)
-			return True
+			# Consumers start after the bindings exist; the queue alone may not be bound yet.
+			return connection.channel().queue_declare(self.queue, passive=True).method.consumer_count > 0
 		except pika.exceptions.ChannelClosedByBroker:
 			return False
 		finally:

@@ -71,7 +71,7 @@ def test_sigterm_finishes_the_message_in_hand_and_loses_nothing(
 	worker = _start_worker(amqp_url, store_url, queue, exchange)
 	try:
 		_wait_for(
-			lambda: declarer.queue_depth(queue) is not None,
+			lambda: (declarer.consumer_count(queue) or 0) > 0,
 			30,
 			"the worker to declare its queue",
 		)

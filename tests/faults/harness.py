@@ -115,7 +115,7 @@ class FaultLab:
 				stderr=subprocess.STDOUT,
 				cwd=REPO,
 			)
-		self.wait_for(lambda: self._queue_exists(), 30, "the worker to declare its queues")
+		self.wait_for(lambda: self._queue_exists(), 30, "the worker to consume its queue")
 		return self.worker
 
 	def stop_worker(self, sig: int = signal.SIGTERM) -> int | None:
@@ -136,8 +136,8 @@ class FaultLab:
 	def _queue_exists(self) -> bool:
 		connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
 		try:
-			connection.channel().queue_declare(self.queue, passive=True)
-			return True
+			# Consumers start after the bindings exist; the queue alone may not be bound yet.
+			return connection.channel().queue_declare(self.queue, passive=True).method.consumer_count > 0
 		except pika.exceptions.ChannelClosedByBroker:
 			return False
 		finally:
