@@ -192,3 +192,15 @@ def test_the_built_notifier_logs_behind_one_rate_limit(caplog: pytest.LogCapture
 		for n in range(5):
 			notifier.notify(notice(message_id=f"m-{n}"))
 	assert len(extra.notices) == 1 and len(caplog.messages) == 1
+
+
+def test_the_same_bad_input_on_two_queues_is_two_groups(
+	limiter: RateLimitedNotifier, recorder: Recorder
+) -> None:
+	from dataclasses import replace
+
+	bad_json = replace(notice(fingerprint="InvalidJson"), queue="billing")
+	for _ in range(50):
+		limiter.notify(bad_json)
+		limiter.notify(replace(bad_json, queue="inventory"))
+	assert sorted(n.queue for n in recorder.notices) == ["billing", "inventory"]

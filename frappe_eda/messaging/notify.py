@@ -106,10 +106,11 @@ class RateLimitedNotifier:
 		self.window = window_seconds
 		self.clock = clock
 		self._lock = threading.Lock()
-		self._groups: dict[tuple[str, str], _Group] = {}
+		self._groups: dict[tuple[str, str, str], _Group] = {}
 
 	def notify(self, notice: FailureNotice) -> None:
-		key = (notice.kind, notice.fingerprint)
+		# Per queue too: bad input has a fingerprint of its error type alone, shared by every queue.
+		key = (notice.kind, notice.fingerprint, notice.queue)
 		now = self.clock()
 		with self._lock:
 			group = self._groups.get(key)
