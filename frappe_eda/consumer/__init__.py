@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -87,28 +88,55 @@ def run_worker(queues: Iterable[str] | None = None, relay: bool = True) -> Worke
 	with BrokerConnection(settings.broker) as connection:
 		worker = build_worker(connection, queues)
 		worker.install_signal_handlers()
+		stop = threading.Event()
 		if relay:
-			worker.between_batches = _relay_when_woken(connection)
+			woken = threading.Event()
+			_listen_for_commits(connection, woken, stop)
+			worker.between_batches = _relay_when_woken(connection, woken)
 		try:
 			return worker.run()
 		finally:
+			stop.set()
 			worker.close()
 
 
-def _relay_when_woken(connection: BrokerConnection, poll_seconds: float = 5.0) -> Callable[[], None]:
+def _listen_for_commits(connection: BrokerConnection, woken: threading.Event, stop: threading.Event) -> None:
+	"""A thread that blocks on the after-commit signal and wakes the loop thread at once.
+
+	The loop thread sleeps in pika's poll while no delivery arrives; without this, a commit would
+	wait for the poll to time out. The thread touches no broker state: ``add_callback_threadsafe``
+	is the one pika call that is safe from another thread.
+	"""
+	from frappe_eda.outbox.wakeup import WAKE_KEY
+
+	cache = frappe.cache
+	key = cache.make_key(WAKE_KEY)
+	raw = connection.blocking
+
+	def listen() -> None:
+		while not stop.is_set():
+			try:
+				if cache.blpop([key], timeout=1):
+					woken.set()
+					raw.add_callback_threadsafe(lambda: None)
+			except Exception:
+				time.sleep(1)  # Redis away, or the connection closing: the poll fallback still relays
+
+	threading.Thread(target=listen, name="eda-commit-listener", daemon=True).start()
+
+
+def _relay_when_woken(
+	connection: BrokerConnection, woken: threading.Event, poll_seconds: float = 5.0
+) -> Callable[[], None]:
 	"""Drain the outbox when a commit signalled it, and every ``poll_seconds`` regardless."""
 	from frappe_eda.outbox.relay import drain
-	from frappe_eda.outbox.wakeup import WAKE_KEY
 
 	last = 0.0
 
 	def relay() -> None:
 		nonlocal last
-		try:
-			woken = frappe.cache.lpop(WAKE_KEY)
-		except Exception:
-			woken = None
-		if woken or time.monotonic() - last >= poll_seconds:
+		if woken.is_set() or time.monotonic() - last >= poll_seconds:
+			woken.clear()
 			last = time.monotonic()
 			try:
 				drain(connection)

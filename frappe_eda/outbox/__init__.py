@@ -60,7 +60,7 @@ def publish(
 		reference_name=reference_name or "",
 		created_at=message.created_at,
 	)
-	DocTypeStore(commit=False).save([record])
+	DocTypeStore(commit=False).insert_new([record])
 	wake_relay_after_commit()
 	return message
 

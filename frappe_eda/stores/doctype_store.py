@@ -143,10 +143,17 @@ class DocTypeStore(MessageStore):
 						query = query.set(m[column], value)
 					query.where(m.name == name).run()
 				else:
-					standard = (make_autoname("hash", MESSAGE), user, stamp, stamp, user, 0, 0)
-					new_rows.append((*standard, *(values[column] for column in VALUE_COLUMNS)))
+					new_rows.append(_new_row(values, stamp, user))
 			if new_rows:
 				frappe.db.bulk_insert(MESSAGE, [*STANDARD_COLUMNS, *VALUE_COLUMNS], new_rows)
+
+	def insert_new(self, records: Sequence[MessageRecord]) -> None:
+		"""The outbox's fast path inside a document save: records with fresh ids, which cannot exist yet,
+		in one INSERT (atomic on its own: no savepoint, no lookup). A clash raises, never overwrites."""
+		now, stamp, user = _naive(utcnow()), frappe.utils.now_datetime(), _user()
+		rows = [_new_row(_message_values(record, now), stamp, user) for record in records]
+		if rows:
+			frappe.db.bulk_insert(MESSAGE, [*STANDARD_COLUMNS, *VALUE_COLUMNS], rows)
 
 	def set_status(
 		self,
@@ -409,6 +416,11 @@ def _escape_like(text: str) -> str:
 
 def _user() -> str:
 	return getattr(frappe.session, "user", None) or "Administrator"
+
+
+def _new_row(values: dict[str, Any], stamp: datetime, user: str) -> tuple[Any, ...]:
+	standard = (make_autoname("hash", MESSAGE), user, stamp, stamp, user, 0, 0)
+	return (*standard, *(values[column] for column in VALUE_COLUMNS))
 
 
 def _message_values(record: MessageRecord, now: datetime) -> dict[str, Any]:
