@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import frappe
 
@@ -32,6 +35,28 @@ def handler_modules() -> list[str]:
 	(comma-separated) from the environment, as the standalone ``frappe-eda worker`` reads it."""
 	extra = [m.strip() for m in os.environ.get("EDA_HANDLER_MODULES", "").split(",") if m.strip()]
 	return [*(frappe.get_hooks("eda_handlers") or []), *extra]
+
+
+def spawn_worker(env: dict[str, str], output: Any = subprocess.DEVNULL) -> subprocess.Popen:
+	"""``bench --site SITE eda worker`` for this site as a child process (tests and benchmarks),
+	with ``env`` added to the environment (e.g. ``EDA_HANDLER_MODULES``)."""
+	command = [
+		sys.executable,
+		"-m",
+		"frappe.utils.bench_helper",
+		"frappe",
+		"--site",
+		frappe.local.site,
+		"eda",
+		"worker",
+	]
+	return subprocess.Popen(
+		command,
+		cwd=frappe.local.sites_path,
+		env={**os.environ, **env},
+		stdout=output,
+		stderr=subprocess.STDOUT,
+	)
 
 
 def ensure_database() -> None:

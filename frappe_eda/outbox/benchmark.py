@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
 import frappe
 
 import frappe_eda
+from frappe_eda.consumer import spawn_worker
 from frappe_eda.messaging.connection import BrokerConnection
 from frappe_eda.outbox.relay import drain
 from frappe_eda.outbox.rules import clear_rules_cache
@@ -84,25 +83,12 @@ def _median_save_ms(count: int, prefix: str) -> float:
 def _commit_to_handler(exchange: str, queue: str, count: int) -> dict:
 	out = tempfile.NamedTemporaryFile(prefix="eda-latency-", suffix=".txt", delete=False).name
 	env = {
-		**os.environ,
 		"EDA_HANDLER_MODULES": "frappe_eda.tests.latency_handlers",
 		"EDA_BENCH_QUEUE": queue,
 		"EDA_BENCH_EXCHANGE": exchange,
 		"EDA_BENCH_OUT": out,
 	}
-	command = [
-		sys.executable,
-		"-m",
-		"frappe.utils.bench_helper",
-		"frappe",
-		"--site",
-		frappe.local.site,
-		"eda",
-		"worker",
-	]
-	worker = subprocess.Popen(
-		command, cwd=frappe.local.sites_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-	)
+	worker = spawn_worker(env)
 	try:
 		_wait_for_consumer(queue)
 		for n in range(count):

@@ -10,7 +10,6 @@ These tests commit (the worker runs in another process) and clean up after thems
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -19,6 +18,7 @@ import pymysql
 from frappe.tests.utils import FrappeTestCase
 
 import frappe_eda
+from frappe_eda.consumer import spawn_worker
 from frappe_eda.messaging.connection import BrokerConnection, BrokerSettings
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -69,24 +69,11 @@ class TestSiteFaults(FrappeTestCase):
 		)
 		self.logs.append(log.name)
 		env = {
-			**os.environ,
 			"EDA_HANDLER_MODULES": "frappe_eda.tests.site_fault_handlers",
 			"EDA_SITE_FAULT_QUEUE": self.queue,
 			"EDA_SITE_FAULT_EXCHANGE": self.exchange,
 		}
-		command = [
-			sys.executable,
-			"-m",
-			"frappe.utils.bench_helper",
-			"frappe",
-			"--site",
-			frappe.local.site,
-			"eda",
-			"worker",
-		]
-		self.worker = subprocess.Popen(
-			command, cwd=frappe.local.sites_path, env=env, stdout=log, stderr=subprocess.STDOUT
-		)
+		self.worker = spawn_worker(env, log)
 		self.wait_for(self.queue_exists, 60, "the worker to declare its queue")
 
 	def stop_worker(self, sig=signal.SIGTERM):
