@@ -179,24 +179,9 @@ def bench_latency(
 	prefix = f"bench-{uuid.uuid4().hex[:6]}"
 	queue, exchange = f"{prefix}.latency", f"{prefix}.ex"
 	out = folder / "latency.txt"
-	worker = subprocess.Popen(
-		[
-			sys.executable,
-			"-m",
-			"benchmarks.worker_process",
-			"latency",
-			URL,
-			store_url,
-			queue,
-			exchange,
-			str(out),
-		],
-		cwd=REPO,
-	)
+	worker = _start_worker("latency", store_url, queue, exchange, out)
 	declarer = TopologyDeclarer(connection)
-	while declarer.queue_depth(queue) is None:
-		connection.sleep(0.1)
-	time.sleep(0.5)
+	_wait_for_consumer(connection, declarer, queue)
 	# The producer has a store of its own, as a producing service would (SQLite has one writer).
 	publisher = Publisher(
 		connection, open_store(store_url.replace(".sqlite3", "-producer.sqlite3")), exchange=exchange
@@ -246,24 +231,9 @@ def bench_memory(
 	queue, exchange = f"{prefix}.memory", f"{prefix}.ex"
 	out = folder / "memory.txt"
 	total = 30_000 if quick else 100_000
-	worker = subprocess.Popen(
-		[
-			sys.executable,
-			"-m",
-			"benchmarks.worker_process",
-			"memory",
-			URL,
-			store_url,
-			queue,
-			exchange,
-			str(out),
-			str(total),
-		],
-		cwd=REPO,
-	)
+	worker = _start_worker("memory", store_url, queue, exchange, out, str(total))
 	declarer = TopologyDeclarer(connection)
-	while declarer.queue_depth(queue) is None:
-		connection.sleep(0.1)
+	_wait_for_consumer(connection, declarer, queue)
 	publisher = Publisher(connection, exchange=exchange)
 	for _ in range(total // 10_000):
 		# Fresh ids every round (the inbox would skip repeats); confirms say the batch is in.
@@ -284,6 +254,17 @@ def bench_memory(
 	)
 	declarer.delete(_topology(queue, exchange))
 	declarer.close()
+
+
+def _start_worker(mode: str, store_url: str, queue: str, exchange: str, *extra: object) -> subprocess.Popen:
+	command = [sys.executable, "-m", "benchmarks.worker_process", mode, URL, store_url, queue, exchange]
+	return subprocess.Popen([*command, *map(str, extra)], cwd=REPO)
+
+
+def _wait_for_consumer(connection: BrokerConnection, declarer: TopologyDeclarer, queue: str) -> None:
+	"""A consumer means the bindings exist too (the worker binds before it consumes)."""
+	while not declarer.consumer_count(queue):
+		connection.sleep(0.1)
 
 
 def _topology(queue: str, exchange: str):

@@ -264,11 +264,7 @@ class Publisher:
 				if missing is None:
 					raise
 				# Not an outage: fail what was meant for that exchange, send the rest on a new channel.
-				unconfirmed = window.unconfirmed() if window else []
-				if window is not None:
-					_merge(total, window.report)
-				self._window = None
-				pending = unconfirmed + pending[sent:]
+				pending = self._take_back(window, pending, sent, total)
 				for envelope in [p for p in pending if p.exchange == missing]:
 					total.failed[envelope.message_id] = ExchangeNotFound(
 						envelope.message_id, envelope.exchange, envelope.routing_key
@@ -277,11 +273,7 @@ class Publisher:
 				if not pending:
 					return total
 			except RESENDABLE as e:
-				unconfirmed = window.unconfirmed() if window else []
-				if window is not None:
-					_merge(total, window.report)
-				pending = unconfirmed + pending[sent:]
-				self._window = None
+				pending = self._take_back(window, pending, sent, total)
 				if attempt == self.resend_attempts:
 					raise BrokerUnavailable(
 						f"{len(pending)} messages unconfirmed after {attempt + 1} tries: {type(e).__name__}: {e}"
@@ -291,6 +283,16 @@ class Publisher:
 				)
 				self._reconnect()
 		return total
+
+	def _take_back(
+		self, window: _ConfirmWindow | None, pending: list[Envelope], sent: int, total: SendReport
+	) -> list[Envelope]:
+		"""After a broken window: keep its answers, drop the channel, return what still needs sending."""
+		self._window = None
+		if window is None:
+			return pending[sent:]
+		_merge(total, window.report)
+		return window.unconfirmed() + pending[sent:]
 
 	def close(self) -> None:
 		window, self._window = self._window, None

@@ -17,6 +17,7 @@ import frappe
 import frappe_eda
 from frappe_eda.consumer import spawn_worker
 from frappe_eda.messaging.connection import BrokerConnection
+from frappe_eda.messaging.topology import TopologyDeclarer
 from frappe_eda.outbox.relay import drain
 from frappe_eda.outbox.rules import clear_rules_cache
 from frappe_eda.settings import load_settings
@@ -128,14 +129,12 @@ def _lines(path: str) -> int:
 
 
 def _wait_for_consumer(queue: str) -> None:
+	"""A consumer means the worker's bindings exist too (it binds before it consumes)."""
 	deadline = time.monotonic() + 60
-	while time.monotonic() < deadline:
-		with BrokerConnection(load_settings().broker) as connection:
-			try:
-				frame = connection.channel().queue_declare(queue, passive=True)
-				if frame.method.consumer_count:
-					return
-			except Exception:
-				pass
-		time.sleep(0.3)
-	raise TimeoutError(f"no worker consumed {queue} within 60 s")
+	with BrokerConnection(load_settings().broker) as connection:
+		declarer = TopologyDeclarer(connection)
+		while not declarer.consumer_count(queue):
+			if time.monotonic() > deadline:
+				raise TimeoutError(f"no worker consumed {queue} within 60 s")
+			connection.sleep(0.3)
+		declarer.close()

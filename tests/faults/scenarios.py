@@ -70,34 +70,31 @@ def connection_cut(lab: FaultLab, count: int) -> Outcome:
 
 def kill_in_handler(lab: FaultLab, count: int) -> Outcome:
 	lab.start_worker(EDA_FAULT_KILL_IN_HANDLER=str(count // 3), EDA_FAULT_HANDLER_SECONDS="0.001")
-	messages = lab.messages(count)
-	lab.publish(messages)
-	assert lab.wait_for_worker_death() == -signal.SIGKILL
-	before, killed_at = sum(lab.effects().values()), time.monotonic()
-	lab.start_worker()
-	recovery = lab.first_effect_after(killed_at, before)
-	lab.settle({m.id for m in messages})
-	lab.stop_worker()
-	return lab.reconcile("worker SIGKILLed inside a handler", {m.id for m in messages}, recovery)
+	return _survive_self_kill(lab, count, "worker SIGKILLed inside a handler")
 
 
 def kill_before_ack(lab: FaultLab, count: int) -> Outcome:
 	lab.start_worker(EDA_FAULT_KILL_BEFORE_ACK="3")
-	messages = lab.messages(count)
-	lab.publish(messages)
-	assert lab.wait_for_worker_death() == -signal.SIGKILL
-	before, killed_at = sum(lab.effects().values()), time.monotonic()
-	lab.start_worker()
-	recovery = lab.first_effect_after(killed_at, before)
-	lab.settle({m.id for m in messages})
-	lab.stop_worker()
-	outcome = lab.reconcile("worker SIGKILLed after commit, before ack", {m.id for m in messages}, recovery)
+	outcome = _survive_self_kill(lab, count, "worker SIGKILLed after commit, before ack")
 	duplicates = sum(
 		"duplicates=" in line and "duplicates=0" not in line for line in lab.logs[-1].read_text().splitlines()
 	)
 	outcome.notes.append(f"redelivered batch detected as duplicates: {bool(duplicates)}")
 	assert duplicates, "the restarted worker should have seen the committed batch again as duplicates"
 	return outcome
+
+
+def _survive_self_kill(lab: FaultLab, count: int, scenario: str) -> Outcome:
+	"""The worker started by the caller kills itself mid-stream; a new one must finish the job."""
+	messages = lab.messages(count)
+	lab.publish(messages)
+	assert lab.wait_for_worker_death() == -signal.SIGKILL
+	before, killed_at = sum(lab.effects().values()), time.monotonic()
+	lab.start_worker()
+	recovery = lab.first_effect_after(killed_at, before)
+	lab.settle({m.id for m in messages})
+	lab.stop_worker()
+	return lab.reconcile(scenario, {m.id for m in messages}, recovery)
 
 
 def database_unavailable(lab_factory, workdir: Path, count: int) -> Outcome:
