@@ -41,6 +41,7 @@ from frappe_eda.messaging.store import (
 	MessageStore,
 	Status,
 )
+from frappe_eda.stores.sql_driver import DriverInsert, InboxLookup
 from frappe_eda.stores.sql_schema import (
 	MESSAGE_FIELDS,
 	build_tables,
@@ -180,12 +181,19 @@ class SqlStore(MessageStore):
 			return
 		now = naive_utc(utcnow())
 		rows = [message_row(r, now) for r in {r.key: r for r in records}.values()]
-		# Compiled once and sent as one batch: pymysql folds the parameter sets into one multi-row INSERT,
-		# psycopg2 joins them into one round trip (``executemany_mode``), SQLite is in-process.
-		self._run(lambda c: c.execute(self._upsert, rows))
+		# Sent as one batch: pymysql folds the parameter sets into one multi-row INSERT, psycopg2 joins
+		# them into one round trip (``executemany_mode``), SQLite is in-process.
+		self._run(lambda c: self._upsert.execute(c, rows))
 
 	@cached_property
-	def _upsert(self) -> Any:
+	def _upsert(self) -> DriverInsert:
+		return DriverInsert(self._upsert_statement(), self.messages, self.engine, MESSAGE_FIELDS)
+
+	@cached_property
+	def _inbox(self) -> InboxLookup:
+		return InboxLookup(self.messages, self.engine)
+
+	def _upsert_statement(self) -> Any:
 		dialect = self.engine.dialect.name
 		if dialect == "sqlite":
 			statement = sqlite.insert(self.messages)
@@ -314,18 +322,14 @@ class SqlStore(MessageStore):
 		ids = list(message_ids)
 		if not ids:
 			return set()
-		t = self.messages
+		incoming = Direction.INCOMING.value
+		processed = Status.PROCESSED.value
 
 		def work(c: Connection) -> set[str]:
 			found: set[str] = set()
 			for chunk in _chunks(ids):
-				statement = select(t.c.message_id).where(
-					t.c.direction == Direction.INCOMING.value,
-					t.c.queue == queue,
-					t.c.status == Status.PROCESSED.value,
-					t.c.message_id.in_(chunk),
-				)
-				found.update(c.execute(statement).scalars())
+				rows = self._inbox.statuses(c, incoming, queue, chunk)
+				found.update(message_id for message_id, status in rows if status == processed)
 			return found
 
 		return self._read(work)

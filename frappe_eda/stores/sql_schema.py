@@ -103,11 +103,15 @@ def aware_utc(value: datetime) -> datetime:
 	return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+# ``Enum.value`` is a descriptor call; a dict lookup is several times cheaper per row.
+_VALUES: dict[Any, str] = {member: member.value for kind in (Direction, Status) for member in kind}
+
+
 def message_row(record: MessageRecord, now: datetime) -> dict[str, Any]:
-	row = {name: getattr(record, name) for name in MESSAGE_FIELDS}
+	row = dict(record.__dict__)  # the dataclass's fields, copied in C (records are built per message)
 	row.update(
-		direction=record.direction.value,
-		status=record.status.value,
+		direction=_VALUES[record.direction],
+		status=_VALUES[record.status],
 		headers=json.dumps(record.headers, default=str) if record.headers else "{}",
 		created_at=naive_utc(record.created_at),
 		updated_at=now,

@@ -251,3 +251,17 @@ def test_the_password_never_shows() -> None:
 	store = SqlStore("postgresql+psycopg2://eda:s3cret@db.invalid:5432/eda", create_tables=False)
 	assert "s3cret" not in repr(store)
 	store.close()
+
+
+@pytest.mark.parametrize("url", ["sqlite"], indirect=True)
+def test_the_inbox_lookup_seeks_the_unique_key_however_many_messages_were_processed(store: SqlStore) -> None:
+	"""With status in the WHERE clause SQLite chose the (direction, status) index and read every processed
+	message of the table for each batch; the lookup must stay a seek as the table grows."""
+	store.save([record(n) for n in range(300)])
+	batch = [f"m{n}" for n in range(100)]  # from about ten ids on, the old statement took the status index
+	sql = store._inbox.sql(len(batch))
+	with store.engine.connect() as connection:
+		plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", ("in", "q", *batch)).all()
+	details = " ".join(str(row[-1]) for row in plan)
+	assert "message_id=? AND direction=? AND queue=?" in details, details
+	assert store.processed_ids("q", ["m1", "m2", "m999"]) == {"m1", "m2"}
