@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +113,11 @@ class _ConfirmWindow:
 		self._outstanding[self._next_tag] = envelope
 		self._next_tag += 1
 
+	def flush(self) -> None:
+		"""Hand everything published so far to the socket, taking in whatever confirms have arrived."""
+		_coalesce(self._impl.connection)
+		self.channel._flush_output(lambda: True)
+
 	@property
 	def in_flight(self) -> int:
 		return len(self._outstanding)
@@ -123,6 +128,7 @@ class _ConfirmWindow:
 	def wait(self, at_most: int, timeout: float) -> None:
 		"""Flush and process confirms until no more than ``at_most`` remain unconfirmed."""
 		deadline = time.monotonic() + timeout
+		_coalesce(self._impl.connection)
 		connection = self.channel.connection
 		wake = connection.call_later(timeout, lambda: None)
 		try:
@@ -181,7 +187,8 @@ class Publisher:
 		notifier: Notifier | None = None,
 		exchange: str = DEFAULT_EXCHANGE,
 		source: str = "",
-		window: int = 512,
+		window: int = 2048,
+		record_batch: int = 500,
 		confirm_timeout: float = 30.0,
 		resend_attempts: int = 3,
 	) -> None:
@@ -192,6 +199,7 @@ class Publisher:
 		self.exchange = exchange
 		self.source = source
 		self.window = max(1, window)
+		self.record_batch = max(1, record_batch)
 		self.confirm_timeout = confirm_timeout
 		self.resend_attempts = resend_attempts
 		self._window: _ConfirmWindow | None = None
@@ -220,43 +228,74 @@ class Publisher:
 		exchange: str | None = None,
 		routing_key: str | None = None,
 	) -> SendReport:
-		"""Validate all, record all as pending, send with pipelined confirms, record the outcomes."""
+		"""Validate all, record each as pending before it goes out, send with pipelined confirms, record
+		the outcomes."""
 		messages = list(messages)
 		for message in messages:
 			self.schemas.validate(message)
 		target = self.exchange if exchange is None else exchange
 		envelopes = [self._envelope(m, target, routing_key or m.type) for m in messages]
-		if self.store is not None:
-			with self.store.transaction():
-				self.store.save([_outgoing_record(e, m) for e, m in zip(envelopes, messages, strict=True)])
-		return self.send_recorded(envelopes)
+		if self.store is None:
+			report = self.send(envelopes)
+			self._notify_failures(report)
+			return report
+		pending = {e.message_id: _outgoing_record(e, m) for e, m in zip(envelopes, messages, strict=True)}
+		return self._send_and_record(envelopes, _Recording(self.store, pending))
 
 	def send_recorded(self, envelopes: Sequence[Envelope]) -> SendReport:
 		"""Send envelopes whose PENDING records already exist (the outbox relay and replay use this)."""
-		report = self.send(envelopes)
-		if self.store is not None:
-			self._record_outcomes(envelopes, report)
-		self._notify_failures(envelopes, report)
+		if self.store is None:
+			report = self.send(envelopes)
+			self._notify_failures(report)
+			return report
+		return self._send_and_record(envelopes, _Recording(self.store, {}))
+
+	def _send_and_record(self, envelopes: Sequence[Envelope], recording: _Recording) -> SendReport:
+		try:
+			report = self.send(envelopes, between=recording.write, step=self.record_batch)
+		except BrokerUnavailable:
+			# What never went out is recorded PENDING all the same: the outbox relay sends it later.
+			recording.write(envelopes, SendReport())
+			raise
+		# Envelopes failed without being sent (their exchange is missing) get their record now.
+		recording.write([e for e in envelopes if e.message_id in report.failed], report)
+		self._notify_failures(report)
 		return report
 
-	def send(self, envelopes: Sequence[Envelope]) -> SendReport:
+	def send(
+		self,
+		envelopes: Sequence[Envelope],
+		*,
+		between: Callable[[Sequence[Envelope], SendReport], None] | None = None,
+		step: int = 0,
+	) -> SendReport:
 		"""Send with confirms, reconnecting and re-sending the unconfirmed after a dropped connection.
 
-		Raises ``BrokerUnavailable`` when the broker stays away; the unconfirmed are then in neither
-		list of the report's, and the caller must treat them as not sent.
+		``between(ahead, so_far)`` runs before the first envelope goes out and then after every ``step``
+		envelopes, once their bytes are on the socket: the caller makes ``ahead`` (the next envelopes to
+		go out) durable and records the answers ``so_far`` while the broker works on what was just sent,
+		instead of after it. Raises ``BrokerUnavailable`` when the broker stays away; the unconfirmed are
+		then in neither list of the report's, and the caller must treat them as not sent.
 		"""
 		pending = list(envelopes)
 		total = SendReport()
+		step = step if between is not None and step > 0 else max(1, len(pending))
 		for attempt in range(self.resend_attempts + 1):
 			window: _ConfirmWindow | None = None
 			sent = 0
 			try:
 				window = self._open_window()
-				for envelope in pending:
-					if window.in_flight >= self.window:
-						window.wait(self.window // 2, self.confirm_timeout)
-					window.publish(envelope)
-					sent += 1
+				if between is not None:
+					between(pending[:step], _merge(_copy(total), window.report))
+				for start in range(0, len(pending), step):
+					for envelope in pending[start : start + step]:
+						if window.in_flight >= self.window:
+							window.wait(self.window // 2, self.confirm_timeout)
+						window.publish(envelope)
+						sent += 1
+					if between is not None and sent < len(pending):
+						window.flush()
+						between(pending[sent : sent + step], _merge(_copy(total), window.report))
 				window.wait(0, self.confirm_timeout)
 				return _merge(total, window.report)
 			except pika.exceptions.ChannelClosedByBroker as e:
@@ -282,6 +321,11 @@ class Publisher:
 					"publish interrupted (%s); reconnecting to resend %d", type(e).__name__, len(pending)
 				)
 				self._reconnect()
+			except BaseException:
+				# A failed ``between`` (the store) or an unexpected broker answer leaves messages in flight on
+				# this channel; a later send must not inherit their confirms.
+				self.close()
+				raise
 		return total
 
 	def _take_back(
@@ -330,22 +374,7 @@ class Publisher:
 			source=message.source or self.source,
 		)
 
-	def _record_outcomes(self, envelopes: Sequence[Envelope], report: SendReport) -> None:
-		assert self.store is not None
-		with self.store.transaction():
-			if report.confirmed:
-				self.store.set_status(Direction.OUTGOING, report.confirmed, Status.PUBLISHED)
-			for message_id, error in report.failed.items():
-				record = error_record(error, message_id, Direction.OUTGOING)
-				self.store.set_status(
-					Direction.OUTGOING,
-					[message_id],
-					Status.FAILED,
-					last_error=f"{record.exception_type}: {error}",
-				)
-				self.store.add_error(record)
-
-	def _notify_failures(self, envelopes: Sequence[Envelope], report: SendReport) -> None:
+	def _notify_failures(self, report: SendReport) -> None:
 		if self.notifier is None or not report.failed:
 			return
 		for message_id, error in report.failed.items():
@@ -362,9 +391,58 @@ class Publisher:
 			)
 
 
+class _Recording:
+	"""The store's side of one send: PENDING rows ahead of the wire, outcomes behind it.
+
+	Each ``write`` is one transaction that saves the records of the envelopes about to go out (never
+	twice, so a resend after a reconnect costs nothing) and the answers that arrived since the last one.
+	"""
+
+	def __init__(self, store: MessageStore, pending: Mapping[str, MessageRecord]) -> None:
+		self.store = store
+		self.pending = dict(pending)
+		self.confirmed = 0
+		self.failed: set[str] = set()
+
+	def write(self, ahead: Sequence[Envelope], so_far: SendReport) -> None:
+		new = [self.pending.pop(e.message_id) for e in ahead if e.message_id in self.pending]
+		confirmed = so_far.confirmed[self.confirmed :]
+		failed = {k: v for k, v in so_far.failed.items() if k not in self.failed}
+		if not new and not confirmed and not failed:
+			return
+		with self.store.transaction():
+			self.store.save(new)
+			if confirmed:
+				self.store.set_status(Direction.OUTGOING, confirmed, Status.PUBLISHED)
+			for message_id, error in failed.items():
+				record = error_record(error, message_id, Direction.OUTGOING)
+				self.store.set_status(
+					Direction.OUTGOING,
+					[message_id],
+					Status.FAILED,
+					last_error=f"{record.exception_type}: {error}",
+				)
+				self.store.add_error(record)
+		self.confirmed += len(confirmed)
+		self.failed.update(failed)
+
+
+def _coalesce(connection: Any) -> None:
+	"""pika queues three frames per message and sends each with a system call of its own; join them."""
+	buffers = getattr(getattr(connection, "_transport", None), "_tx_buffers", None)
+	if buffers is not None and len(buffers) > 1:
+		joined = b"".join(buffers)
+		buffers.clear()
+		buffers.append(joined)
+
+
 def _missing_exchange(error: pika.exceptions.ChannelClosedByBroker) -> str | None:
 	found = re.search(r"no exchange '([^']*)'", error.reply_text or "") if error.reply_code == 404 else None
 	return found[1] if found else None
+
+
+def _copy(report: SendReport) -> SendReport:
+	return SendReport(list(report.confirmed), dict(report.failed))
 
 
 def _merge(total: SendReport, part: SendReport) -> SendReport:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from frappe_eda.messaging.connection import BrokerConnection
+from frappe_eda.messaging.connection import BrokerConnection, BrokerSettings
 from frappe_eda.messaging.envelope import Message, decode
-from frappe_eda.messaging.errors import PublishNacked, SchemaViolation, UnroutableMessage
+from frappe_eda.messaging.errors import BrokerUnavailable, PublishNacked, SchemaViolation, UnroutableMessage
 from frappe_eda.messaging.publisher import Publisher
 from frappe_eda.messaging.schema import SchemaRegistry
 from frappe_eda.messaging.store import Direction, MessageStore, Status
@@ -151,4 +153,88 @@ def test_publishing_to_a_missing_exchange_fails_those_messages_and_sends_the_res
 		after.id: Status.PUBLISHED,
 	}
 	assert declarer.queue_depth(queue.name) == 2
+	declarer.delete(topology)
+
+
+def test_each_chunk_is_recorded_before_it_goes_out(
+	connection: BrokerConnection,
+	store: MessageStore,
+	unique_name: str,
+	monkeypatch: pytest.MonkeyPatch,
+) -> None:
+	"""The store writes of a batch overlap the broker's work on the previous chunk, but a chunk never
+	leaves before its own PENDING rows are durable: when the second write fails, only the first chunk
+	reached the queue, and it is on record (PENDING, so the outbox relay would send it again)."""
+	queue = Queue(f"{unique_name}.q")
+	topology = Topology(
+		(Exchange(f"{unique_name}.ex"),), (queue,), (Binding(f"{unique_name}.ex", queue.name, "#"),)
+	)
+	declarer = _declare(connection, topology)
+	publisher = Publisher(connection, store, exchange=f"{unique_name}.ex", record_batch=3)
+	saves: list[int] = []
+	save = store.save
+
+	def failing_second_save(records):  # type: ignore[no-untyped-def]
+		saves.append(len(records))
+		if len(saves) == 2:
+			raise RuntimeError("the database went away")
+		save(records)
+
+	monkeypatch.setattr(store, "save", failing_second_save)
+	messages = [Message("n", {"i": i}) for i in range(10)]
+
+	with pytest.raises(RuntimeError, match="went away"):
+		publisher.publish_many(messages)
+
+	monkeypatch.undo()
+	deadline = time.monotonic() + 10
+	while declarer.queue_depth(queue.name) < 3 and time.monotonic() < deadline:
+		connection.sleep(0.05)
+	connection.sleep(0.3)  # anything sent after the first chunk would have arrived by now
+	assert declarer.queue_depth(queue.name) == 3
+	recorded = [store.get(m.id, Direction.OUTGOING) for m in messages]
+	assert [r.status if r else None for r in recorded] == [Status.PENDING] * 3 + [None] * 7
+	publisher.publish("after", {})  # the publisher carries on, on a new channel
+	declarer.delete(topology)
+
+
+def test_messages_that_could_not_go_out_stay_pending_for_the_relay(store: MessageStore) -> None:
+	unreachable = BrokerConnection(
+		BrokerSettings(
+			url="amqp://guest:guest@127.0.0.1:1/%2F", reconnect_attempts=1, reconnect_max_wait=0.01
+		)
+	)
+	publisher = Publisher(unreachable, store, exchange="anywhere", record_batch=2)
+	messages = [Message("n", {"i": i}) for i in range(5)]
+
+	with pytest.raises(BrokerUnavailable):
+		publisher.publish_many(messages)
+
+	assert [store.get(m.id, Direction.OUTGOING).status for m in messages] == [Status.PENDING] * 5
+
+
+def test_bodies_larger_than_a_frame_arrive_intact_between_small_ones(
+	connection: BrokerConnection, store: MessageStore, unique_name: str, raw_channel
+) -> None:
+	"""The publisher hands pika's queued frames to the socket in one write; a body split over several
+	frames (frame_max is 128 KiB) must come out byte for byte, in order."""
+	queue = Queue(f"{unique_name}.q")
+	topology = Topology(
+		(Exchange(f"{unique_name}.ex"),), (queue,), (Binding(f"{unique_name}.ex", queue.name, "#"),)
+	)
+	declarer = _declare(connection, topology)
+	publisher = Publisher(connection, store, exchange=f"{unique_name}.ex", record_batch=2)
+	messages = [
+		Message("n", {"i": 0}),
+		Message("n", {"i": 1, "text": "é" * 200_000}),
+		Message("n", {"i": 2}),
+		Message("n", {"i": 3, "text": "x" * 300_000}),
+	]
+
+	publisher.publish_many(messages)
+
+	for message in messages:
+		_method, _properties, body = raw_channel.basic_get(queue.name, auto_ack=True)
+		assert decode(body) == message
+		assert store.get(message.id, Direction.OUTGOING).body.encode() == body
 	declarer.delete(topology)
