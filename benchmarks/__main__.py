@@ -124,7 +124,8 @@ def bench_consume(report: Report, connection: BrokerConnection, count: int, stor
 	declare_queue(connection.channel(), exchange, raw_queue)
 	connection.close()
 	_fill(raw_queue, payloads)
-	raw = rate(count, raw_consume(URL, raw_queue, count, prefetch=100))
+	# The same prefetch as our worker's: a fair baseline gets the same read-ahead from the broker.
+	raw = rate(count, raw_consume(URL, raw_queue, count, prefetch=WorkerOptions().prefetch))
 	connection.open()
 	connection.channel().queue_delete(raw_queue)
 	for label, url in stores.items():
@@ -134,7 +135,7 @@ def bench_consume(report: Report, connection: BrokerConnection, count: int, stor
 		registry.subscribe("bench.#", queue=queue, exchange=f"{exchange}.{label.lower()}")(
 			lambda message: None
 		)
-		worker = Worker(connection, registry, store, options=WorkerOptions(prefetch=100, poll_seconds=0.5))
+		worker = Worker(connection, registry, store, options=WorkerOptions(poll_seconds=0.5))
 		worker.declare()
 		_fill(queue, payloads, f"{exchange}.{label.lower()}")
 		started = time.perf_counter()

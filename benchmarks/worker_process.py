@@ -43,7 +43,7 @@ def main() -> None:
 	)
 	store = open_store(store_url)
 	with BrokerConnection(BrokerSettings(url=url)) as connection:
-		worker = Worker(connection, registry, store, options=WorkerOptions(prefetch=100, poll_seconds=0.05))
+		worker = Worker(connection, registry, store, options=WorkerOptions(poll_seconds=0.05))
 		if mode == "latency":
 			worker.run(until=lambda s: finished["done"])
 			Path(out).write_text("\n".join(lines) + "\n")

@@ -103,7 +103,7 @@ def main(ctx: click.Context, url: str, store_url: str, exchange: str, source: st
 @click.option(
 	"-q", "--queue", "queues", multiple=True, help="Only these queues (default: every registered handler's)."
 )
-@click.option("--prefetch", default=100, show_default=True)
+@click.option("--prefetch", default=WorkerOptions.prefetch, show_default=True)
 @click.option(
 	"--max-attempts", default=5, show_default=True, help="Default for handlers that do not set their own."
 )

@@ -73,7 +73,9 @@ class WorkerStats:
 
 @dataclass(frozen=True)
 class WorkerOptions:
-	prefetch: int = 100
+	# Unacked deliveries the broker may send ahead. Acks wait for the batch's commit, so this is kept at
+	# a few batches: the next ones arrive while the handler thread works on the current one.
+	prefetch: int = 300
 	# Deliveries per store transaction; 1 gives each message a transaction of its own (Frappe sites).
 	max_batch: int = 100
 	poll_seconds: float = 1.0

@@ -113,9 +113,7 @@ def decode(
 		raise InvalidEncoding(e.start, e.reason) from e
 	_check_depth(text, max_depth)
 	try:
-		document = json.loads(
-			text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_non_json_number
-		)
+		document = _DECODER.decode(text)
 	except json.JSONDecodeError as e:
 		raise InvalidJson(e.lineno, e.colno, e.msg) from e
 	except RecursionError as e:
@@ -159,17 +157,24 @@ def _check_depth(text: str, limit: int) -> None:
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-	document: dict[str, Any] = {}
-	for key, value in pairs:
-		if key in document:
+	document = dict(pairs)
+	if len(document) == len(pairs):
+		return document
+	seen: set[str] = set()
+	for key, _value in pairs:
+		if key in seen:
 			raise DuplicateKey(key, "a JSON object of the body")
-		document[key] = value
-	return document
+		seen.add(key)
+	return document  # unreachable: a shorter dict means a repeated key
 
 
 def _reject_non_json_number(constant: str) -> Any:
 	"""Python's json reads NaN and Infinity; JSON has no such numbers and other consumers refuse them."""
 	raise InvalidEnvelope(f"body contains {constant}, which is not a JSON number; send a number or null")
+
+
+# One decoder for every message: ``json.loads`` with hooks builds a new one per call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_non_json_number)
 
 
 def _envelope_from(document: Any) -> Message:
