@@ -173,9 +173,11 @@ class Publisher:
 	"""Publishes on its own channel of the shared connection; records every message when given a store.
 
 	With a store, each message is saved PENDING before it is sent and marked PUBLISHED or FAILED from
-	the broker's answer (both as one write per batch). A message whose confirm never came (connection
-	lost, then reconnect attempts exhausted) stays PENDING: ``OutboxRelay`` sends it again later, and
-	consumers drop the possible duplicate through their inbox.
+	the broker's answer. A batch goes out in chunks of ``record_batch``: one transaction writes the next
+	chunk's PENDING rows and the answers received so far while the broker stores the chunk just sent,
+	so the database and the broker work at the same time. A message whose confirm never came
+	(connection lost, then reconnect attempts exhausted) stays PENDING: ``OutboxRelay`` sends it again
+	later, and consumers drop the possible duplicate through their inbox.
 	"""
 
 	def __init__(
