@@ -265,3 +265,50 @@ def test_the_inbox_lookup_seeks_the_unique_key_however_many_messages_were_proces
 	details = " ".join(str(row[-1]) for row in plan)
 	assert "message_id=? AND direction=? AND queue=?" in details, details
 	assert store.processed_ids("q", ["m1", "m2", "m999"]) == {"m1", "m2"}
+
+
+def test_values_that_look_like_sql_or_format_strings_are_stored_as_they_are(store: SqlStore) -> None:
+	"""On MariaDB the batch is rendered into one statement with the driver's quoting: nothing in a value
+	may be read as SQL or as a parameter marker."""
+	tricky = [
+		"100% %s %(body)s %%",
+		"it's \\'; DROP TABLE x; --",
+		'"double" `back` \\\\ \\n',
+		"ctrl-z \x1a and a tab\t",
+		"emoji \U0001f600 and é",
+		"",
+	]
+	records = [
+		MessageRecord(f"t{n}", Direction.INCOMING, Status.PROCESSED, "a.b", text, queue=text, handler=text)
+		for n, text in enumerate(tricky)
+	]
+	store.save(records)
+	for n, text in enumerate(tricky):
+		saved = store.get(f"t{n}", Direction.INCOMING, queue=text)
+		assert saved is not None and (saved.body, saved.handler) == (text, text)
+
+
+def test_a_batch_larger_than_one_statement_is_split_and_saved_whole(store: SqlStore) -> None:
+	body = "x" * 300_000  # four of these pass the 1 MB statement limit of the MariaDB path
+	store.save(
+		[MessageRecord(f"big{n}", Direction.INCOMING, Status.PROCESSED, "a.b", body) for n in range(5)]
+	)
+	assert store.counts() == {(Direction.INCOMING, Status.PROCESSED): 5}
+	assert all(store.get(f"big{n}", Direction.INCOMING).body == body for n in range(5))
+
+
+def test_bad_input_with_a_nul_byte_is_recorded_dead_not_refused_by_the_database(store: SqlStore) -> None:
+	"""PostgreSQL text cannot hold NUL; a body with one is invalid JSON anyway, and its record must still
+	be written (the worker would otherwise return the batch to the queue for ever)."""
+	from frappe_eda.messaging.processing import Delivery, DeliveryProcessor, Outcome
+	from frappe_eda.messaging.registry import HandlerRegistry
+
+	registry = HandlerRegistry()
+	registry.subscribe("a.#", queue="q")(lambda message: None)
+	delivery = Delivery(queue="q", routing_key="a.b", body=b'{"id": "x\x00y"}', delivery_tag=1)
+
+	[decision] = DeliveryProcessor(registry, store).process([delivery])
+
+	assert decision.outcome is Outcome.DEAD
+	[saved] = store.find(MessageFilter(direction=Direction.INCOMING, statuses=(Status.DEAD,)))
+	assert saved.body == '{"id": "x\\x00y"}'
