@@ -37,6 +37,7 @@ from frappe_eda.messaging.processing import (
 	DeliveryProcessor,
 	Limits,
 	Outcome,
+	Screened,
 )
 from frappe_eda.messaging.publisher import Envelope, Publisher
 from frappe_eda.messaging.registry import HandlerRegistry, Subscription
@@ -118,7 +119,7 @@ class Worker:
 		self._store_failures = 0
 		# Called on the loop thread after each turn of the loop (the Frappe worker relays its outbox here).
 		self.between_batches: Callable[[], None] | None = None
-		self._buffer: list[Delivery] = []
+		self._buffer: list[Delivery | Screened] = []
 		self._channel: Any = None
 		self._stopping = threading.Event()
 
@@ -207,29 +208,37 @@ class Worker:
 		for subscription in self.subscriptions:
 			self._channel.basic_consume(
 				subscription.queue,
-				on_message_callback=lambda _ch, method, props, body, q=subscription.queue: (
-					self._buffer.append(
-						Delivery(
-							queue=q,
-							routing_key=method.routing_key,
-							body=body,
-							exchange=method.exchange,
-							content_type=props.content_type,
-							headers=props.headers or {},
-							redelivered=method.redelivered,
-							delivery_tag=method.delivery_tag,
-						)
+				on_message_callback=lambda _ch, method, props, body, q=subscription.queue: self._receive(
+					Delivery(
+						queue=q,
+						routing_key=method.routing_key,
+						body=body,
+						exchange=method.exchange,
+						content_type=props.content_type,
+						headers=props.headers or {},
+						redelivered=method.redelivered,
+						delivery_tag=method.delivery_tag,
 					)
 				),
 			)
 		log.info("consuming %s", ", ".join(s.queue for s in self.subscriptions))
 
-	def _take_batch(self) -> list[Delivery]:
+	def _receive(self, delivery: Delivery) -> None:
+		"""Decode as deliveries arrive: the loop thread has the time while the handler thread waits on the
+		database. Should screening itself break, the handler thread screens the delivery again and the
+		batch's usual failure handling applies."""
+		try:
+			self._buffer.append(self.processor.screen(delivery))
+		except Exception:
+			log.exception("could not screen delivery %s of %s", delivery.delivery_tag, delivery.queue)
+			self._buffer.append(delivery)
+
+	def _take_batch(self) -> list[Delivery | Screened]:
 		size = max(1, self.options.max_batch)
 		batch, self._buffer = self._buffer[:size], self._buffer[size:]
 		return batch
 
-	def _handle(self, batch: Sequence[Delivery]) -> None:
+	def _handle(self, batch: Sequence[Delivery | Screened]) -> None:
 		try:
 			decisions = self._run_on_handler_thread(batch)
 		except CONNECTION_ERRORS:
@@ -244,7 +253,7 @@ class Worker:
 		for decision in decisions:
 			self._count(decision.outcome)
 
-	def _return_unrecorded(self, batch: Sequence[Delivery], error: Exception) -> None:
+	def _return_unrecorded(self, batch: Sequence[Delivery | Screened], error: Exception) -> None:
 		"""The store could not record the outcome (database down, a bad column): nothing of the batch is
 		acked. It goes back to the queue, and the worker backs off before trying again."""
 		self._store_failures += 1
@@ -258,10 +267,11 @@ class Worker:
 			wait,
 			exc_info=error,
 		)
-		self._channel.basic_nack(max(d.delivery_tag for d in batch), multiple=True, requeue=True)
+		last = max(_delivery_of(item).delivery_tag for item in batch)
+		self._channel.basic_nack(last, multiple=True, requeue=True)
 		self.connection.sleep(wait)
 
-	def _run_on_handler_thread(self, batch: Sequence[Delivery]) -> list[Decision]:
+	def _run_on_handler_thread(self, batch: Sequence[Delivery | Screened]) -> list[Decision]:
 		"""Keep servicing the connection (heartbeats) while the handler thread works."""
 		raw = self.connection.blocking
 		future: Future[list[Decision]] = self._executor.submit(self._process, batch)
@@ -270,7 +280,7 @@ class Worker:
 			raw.process_data_events(time_limit=self.options.poll_seconds)
 		return future.result()
 
-	def _process(self, batch: Sequence[Delivery]) -> list[Decision]:
+	def _process(self, batch: Sequence[Delivery | Screened]) -> list[Decision]:
 		if self._before_batch is not None:
 			self._before_batch()
 		return self.processor.process(batch)
@@ -385,6 +395,10 @@ class Worker:
 			except CONNECTION_ERRORS:
 				pass
 		self.publisher.close()
+
+
+def _delivery_of(item: Delivery | Screened) -> Delivery:
+	return item if isinstance(item, Delivery) else item.delivery
 
 
 def _wake(connection: Any) -> None:

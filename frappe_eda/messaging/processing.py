@@ -96,6 +96,21 @@ class _Accepted:
 
 
 @dataclass(frozen=True)
+class _Rejected:
+	"""A delivery found to be bad input before the store or the handler was involved."""
+
+	delivery: Delivery
+	message: Message | None
+	error: Exception
+	attempt: int
+	handler: str
+
+
+# What ``screen`` makes of a delivery; ``process`` takes these or plain deliveries.
+Screened = _Accepted | _Rejected
+
+
+@dataclass(frozen=True)
 class Limits:
 	max_bytes: int = DEFAULT_MAX_BYTES
 	max_depth: int = DEFAULT_MAX_DEPTH
@@ -124,13 +139,13 @@ class DeliveryProcessor:
 		self.schemas = schemas or SchemaRegistry()
 		self.limits = limits or Limits()
 
-	def process(self, deliveries: Sequence[Delivery]) -> list[Decision]:
+	def process(self, deliveries: Sequence[Delivery | Screened]) -> list[Decision]:
 		"""Run a batch in one transaction; each delivery in a savepoint of its own.
 
 		Decoding comes first for the whole batch so the inbox is asked once per queue, not per message.
 		"""
 		with self.store.transaction():
-			checked = [self._check(d) for d in deliveries]
+			checked = [self._admit(item) for item in deliveries]
 			wanted: dict[str, list[str]] = {}
 			for item in checked:
 				if isinstance(item, _Accepted):
@@ -144,24 +159,35 @@ class DeliveryProcessor:
 			self.store.save(processed)
 			return decisions
 
-	def _check(self, delivery: Delivery) -> Decision | _Accepted:
-		"""Everything that can be decided before the handler: bad input is dead here."""
+	def screen(self, delivery: Delivery) -> Screened:
+		"""Everything that can be decided without the store or the handler: the attempt header, the
+		body, the route. It touches nothing shared, so the worker runs it on its loop thread as
+		deliveries arrive, while the handler thread waits on the database for the previous batch."""
 		subscription = self.registry.for_queue(delivery.queue)
 		handler = subscription.name if subscription else ""
 		try:
 			attempt = attempt_of(delivery)
 		except InvalidHeader as e:
-			return self._dead(delivery, None, e, 1, handler)
+			return _Rejected(delivery, None, e, 1, handler)
 		try:
 			message = decode(
 				delivery.body, delivery.content_type, self.limits.max_bytes, self.limits.max_depth
 			)
 		except InvalidMessage as e:
-			return self._dead(delivery, None, e, attempt, handler)
+			return _Rejected(delivery, None, e, attempt, handler)
 		if subscription is None or not subscription.accepts(delivery.original_routing_key):
 			error = UnknownMessageType(delivery.original_routing_key, delivery.queue)
-			return self._dead(delivery, message, error, attempt, handler)
+			return _Rejected(delivery, message, error, attempt, handler)
 		return _Accepted(delivery, subscription, attempt, message)
+
+	def _admit(self, item: Delivery | Screened) -> Decision | _Accepted:
+		"""Bad input is dead here, recorded in the batch's transaction."""
+		screened = self.screen(item) if isinstance(item, Delivery) else item
+		if isinstance(screened, _Rejected):
+			return self._dead(
+				screened.delivery, screened.message, screened.error, screened.attempt, screened.handler
+			)
+		return screened
 
 	def _run(self, item: _Accepted, done: dict[str, set[str]], processed: list[MessageRecord]) -> Decision:
 		delivery, subscription, attempt, message = (
@@ -267,8 +293,10 @@ def _fallback_id(delivery: Delivery) -> str:
 
 
 def _body_text(body: bytes) -> str:
-	"""Stored as text; bytes that are not UTF-8 are kept visible (and replayable as they were) via escapes."""
-	return body.decode("utf-8", errors="backslashreplace")
+	"""Stored as text; bytes that are not UTF-8 are kept visible via escapes, and so is NUL, which
+	PostgreSQL text cannot hold (a raw NUL is never valid JSON, so no valid body changes)."""
+	text = body.decode("utf-8", errors="backslashreplace")
+	return text.replace("\x00", "\\x00") if "\x00" in text else text
 
 
 def _plain_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
