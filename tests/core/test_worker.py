@@ -252,3 +252,40 @@ def test_handler_longer_than_the_heartbeat_keeps_the_connection(
 		assert (stats.processed, stats.reconnects) == (1, 0)
 		assert connection.is_open
 		TopologyDeclarer(connection).delete(topology_for(registry, RetryPolicy()))
+
+
+def test_deliveries_are_screened_on_the_loop_thread_and_a_screening_fault_falls_back_to_the_handler_thread(
+	connection: BrokerConnection,
+	registry: HandlerRegistry,
+	store: MessageStore,
+	unique_name: str,
+	caplog,
+) -> None:
+	import threading
+
+	seen: list[int] = []
+	registry.subscribe("order.*", queue=f"{unique_name}.orders", exchange=f"{unique_name}.ex")(
+		lambda m: seen.append(m.payload["n"])
+	)
+	worker = _worker(connection, registry, store)
+	worker.declare()
+	screen = worker.processor.screen
+	screened_on: list[str] = []
+
+	def flaky_screen(delivery):  # type: ignore[no-untyped-def]
+		screened_on.append(threading.current_thread().name)
+		if len(screened_on) == 1:
+			raise RuntimeError("screening broke")
+		return screen(delivery)
+
+	worker.processor.screen = flaky_screen  # type: ignore[method-assign]
+	publisher = Publisher(connection, store, exchange=f"{unique_name}.ex")
+	publisher.publish_many([Message("order.created", {"n": n}) for n in range(3)])
+
+	stats = worker.run(until=lambda s: s.handled >= 3, idle_timeout=10)
+
+	assert stats.processed == 3 and sorted(seen) == [0, 1, 2]
+	loop = threading.current_thread().name
+	# Three screenings on the loop thread (the first one failed), one again on the handler thread.
+	assert screened_on.count(loop) == 3 and len(screened_on) == 4
+	assert "could not screen delivery" in caplog.text
