@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -385,6 +386,7 @@ def main() -> None:
 		connection.close()
 		if mariadb is not None:
 			mariadb.drop()
+		shutil.rmtree(folder, ignore_errors=True)
 	if args.out:
 		command = "python -m benchmarks " + " ".join(sys.argv[1:])
 		write_markdown(report, Path(args.out), command.strip(), time.perf_counter() - started)
