@@ -6,8 +6,9 @@ message, so ``Publisher`` keeps a window of messages in flight and matches confi
 ``multiple`` acks) back to message ids as they arrive.
 
 pika's ``BlockingChannel`` only offers confirms one message at a time, so ``_ConfirmWindow`` uses the
-channel's underlying asynchronous ``Channel`` for ``confirm_delivery`` and ``basic_publish``; it is
-the one place in the project that touches pika internals (``_impl``, ``_flush_output``).
+channel's underlying asynchronous ``Channel`` for ``confirm_delivery`` and ``basic_publish``; it and
+``_coalesce`` (which joins pika's queued frames into one socket write) are the one place in the
+project that touches pika internals (``_impl``, ``_flush_output``, the transport's ``_tx_buffers``).
 """
 
 from __future__ import annotations
