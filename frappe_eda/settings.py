@@ -57,6 +57,25 @@ def parse_delays(text: str | None) -> tuple[float, ...]:
 	return tuple(float(part) for part in str(text).replace(";", ",").split(",") if part.strip())
 
 
+@dataclass(frozen=True)
+class OutboxSettings:
+	"""What a document save needs to queue a message: read on every save, so no password is decrypted
+	and no broker settings are built."""
+
+	enabled: bool
+	exchange: str
+
+
+def load_outbox_settings() -> OutboxSettings:
+	doc = frappe.get_cached_doc(SETTINGS_DOCTYPE)
+	enabled = frappe.conf.get("eda_enabled")
+	exchange = frappe.conf.get("eda_exchange")
+	return OutboxSettings(
+		enabled=bool(int((doc.get("enabled") if enabled is None else enabled) or 0)),
+		exchange=(doc.get("default_exchange") if exchange is None else exchange) or "eda.events",
+	)
+
+
 def load_settings() -> SiteSettings:
 	doc = frappe.get_cached_doc(SETTINGS_DOCTYPE)
 	values = _values(doc)

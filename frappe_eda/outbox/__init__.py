@@ -34,10 +34,10 @@ def publish(
 	``to`` names an EDA Destination (its exchange and routing key); otherwise ``exchange`` (default:
 	the settings' default exchange) and ``routing_key`` (default: ``message_type``).
 	"""
-	from frappe_eda.settings import load_settings
+	from frappe_eda.settings import load_outbox_settings
 	from frappe_eda.stores.doctype_store import DocTypeStore
 
-	settings = load_settings()
+	settings = load_outbox_settings()
 	target_exchange, target_key = resolve_destination(
 		to, exchange, routing_key, message_type, settings.exchange
 	)

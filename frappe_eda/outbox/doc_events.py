@@ -27,9 +27,9 @@ def on_document_event(doc: Any, method: str) -> None:
 	rules = rules_for(doc.doctype, method)
 	if not rules:
 		return
-	from frappe_eda.settings import load_settings
+	from frappe_eda.settings import load_outbox_settings
 
-	if not load_settings().enabled:
+	if not load_outbox_settings().enabled:
 		return
 	for rule in rules:
 		if rule.condition and not _condition_holds(rule, doc):

@@ -24,8 +24,11 @@ def wake_relay_after_commit() -> None:
 def _wake() -> None:
 	frappe.local.eda_wake_registered = False
 	try:
-		frappe.cache.lpush(WAKE_KEY, "1")  # the wrapper prefixes the key with the site
-		frappe.cache.ltrim(WAKE_KEY, 0, 0)
+		key = frappe.cache.make_key(WAKE_KEY)  # the site's prefix; a raw pipeline does not add it
+		pipeline = frappe.cache.pipeline()
+		pipeline.lpush(key, "1")
+		pipeline.ltrim(key, 0, 0)
+		pipeline.execute()  # one round trip: this runs after every commit that queued a message
 	except Exception:
 		frappe.logger("frappe_eda").warning("could not signal the relay; it will poll", exc_info=True)
 

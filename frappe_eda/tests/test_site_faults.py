@@ -185,14 +185,23 @@ class TestSiteFaults(FrappeTestCase):
 		root = pymysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
 		try:
 			with root.cursor() as cursor:
-				cursor.execute(f"ALTER USER '{user}'@'127.0.0.1' ACCOUNT LOCK")
-				cursor.execute(
-					"SELECT id FROM information_schema.processlist WHERE user = %s AND id != %s", (user, own)
-				)
-				for (connection_id,) in cursor.fetchall():
-					cursor.execute(f"KILL {int(connection_id)}")
-				time.sleep(3)
-				cursor.execute(f"ALTER USER '{user}'@'127.0.0.1' ACCOUNT UNLOCK")
+				# The site's user may be scoped to any host ('%', 'localhost', '127.0.0.1'): lock each.
+				cursor.execute("SELECT host FROM mysql.user WHERE user = %s", (user,))
+				accounts = [f"'{user}'@'{host}'" for (host,) in cursor.fetchall()]
+				self.assertTrue(accounts, f"no MariaDB account for {user}")
+				try:
+					for account in accounts:
+						cursor.execute(f"ALTER USER {account} ACCOUNT LOCK")
+					cursor.execute(
+						"SELECT id FROM information_schema.processlist WHERE user = %s AND id != %s",
+						(user, own),
+					)
+					for (connection_id,) in cursor.fetchall():
+						cursor.execute(f"KILL {int(connection_id)}")
+					time.sleep(3)
+				finally:
+					for account in accounts:
+						cursor.execute(f"ALTER USER {account} ACCOUNT UNLOCK")
 		finally:
 			root.close()
 		self.settle(ids)
