@@ -13,6 +13,7 @@ project that touches pika internals (``_impl``, ``_flush_output``, the transport
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
@@ -148,11 +149,9 @@ class _ConfirmWindow:
 	def _on_confirm(self, frame: Any) -> None:
 		method = frame.method
 		acked = isinstance(method, pika.spec.Basic.Ack)
-		tags = (
-			[t for t in self._outstanding if t <= method.delivery_tag]
-			if method.multiple
-			else [method.delivery_tag]
-		)
+		tags = [method.delivery_tag]
+		if method.multiple:
+			tags = list(itertools.takewhile(lambda t: t <= method.delivery_tag, self._outstanding))
 		for tag in tags:
 			envelope = self._outstanding.pop(tag, None)
 			if envelope is None:
@@ -296,7 +295,9 @@ class Publisher:
 							window.wait(self.window // 2, self.confirm_timeout)
 						window.publish(envelope)
 						sent += 1
-					if between is not None and sent < len(pending):
+					if between is not None:
+						# After the last chunk ``ahead`` is empty: the answers so far are recorded while the
+						# broker confirms the rest.
 						window.flush()
 						between(pending[sent : sent + step], _merge(_copy(total), window.report))
 				window.wait(0, self.confirm_timeout)
