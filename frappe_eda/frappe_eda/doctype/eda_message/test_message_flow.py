@@ -45,6 +45,8 @@ class SiteMessagingCase(FrappeTestCase):
 
 	def tearDown(self):
 		frappe.db.rollback()
+		with BrokerConnection(load_settings().broker) as connection:
+			connection.channel().exchange_delete(self.exchange)  # workers and rules declare it
 		frappe.db.delete("EDA Error", {"queue": ["like", f"{self.prefix}%"]})
 		frappe.db.delete("EDA Message", {"exchange": ["like", f"{self.prefix}%"]})
 		frappe.db.delete("EDA Message", {"queue": ["like", f"{self.prefix}%"]})
