@@ -237,30 +237,31 @@ class Publisher:
 			self.schemas.validate(message)
 		target = self.exchange if exchange is None else exchange
 		envelopes = [self._envelope(m, target, routing_key or m.type) for m in messages]
-		if self.store is None:
-			report = self.send(envelopes)
-			self._notify_failures(report)
-			return report
-		pending = {e.message_id: _outgoing_record(e, m) for e, m in zip(envelopes, messages, strict=True)}
-		return self._send_and_record(envelopes, _Recording(self.store, pending))
+		pending: dict[str, MessageRecord] = {}
+		if self.store is not None:
+			pending = {e.message_id: _outgoing_record(e, m) for e, m in zip(envelopes, messages, strict=True)}
+		return self._send_and_record(envelopes, pending)
 
 	def send_recorded(self, envelopes: Sequence[Envelope]) -> SendReport:
 		"""Send envelopes whose PENDING records already exist (the outbox relay and replay use this)."""
+		return self._send_and_record(envelopes, {})
+
+	def _send_and_record(
+		self, envelopes: Sequence[Envelope], pending: Mapping[str, MessageRecord]
+	) -> SendReport:
+		"""Send; with a store, write ``pending`` ahead of the wire and every answer behind it."""
 		if self.store is None:
 			report = self.send(envelopes)
-			self._notify_failures(report)
-			return report
-		return self._send_and_record(envelopes, _Recording(self.store, {}))
-
-	def _send_and_record(self, envelopes: Sequence[Envelope], recording: _Recording) -> SendReport:
-		try:
-			report = self.send(envelopes, between=recording.write, step=self.record_batch)
-		except BrokerUnavailable:
-			# What never went out is recorded PENDING all the same: the outbox relay sends it later.
-			recording.write(envelopes, SendReport())
-			raise
-		# Envelopes failed without being sent (their exchange is missing) get their record now.
-		recording.write([e for e in envelopes if e.message_id in report.failed], report)
+		else:
+			recording = _Recording(self.store, pending)
+			try:
+				report = self.send(envelopes, between=recording.write, step=self.record_batch)
+			except BrokerUnavailable:
+				# What never went out is recorded PENDING all the same: the outbox relay sends it later.
+				recording.write(envelopes, SendReport())
+				raise
+			# Envelopes failed without being sent (their exchange is missing) get their record now.
+			recording.write([e for e in envelopes if e.message_id in report.failed], report)
 		self._notify_failures(report)
 		return report
 
