@@ -181,8 +181,8 @@ class SqlStore(MessageStore):
 			return
 		now = naive_utc(utcnow())
 		rows = [message_row(r, now) for r in {r.key: r for r in records}.values()]
-		# Sent as one batch: pymysql folds the parameter sets into one multi-row INSERT, psycopg2 joins
-		# them into one round trip (``executemany_mode``), SQLite is in-process.
+		# Sent as one batch: on MariaDB one rendered multi-row INSERT, psycopg2 joins the rows into one
+		# round trip (``executemany_mode``), SQLite is in-process.
 		self._run(lambda c: self._upsert.execute(c, rows))
 
 	@cached_property
