@@ -210,15 +210,10 @@ def _fill(queue: str, payloads: list[bytes], exchange: str = "") -> None:
 def bench_latency(
 	report: Report, connection: BrokerConnection, folder: Path, store_url: str, quick: bool
 ) -> None:
-	prefix = f"bench-{uuid.uuid4().hex[:6]}"
-	queue, exchange = f"{prefix}.latency", f"{prefix}.ex"
-	out = folder / "latency.txt"
-	worker = _start_worker("latency", store_url, queue, exchange, out)
-	declarer = TopologyDeclarer(connection)
-	_wait_for_consumer(connection, declarer, queue)
+	run = _WorkerRun.start("latency", connection, folder, store_url)
 	# The producer has a store of its own, as a producing service would (SQLite has one writer).
 	publisher = Publisher(
-		connection, open_store(store_url.replace(".sqlite3", "-producer.sqlite3")), exchange=exchange
+		connection, open_store(store_url.replace(".sqlite3", "-producer.sqlite3")), exchange=run.exchange
 	)
 	steady = 600 if quick else 2000
 	interval = 1 / 200
@@ -238,9 +233,9 @@ def bench_latency(
 			]
 		)
 	publisher.publish("bench.latency", {"n": -1, "sent_at": time.time(), "phase": "end"})
-	worker.wait(timeout=300)
+	run.process.wait(timeout=300)
 	samples: dict[str, list[float]] = {"steady": [], "burst": []}
-	for line in out.read_text().splitlines():
+	for line in run.out.read_text().splitlines():
 		phase, value = line.split()
 		if phase in samples:
 			samples[phase].append(float(value) * 1000)
@@ -253,30 +248,27 @@ def bench_latency(
 		report.add(f"latency publish -> handler, p50, {label}", f"{p50:.2f} ms", "-", "-", targets[0])
 		report.add(f"latency publish -> handler, p99, {label}", f"{p99:.2f} ms", "-", "-", targets[1])
 		report.add(f"latency publish -> handler, max, {label}", f"{values[-1]:.2f} ms", "-", "-", "-")
-	declarer.delete(_topology(queue, exchange))
-	declarer.close()
+	run.declarer.delete(_topology(run.queue, run.exchange))
+	run.declarer.close()
 	publisher.close()
 
 
 def bench_memory(
 	report: Report, connection: BrokerConnection, folder: Path, store_url: str, quick: bool
 ) -> None:
-	prefix = f"bench-{uuid.uuid4().hex[:6]}"
-	queue, exchange = f"{prefix}.memory", f"{prefix}.ex"
-	out = folder / "memory.txt"
 	total = 30_000 if quick else 100_000
-	worker = _start_worker("memory", store_url, queue, exchange, out, str(total))
-	declarer = TopologyDeclarer(connection)
-	_wait_for_consumer(connection, declarer, queue)
-	publisher = Publisher(connection, exchange=exchange)
+	run = _WorkerRun.start("memory", connection, folder, store_url, total)
+	publisher = Publisher(connection, exchange=run.exchange)
 	for _ in range(total // 10_000):
 		# Fresh ids every round (the inbox would skip repeats); confirms say the batch is in.
-		publisher.send([Envelope(uuid.uuid4().hex, exchange, "bench.item", body) for body in bodies(10_000)])
-		while (declarer.queue_depth(queue) or 0) > 20_000:
+		publisher.send(
+			[Envelope(uuid.uuid4().hex, run.exchange, "bench.item", body) for body in bodies(10_000)]
+		)
+		while (run.declarer.queue_depth(run.queue) or 0) > 20_000:
 			connection.sleep(0.5)
 	publisher.close()
-	worker.wait(timeout=900)
-	marks = dict(line.split() for line in out.read_text().splitlines())
+	run.process.wait(timeout=900)
+	marks = dict(line.split() for line in run.out.read_text().splitlines())
 	rss10, rss_total = int(marks["10000"]), int(marks[str(total)])
 	report.add("worker RSS after 10k messages", f"{rss10 / 1024:.1f} MiB", "-", "-", "-")
 	report.add(
@@ -286,19 +278,33 @@ def bench_memory(
 		f"{rss_total / rss10:.2f}x",
 		"<= 1.10x",
 	)
-	declarer.delete(_topology(queue, exchange))
-	declarer.close()
+	run.declarer.delete(_topology(run.queue, run.exchange))
+	run.declarer.close()
 
 
-def _start_worker(mode: str, store_url: str, queue: str, exchange: str, *extra: object) -> subprocess.Popen:
-	command = [sys.executable, "-m", "benchmarks.worker_process", mode, URL, store_url, queue, exchange]
-	return subprocess.Popen([*command, *map(str, extra)], cwd=REPO)
+@dataclass
+class _WorkerRun:
+	"""A worker process of ``benchmarks.worker_process`` on queues of its own, consuming."""
 
+	queue: str
+	exchange: str
+	out: Path
+	process: subprocess.Popen
+	declarer: TopologyDeclarer
 
-def _wait_for_consumer(connection: BrokerConnection, declarer: TopologyDeclarer, queue: str) -> None:
-	"""A consumer means the bindings exist too (the worker binds before it consumes)."""
-	while not declarer.consumer_count(queue):
-		connection.sleep(0.1)
+	@classmethod
+	def start(
+		cls, mode: str, connection: BrokerConnection, folder: Path, store_url: str, *extra: object
+	) -> _WorkerRun:
+		prefix = f"bench-{uuid.uuid4().hex[:6]}"
+		queue, exchange, out = f"{prefix}.{mode}", f"{prefix}.ex", folder / f"{mode}.txt"
+		command = [sys.executable, "-m", "benchmarks.worker_process", mode, URL, store_url, queue, exchange]
+		process = subprocess.Popen([*command, str(out), *map(str, extra)], cwd=REPO)
+		declarer = TopologyDeclarer(connection)
+		# A consumer means the bindings exist too (the worker binds before it consumes).
+		while not declarer.consumer_count(queue):
+			connection.sleep(0.1)
+		return cls(queue, exchange, out, process, declarer)
 
 
 def _topology(queue: str, exchange: str):
