@@ -4,7 +4,8 @@ A worker writes one batch of records and reads one batch of inbox ids per prefet
 SQLAlchemy Core each row costs its parameter processing (~40 µs for 20 columns) and each ``IN (...)``
 list a fresh compilation. These statements are compiled once per store for the engine's dialect, and
 their rows are converted with the columns' own bind processors (so SQLite stores times in exactly the
-format SQLAlchemy reads back), then handed to the driver's ``executemany``.
+format SQLAlchemy reads back), then handed to the driver's ``executemany`` (with pymysql, rendered into
+one multi-row INSERT instead: see ``_PyMySqlValues``).
 """
 
 from __future__ import annotations
