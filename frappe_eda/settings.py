@@ -36,6 +36,18 @@ OVERRIDES = {
 }
 
 
+ALL_FIELDS = frozenset(OVERRIDES.values()) | {
+	"host",
+	"port",
+	"vhost",
+	"username",
+	"use_tls",
+	"notify_role",
+	"notify_email",
+}
+OUTBOX_FIELDS = frozenset({"enabled", "default_exchange"})
+
+
 @dataclass(frozen=True)
 class SiteSettings:
 	enabled: bool
@@ -67,18 +79,20 @@ class OutboxSettings:
 
 
 def load_outbox_settings() -> OutboxSettings:
-	doc = frappe.get_cached_doc(SETTINGS_DOCTYPE)
-	enabled = frappe.conf.get("eda_enabled")
-	exchange = frappe.conf.get("eda_exchange")
+	return _outbox(_values(frappe.get_cached_doc(SETTINGS_DOCTYPE), OUTBOX_FIELDS))
+
+
+def _outbox(values: dict[str, Any]) -> OutboxSettings:
 	return OutboxSettings(
-		enabled=bool(int((doc.get("enabled") if enabled is None else enabled) or 0)),
-		exchange=(doc.get("default_exchange") if exchange is None else exchange) or "eda.events",
+		enabled=bool(int(values.get("enabled") or 0)),
+		exchange=values.get("default_exchange") or "eda.events",
 	)
 
 
 def load_settings() -> SiteSettings:
 	doc = frappe.get_cached_doc(SETTINGS_DOCTYPE)
-	values = _values(doc)
+	values = _values(doc, ALL_FIELDS)
+	outbox = _outbox(values)
 	tls = None
 	if (
 		values.get("use_tls")
@@ -106,9 +120,9 @@ def load_settings() -> SiteSettings:
 			client_name=f"frappe_eda:{frappe.local.site}",
 		)
 	return SiteSettings(
-		enabled=bool(int(values.get("enabled") or 0)),
+		enabled=outbox.enabled,
 		broker=broker,
-		exchange=values.get("default_exchange") or "eda.events",
+		exchange=outbox.exchange,
 		prefetch=int(values.get("prefetch") or 100),
 		retry=RetryPolicy(
 			max_attempts=int(values.get("max_attempts") or 5), delays=parse_delays(values.get("retry_delays"))
@@ -125,18 +139,15 @@ def load_settings() -> SiteSettings:
 	)
 
 
-def _values(doc: Any) -> dict[str, Any]:
-	values = {
-		field: doc.get(field)
-		for field in set(OVERRIDES.values())
-		| {"host", "port", "vhost", "username", "use_tls", "notify_role", "notify_email"}
-	}
-	if not frappe.conf.get("eda_sentry_dsn"):
+def _values(doc: Any, fields: frozenset[str]) -> dict[str, Any]:
+	"""``fields`` of the form, each overridden by its ``site_config`` key when that is set."""
+	values = {field: doc.get(field) for field in fields}
+	if "sentry_dsn" in fields and not frappe.conf.get("eda_sentry_dsn"):
 		values["sentry_dsn"] = (
 			doc.get_password("sentry_dsn", raise_exception=False) if doc.get("sentry_dsn") else None
 		)
 	for key, field in OVERRIDES.items():
-		if frappe.conf.get(key) is not None:
+		if field in fields and frappe.conf.get(key) is not None:
 			values[field] = frappe.conf.get(key)
 	return values
 
