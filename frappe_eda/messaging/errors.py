@@ -18,6 +18,34 @@ class ConfigurationError(EdaError):
 	"""Settings that cannot work (bad URL, missing certificate, impossible retry policy)."""
 
 
+class InvalidRoutingKeyTemplate(ConfigurationError):
+	"""A routing-key template uses something other than its plain placeholders.
+
+	``str.format`` would otherwise evaluate attribute access (``{doctype.__class__}``) and format specs
+	(``{name:>9999}``) taken from desk-edited configuration.
+	"""
+
+	def __init__(self, template: str, problem: str, allowed: tuple[str, ...]):
+		self.template = template
+		self.allowed = allowed
+		placeholders = ", ".join("{" + name + "}" for name in allowed)
+		super().__init__(
+			f"routing key template {template!r}: {problem}; use only the plain placeholders {placeholders}"
+		)
+
+
+class DestinationUnavailable(ConfigurationError):
+	"""``publish(to=...)`` named an EDA Destination that does not exist or is disabled."""
+
+	def __init__(self, destination: str, reason: str):
+		self.destination = destination
+		self.reason = reason
+		super().__init__(
+			f"EDA Destination {destination!r} {reason}; enable or create it in the desk, or send to "
+			f"another destination"
+		)
+
+
 # --- connection -----------------------------------------------------------------------------------
 
 
@@ -112,6 +140,79 @@ class PublishNotConfirmed(PublishError):
 	"""No confirm arrived before the connection dropped or the timeout ran out; the outcome is unknown."""
 
 
+class PublishRefused(PublishError):
+	"""The broker closed the channel over this message (406 PRECONDITION_FAILED, 403 ACCESS_REFUSED...).
+
+	The publisher sends the messages that were in flight again one at a time, so the one the broker refuses
+	is known for certain; the others go out.
+	"""
+
+	def __init__(self, message_id: str, exchange: str, routing_key: str, reply_code: int, reply_text: str):
+		self.reply_code = reply_code
+		self.reply_text = reply_text
+		super().__init__(
+			f"broker refused message {message_id} to {exchange or '(default exchange)'} with key "
+			f"{routing_key!r} and closed the channel: {reply_code} {reply_text}; the message was not sent: "
+			f"fix what the broker names (headers, size, permissions) and publish it again",
+			message_id,
+			exchange,
+			routing_key,
+		)
+
+
+class Unsendable(PublishError):
+	"""The message cannot be put on the AMQP wire at all; it is refused before anything is sent."""
+
+
+class FieldTooLong(Unsendable):
+	"""A routing key, exchange name, property or header name over AMQP's 255-byte short-string limit."""
+
+	def __init__(self, message_id: str, exchange: str, routing_key: str, field: str, size: int):
+		self.field = field
+		self.size = size
+		super().__init__(
+			f"{field} of message {message_id} is {size} bytes of UTF-8; AMQP carries at most 255 there; "
+			f"shorten it (put the detail in the payload instead) and publish the message again",
+			message_id,
+			exchange,
+			_shown(routing_key),
+		)
+
+
+class UnencodableField(Unsendable):
+	"""A value AMQP cannot encode: a string that is not valid Unicode, or a header of an unsupported type."""
+
+	def __init__(self, message_id: str, exchange: str, routing_key: str, field: str, reason: str):
+		self.field = field
+		super().__init__(
+			f"{field} of message {message_id} cannot be encoded for AMQP ({reason}); send only valid "
+			f"Unicode text, numbers, booleans, lists and objects there",
+			message_id,
+			exchange,
+			_shown(routing_key),
+		)
+
+
+class HeadersTooLarge(Unsendable):
+	"""Properties and headers together exceed one AMQP frame (the broker would drop the connection)."""
+
+	def __init__(self, message_id: str, exchange: str, routing_key: str, size: int, limit: int):
+		self.size = size
+		self.limit = limit
+		super().__init__(
+			f"headers of message {message_id} take {size} bytes, over the broker's frame limit of {limit} "
+			f"bytes; move large values from the headers into the payload",
+			message_id,
+			exchange,
+			_shown(routing_key),
+		)
+
+
+def _shown(text: str, limit: int = 300) -> str:
+	"""A value quoted in an error stays readable: a 10 MB routing key is cut, with a visible marker."""
+	return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 # --- bad input (dead-lettered at once) ------------------------------------------------------------
 
 
@@ -124,6 +225,25 @@ class MessageTooLarge(InvalidMessage):
 		self.size = size
 		self.limit = limit
 		super().__init__(f"body is {size} bytes, over the limit of {limit} bytes")
+
+
+class BodyTooLarge(Unsendable, MessageTooLarge):
+	"""A body over the size consumers accept: refused by ``publish()`` before it is stored or sent, and
+	failed by the relay (it would only be dead-lettered by every consumer)."""
+
+	def __init__(self, message_id: str, exchange: str, routing_key: str, size: int, limit: int):
+		self.size = size
+		self.limit = limit
+		self.message_id = message_id
+		self.exchange = exchange
+		self.routing_key = _shown(routing_key)
+		# Both bases set their fields above; Exception takes the text (their __init__ signatures differ).
+		Exception.__init__(
+			self,
+			f"body of message {message_id} is {size} bytes, over the limit of {limit} bytes that consumers "
+			f"accept; publish a reference (a document name, a file URL) instead of the content, or raise "
+			f"max_bytes on the publisher and every consumer together",
+		)
 
 
 class UnsupportedContentType(InvalidMessage):
@@ -205,6 +325,46 @@ class SchemaViolation(InvalidMessage):
 
 class PermanentFailure(EdaError):
 	"""Raise from a handler when retrying cannot succeed: the message is dead-lettered at once."""
+
+
+class HandlerEndedTransaction(EdaError):
+	"""A handler committed or rolled back the transaction the worker runs it in.
+
+	The worker commits a handler's writes together with the message's record, which is what makes the
+	effect happen once. A handler that ends that transaction itself breaks it. This class (raised
+	as-is) means a rollback: everything the handler wrote is undone, so the message is retried like any
+	failure, within max_attempts. ``HandlerCommitted`` means a commit.
+	"""
+
+	action = "rollback"
+
+	def __init__(self, call: str, where: str = "", handler: str = "") -> None:
+		self.call = call
+		self.where = where
+		self.handler = handler
+		at = f" at {where}" if where else ""
+		who = f"handler {handler}" if handler else "the handler"
+		super().__init__(
+			f"{who} called {call}{at} inside the worker's transaction; {self._outcome()}. Remove {call} "
+			f"from the handler: the worker commits the handler's writes together with the message record"
+		)
+
+	def _outcome(self) -> str:
+		return "everything it wrote was rolled back and the message is retried"
+
+
+class HandlerCommitted(HandlerEndedTransaction, PermanentFailure):
+	"""A handler committed the worker's transaction: what it wrote up to then is already durable.
+
+	Running it again could apply that effect twice, so the message is dead-lettered at once (a
+	``PermanentFailure``). What it wrote after the commit is committed with the record when the handler
+	returned, and rolled back when it raised.
+	"""
+
+	action = "commit"
+
+	def _outcome(self) -> str:
+		return "its writes up to that call are already committed, so the message is not retried"
 
 
 class DuplicateSubscription(ConfigurationError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import struct
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,14 +27,18 @@ import pika.exceptions
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 
+from frappe_eda.messaging import wire
 from frappe_eda.messaging.connection import CONNECTION_ERRORS, BrokerConnection
-from frappe_eda.messaging.envelope import CONTENT_TYPE, Message, encode
+from frappe_eda.messaging.envelope import CONTENT_TYPE, DEFAULT_MAX_BYTES, Message, encode
 from frappe_eda.messaging.errors import (
+	BodyTooLarge,
 	BrokerUnavailable,
 	ExchangeNotFound,
 	PublishError,
 	PublishNacked,
 	PublishNotConfirmed,
+	PublishRefused,
+	UnencodableField,
 	UnroutableMessage,
 )
 from frappe_eda.messaging.failure import error_record
@@ -45,6 +50,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EXCHANGE = "eda.events"
 RESENDABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, PublishNotConfirmed)
+# What pika raises while encoding a publish, before any byte of it is queued for the socket.
+ENCODING_ERRORS: tuple[type[BaseException], ...] = (
+	pika.exceptions.ShortStringTooLong,
+	pika.exceptions.UnsupportedAMQPFieldException,
+	UnicodeError,
+	struct.error,
+	TypeError,
+	OverflowError,
+)
 
 
 @dataclass(frozen=True)
@@ -104,14 +118,28 @@ class _ConfirmWindow:
 		)
 		channel._flush_output(lambda: bool(selected))
 
+	@property
+	def frame_max(self) -> int:
+		"""The frame size the connection negotiated: properties and headers must fit in one frame."""
+		params = getattr(self._impl.connection, "params", None)
+		return int(getattr(params, "frame_max", 0) or wire.DEFAULT_FRAME_MAX)
+
 	def publish(self, envelope: Envelope) -> None:
-		self._impl.basic_publish(
-			exchange=envelope.exchange,
-			routing_key=envelope.routing_key,
-			body=envelope.body,
-			properties=envelope.properties(),
-			mandatory=envelope.mandatory,
-		)
+		try:
+			self._impl.basic_publish(
+				exchange=envelope.exchange,
+				routing_key=envelope.routing_key,
+				body=envelope.body,
+				properties=envelope.properties(),
+				mandatory=envelope.mandatory,
+			)
+		except ENCODING_ERRORS as e:
+			# ``wire.check`` should have caught it; pika marshals every frame before queueing any, so nothing
+			# went out and the broker's delivery tags did not move.
+			self.report.failed[envelope.message_id] = UnencodableField(
+				envelope.message_id, envelope.exchange, envelope.routing_key, "message", f"{type(e).__name__}"
+			)
+			return
 		self._outstanding[self._next_tag] = envelope
 		self._next_tag += 1
 
@@ -178,6 +206,10 @@ class Publisher:
 	so the database and the broker work at the same time. A message whose confirm never came
 	(connection lost, then reconnect attempts exhausted) stays PENDING: ``OutboxRelay`` sends it again
 	later, and consumers drop the possible duplicate through their inbox.
+
+	``max_bytes`` is the body size consumers accept (``envelope.DEFAULT_MAX_BYTES``, as ``Worker``):
+	``publish()`` refuses a larger one with ``BodyTooLarge`` before it is stored, and a larger stored one
+	is failed by the relay instead of being sent only to be dead-lettered. ``None`` turns the check off.
 	"""
 
 	def __init__(
@@ -193,6 +225,7 @@ class Publisher:
 		record_batch: int = 500,
 		confirm_timeout: float = 30.0,
 		resend_attempts: int = 3,
+		max_bytes: int | None = DEFAULT_MAX_BYTES,
 	) -> None:
 		self.connection = connection
 		self.store = store
@@ -204,6 +237,7 @@ class Publisher:
 		self.record_batch = max(1, record_batch)
 		self.confirm_timeout = confirm_timeout
 		self.resend_attempts = resend_attempts
+		self.max_bytes = max_bytes
 		self._window: _ConfirmWindow | None = None
 
 	# --- the API ----------------------------------------------------------------------------------
@@ -231,36 +265,67 @@ class Publisher:
 		routing_key: str | None = None,
 	) -> SendReport:
 		"""Validate all, record each as pending before it goes out, send with pipelined confirms, record
-		the outcomes."""
+		the outcomes.
+
+		A payload that breaks its schema, a body over ``max_bytes`` (what consumers accept) and a routing
+		key, exchange, type or id over 255 characters (no store could record it) raise for the whole call
+		before anything is stored or sent. Any other message the wire or the broker cannot take (a key of
+		255 characters but over 255 bytes, a header over the frame size, a refusal) is recorded FAILED
+		and reported in ``failed``; the others go out all the same.
+		"""
 		messages = list(messages)
 		for message in messages:
 			self.schemas.validate(message)
 		target = self.exchange if exchange is None else exchange
 		envelopes = [self._envelope(m, target, routing_key or m.type) for m in messages]
+		for envelope in envelopes:
+			if self.max_bytes is not None and len(envelope.body) > self.max_bytes:
+				raise BodyTooLarge(
+					envelope.message_id,
+					envelope.exchange,
+					envelope.routing_key,
+					len(envelope.body),
+					self.max_bytes,
+				)
+			unrecordable = wire.too_long_to_record(envelope)
+			if unrecordable is not None:
+				raise unrecordable
 		pending: dict[str, MessageRecord] = {}
 		if self.store is not None:
 			pending = {e.message_id: _outgoing_record(e, m) for e, m in zip(envelopes, messages, strict=True)}
 		return self._send_and_record(envelopes, pending)
 
 	def send_recorded(self, envelopes: Sequence[Envelope]) -> SendReport:
-		"""Send envelopes whose PENDING records already exist (the outbox relay and replay use this)."""
-		return self._send_and_record(envelopes, {})
+		"""Send envelopes whose PENDING records already exist (the outbox relay uses this). A body over
+		``max_bytes`` fails (``BodyTooLarge``) instead of going to consumers that would dead-letter it."""
+		return self._send_and_record(envelopes, {}, max_bytes=self.max_bytes)
 
 	def _send_and_record(
-		self, envelopes: Sequence[Envelope], pending: Mapping[str, MessageRecord]
+		self,
+		envelopes: Sequence[Envelope],
+		pending: Mapping[str, MessageRecord],
+		max_bytes: int | None = None,
 	) -> SendReport:
 		"""Send; with a store, write ``pending`` ahead of the wire and every answer behind it."""
 		if self.store is None:
-			report = self.send(envelopes)
+			report = self.send(envelopes, max_bytes=max_bytes)
 		else:
 			recording = _Recording(self.store, pending)
+			report = SendReport()
 			try:
-				report = self.send(envelopes, between=recording.write, step=self.record_batch)
+				self.send(
+					envelopes,
+					between=recording.write,
+					step=self.record_batch,
+					into=report,
+					max_bytes=max_bytes,
+				)
 			except BrokerUnavailable:
-				# What never went out is recorded PENDING all the same: the outbox relay sends it later.
-				recording.write(envelopes, SendReport())
+				# What never went out is recorded PENDING all the same: the outbox relay sends it later. What
+				# was confirmed before the broker went away is PUBLISHED, so the relay does not send it again.
+				recording.write(envelopes, report)
 				raise
-			# Envelopes failed without being sent (their exchange is missing) get their record now.
+			# Envelopes failed without being sent (unsendable, exchange missing) get their record now.
 			recording.write([e for e in envelopes if e.message_id in report.failed], report)
 		self._notify_failures(report)
 		return report
@@ -271,6 +336,8 @@ class Publisher:
 		*,
 		between: Callable[[Sequence[Envelope], SendReport], None] | None = None,
 		step: int = 0,
+		into: SendReport | None = None,
+		max_bytes: int | None = None,
 	) -> SendReport:
 		"""Send with confirms, reconnecting and re-sending the unconfirmed after a dropped connection.
 
@@ -278,60 +345,110 @@ class Publisher:
 		envelopes, once their bytes are on the socket: the caller makes ``ahead`` (the next envelopes to
 		go out) durable and records the answers ``so_far`` while the broker works on what was just sent,
 		instead of after it. Raises ``BrokerUnavailable`` when the broker stays away; the unconfirmed are
-		then in neither list of the report's, and the caller must treat them as not sent.
+		then in neither list of the report's (``into``, filled as answers arrive, keeps what was
+		answered before), and the caller must treat them as not sent.
+
+		One message never costs the others their send: one that cannot be encoded (or is over
+		``max_bytes``, when given: the worker's retries and dead letters and replays pass none) fails before
+		anything goes out (``Unsendable``); one whose exchange is missing fails
+		with ``ExchangeNotFound``; when the broker closes the channel over a message (406, 403), the
+		messages that were unconfirmed then are sent again one at a time, so the one it refuses is known
+		and fails alone with ``PublishRefused``.
 		"""
 		pending = list(envelopes)
-		total = SendReport()
+		total = SendReport() if into is None else into
 		step = step if between is not None and step > 0 else max(1, len(pending))
-		for attempt in range(self.resend_attempts + 1):
+		alone: set[str] = set()  # suspects of a refusal: each goes out with nothing else in flight
+		attempt = 0
+		while pending:
 			window: _ConfirmWindow | None = None
 			sent = 0
 			try:
 				window = self._open_window()
+				pending = _refuse_unsendable(pending, window.frame_max, max_bytes, total)
 				if between is not None:
 					between(pending[:step], _merge(_copy(total), window.report))
 				for start in range(0, len(pending), step):
 					for envelope in pending[start : start + step]:
-						if window.in_flight >= self.window:
+						isolated = envelope.message_id in alone
+						if isolated and window.in_flight:
+							window.wait(0, self.confirm_timeout)
+						elif window.in_flight >= self.window:
 							window.wait(self.window // 2, self.confirm_timeout)
 						window.publish(envelope)
 						sent += 1
+						if isolated:
+							window.wait(0, self.confirm_timeout)
 					if between is not None:
 						# After the last chunk ``ahead`` is empty: the answers so far are recorded while the
 						# broker confirms the rest.
 						window.flush()
 						between(pending[sent : sent + step], _merge(_copy(total), window.report))
 				window.wait(0, self.confirm_timeout)
-				return _merge(total, window.report)
-			except pika.exceptions.ChannelClosedByBroker as e:
-				missing = _missing_exchange(e)
-				if missing is None:
-					raise
-				# Not an outage: fail what was meant for that exchange, send the rest on a new channel.
-				pending = self._take_back(window, pending, sent, total)
-				for envelope in [p for p in pending if p.exchange == missing]:
-					total.failed[envelope.message_id] = ExchangeNotFound(
-						envelope.message_id, envelope.exchange, envelope.routing_key
-					)
-				pending = [p for p in pending if p.exchange != missing]
-				if not pending:
-					return total
+				_merge(total, window.report)
+				return total
 			except RESENDABLE as e:
+				refusal = _refusal(e, window)
+				in_flight = window.unconfirmed() if window is not None else []
 				pending = self._take_back(window, pending, sent, total)
-				if attempt == self.resend_attempts:
+				if refusal is not None:
+					pending = self._after_refusal(refusal, in_flight, pending, total, alone)
+					# A refusal that names no exchange and comes with nothing in flight blames no message: it
+					# counts as a try, so a channel the broker keeps closing ends in BrokerUnavailable.
+					attempt += not in_flight and _missing_exchange(refusal) is None
+				else:
+					attempt += 1
+				if attempt > self.resend_attempts and pending:
 					raise BrokerUnavailable(
-						f"{len(pending)} messages unconfirmed after {attempt + 1} tries: {type(e).__name__}: {e}"
+						f"{len(pending)} messages unconfirmed after {attempt} tries: {type(e).__name__}: {e}"
 					) from e
-				log.warning(
-					"publish interrupted (%s); reconnecting to resend %d", type(e).__name__, len(pending)
-				)
-				self._reconnect()
+				if refusal is None and pending:
+					log.warning(
+						"publish interrupted (%s); reconnecting to resend %d", type(e).__name__, len(pending)
+					)
+					self._reconnect()
 			except BaseException:
 				# A failed ``between`` (the store) or an unexpected broker answer leaves messages in flight on
 				# this channel; a later send must not inherit their confirms.
+				if window is not None:
+					_merge(total, window.report)
 				self.close()
 				raise
 		return total
+
+	@staticmethod
+	def _after_refusal(
+		refusal: pika.exceptions.ChannelClosedByBroker,
+		in_flight: list[Envelope],
+		pending: list[Envelope],
+		total: SendReport,
+		alone: set[str],
+	) -> list[Envelope]:
+		"""The broker closed the channel over a message: fail it if it is known, else isolate suspects."""
+		missing = _missing_exchange(refusal)
+		if missing is not None:
+			# Everything meant for that exchange fails; the rest goes on a new channel.
+			for envelope in [p for p in pending if p.exchange == missing]:
+				total.failed[envelope.message_id] = ExchangeNotFound(
+					envelope.message_id, envelope.exchange, envelope.routing_key
+				)
+			return [p for p in pending if p.exchange != missing]
+		if len(in_flight) == 1:
+			# Everything before it was confirmed and the broker ignores what follows a refusal: it is this one.
+			culprit = in_flight[0]
+			total.failed[culprit.message_id] = PublishRefused(
+				culprit.message_id,
+				culprit.exchange,
+				culprit.routing_key,
+				refusal.reply_code,
+				refusal.reply_text,
+			)
+			log.warning("broker refused message %s: %s", culprit.message_id, refusal)
+			return [p for p in pending if p.message_id != culprit.message_id]
+		# One of those in flight was refused, which one is unknown: the broker dropped the ones after it and
+		# may have taken the ones before (consumers' inboxes drop a copy). Send each again on its own.
+		alone.update(e.message_id for e in in_flight)
+		return pending
 
 	def _take_back(
 		self, window: _ConfirmWindow | None, pending: list[Envelope], sent: int, total: SendReport
@@ -410,9 +527,11 @@ class _Recording:
 		self.failed: set[str] = set()
 
 	def write(self, ahead: Sequence[Envelope], so_far: SendReport) -> None:
-		new = [self.pending.pop(e.message_id) for e in ahead if e.message_id in self.pending]
 		confirmed = so_far.confirmed[self.confirmed :]
 		failed = {k: v for k, v in so_far.failed.items() if k not in self.failed}
+		# A message that failed before its chunk was written (it was never sent) is written now, then failed.
+		ids = [e.message_id for e in ahead] + list(failed)
+		new = [self.pending.pop(i) for i in ids if i in self.pending]
 		if not new and not confirmed and not failed:
 			return
 		with self.store.transaction():
@@ -439,6 +558,33 @@ def _coalesce(connection: Any) -> None:
 		joined = b"".join(buffers)
 		buffers.clear()
 		buffers.append(joined)
+
+
+def _refuse_unsendable(
+	pending: list[Envelope], frame_max: int, max_bytes: int | None, total: SendReport
+) -> list[Envelope]:
+	"""Fail what the wire cannot carry before any of it is sent; return the rest, in order."""
+	sendable = []
+	for envelope in pending:
+		problem = wire.check(envelope, max_bytes=max_bytes, frame_max=frame_max)
+		if problem is None:
+			sendable.append(envelope)
+		else:
+			total.failed[envelope.message_id] = problem
+	return sendable
+
+
+def _refusal(
+	error: BaseException, window: _ConfirmWindow | None
+) -> pika.exceptions.ChannelClosedByBroker | None:
+	"""The broker's reason when it closed the channel (not the connection) over something sent on it."""
+	if isinstance(error, pika.exceptions.ChannelClosedByBroker):
+		return error
+	reason = getattr(window.channel, "_closing_reason", None) if window is not None else None
+	if isinstance(reason, pika.exceptions.ChannelClosedByBroker) and window is not None:
+		if window.channel.connection.is_open:
+			return reason
+	return None
 
 
 def _missing_exchange(error: pika.exceptions.ChannelClosedByBroker) -> str | None:

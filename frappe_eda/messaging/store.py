@@ -14,10 +14,10 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from frappe_eda.messaging.envelope import utcnow
 
@@ -154,3 +154,25 @@ class MessageStore(ABC):
 
 	def close(self) -> None:  # noqa: B027 - optional hook
 		"""Release connections; a store without any needs nothing here."""
+
+	# --- relaying the outbox ----------------------------------------------------------------------
+
+	#: Whether ``relay_claim`` excludes every other claimant on the same data: other threads, processes
+	#: and hosts. A store that says False hands the claim to everyone: relays running at once may then
+	#: send a message twice (consumers' inboxes drop the copy) and interleave their batches (order holds
+	#: within each relay only). The contract suite checks exclusion where this is True.
+	relay_claim_exclusive: ClassVar[bool] = False
+
+	def relay_claim(self) -> AbstractContextManager[bool]:
+		"""The right to relay this store's PENDING outgoing messages, held for the ``with`` block.
+
+		Yields True to one holder at a time and False, at once and without waiting, to anyone else, who
+		must then send nothing (the holder sends what is pending). ``OutboxRelay`` takes it for each batch:
+		read the oldest PENDING, send, record the outcomes, release; so any number of relays send every
+		message once and in the order it was written. A holder that dies frees it (a session lock, not a
+		lease that must expire); one whose database connection drops loses it, and a second relay may
+		then send the batch again (consumers drop the copy). Not re-entrant: don't nest claims.
+
+		The default suits a store that cannot exclude (see ``relay_claim_exclusive``): always True.
+		"""
+		return nullcontext(True)

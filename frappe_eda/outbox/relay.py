@@ -39,13 +39,14 @@ def site_publisher(connection: BrokerConnection) -> Publisher:
 	)
 
 
-def drain(connection: BrokerConnection) -> int:
-	"""Send everything Pending now; returns how many the broker confirmed."""
+def drain(connection: BrokerConnection, older_than: datetime | None = None) -> int:
+	"""Send everything Pending now (or only what was created by ``older_than``); returns how many the
+	broker confirmed. Another relay holding the claim makes it return 0 at once."""
 	frappe.db.commit()  # start a fresh snapshot: rows committed by other processes become visible
 	publisher = site_publisher(connection)
 	assert publisher.store is not None
 	try:
-		return OutboxRelay(publisher, publisher.store).drain()
+		return OutboxRelay(publisher, publisher.store).drain(older_than=older_than)
 	finally:
 		publisher.close()
 
@@ -83,7 +84,7 @@ def relay_stale() -> None:
 		return
 	try:
 		with BrokerConnection(settings.broker) as connection:
-			drain(connection)
+			drain(connection, older_than=cutoff)
 	except BrokerUnavailable as e:
 		log.warning("scheduled relay: broker unavailable, messages stay Pending: %s", e)
 

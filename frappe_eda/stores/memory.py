@@ -27,11 +27,16 @@ class MemoryStore(MessageStore):
 	"""Levels of ``transaction()`` behave like savepoints by snapshotting the state.
 
 	A transaction holds the store's lock until it ends: restoring a snapshot would otherwise also undo
-	other threads' writes, so they wait instead, as they would for a row lock.
+	other threads' writes, so they wait instead, as they would for a row lock. The relay claim is a lock
+	of its own, tried without waiting: the store lives in one process, so its threads are all the
+	claimants there can be.
 	"""
+
+	relay_claim_exclusive = True
 
 	def __init__(self) -> None:
 		self._lock = threading.RLock()
+		self._relay_lock = threading.Lock()
 		self._messages: dict[tuple[str, Direction, str], MessageRecord] = {}
 		self._errors: list[ErrorRecord] = []
 
@@ -44,6 +49,16 @@ class MemoryStore(MessageStore):
 			except BaseException:
 				self._messages, self._errors = snapshot
 				raise
+
+	@contextmanager
+	def relay_claim(self) -> Iterator[bool]:
+		if not self._relay_lock.acquire(blocking=False):
+			yield False
+			return
+		try:
+			yield True
+		finally:
+			self._relay_lock.release()
 
 	def save(self, records: Sequence[MessageRecord]) -> None:
 		with self._lock:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -41,6 +41,7 @@ from frappe_eda.messaging.store import (
 	MessageStore,
 	Status,
 )
+from frappe_eda.stores.sql_claim import RelayClaim
 from frappe_eda.stores.sql_driver import DriverInsert, InboxLookup
 from frappe_eda.stores.sql_schema import (
 	MESSAGE_FIELDS,
@@ -68,7 +69,12 @@ class SqlStore(MessageStore):
 	by writing through ``store.connection`` (inside a handler: ``current_context().store.connection``):
 	its rows then commit with the batch that records the message as processed, and roll back with the
 	handler's savepoint when it fails.
+
+	The relay claim is a lock the database server (or, for SQLite, the kernel) frees when its holder
+	ends; see ``sql_claim``.
 	"""
+
+	relay_claim_exclusive = True
 
 	def __init__(self, url: str, *, create_tables: bool = True, table_prefix: str = "eda_") -> None:
 		self._setup(_engine(url), create_tables, table_prefix)
@@ -89,6 +95,7 @@ class SqlStore(MessageStore):
 		self.engine = engine
 		self.metadata, self.messages, self.error_table = build_tables(table_prefix)
 		self._local = threading.local()
+		self._relay_claim = RelayClaim(engine, self.messages.name)
 		if create_tables:
 			self.metadata.create_all(self.engine)
 
@@ -141,6 +148,9 @@ class SqlStore(MessageStore):
 				outer.commit()
 			finally:
 				state.connection = None
+
+	def relay_claim(self) -> AbstractContextManager[bool]:
+		return self._relay_claim.hold()
 
 	def _state(self) -> _ThreadState:
 		state = getattr(self._local, "state", None)

@@ -10,6 +10,7 @@ A ``unittest`` mixin, so it runs under pytest (SQL and memory stores) and under 
 
 from __future__ import annotations
 
+import threading
 import time
 import unittest
 from dataclasses import replace
@@ -79,6 +80,33 @@ class StoreContract:
 
 	def cleanup_store(self, store: MessageStore) -> None:
 		store.close()
+
+	def make_peer_store(self) -> MessageStore:
+		"""Another handle on the same data, as a second relay process would open it (closed after use).
+
+		The default is the store itself: the relay claims are then tried from another thread of it.
+		"""
+		return self.store
+
+	def claim_elsewhere(self) -> bool:
+		"""Try the relay claim as a second relay would, on another thread; return whether it was granted.
+
+		A store whose handles are bound to a thread's context (Frappe's ``frappe.local``) overrides this.
+		"""
+		peer = self.make_peer_store()
+		granted: list[bool] = []
+
+		def attempt() -> None:
+			with peer.relay_claim() as held:
+				granted.append(held)
+
+		thread = threading.Thread(target=attempt)
+		thread.start()
+		thread.join(timeout=30)
+		if peer is not self.store:
+			peer.close()
+		self.t.assertEqual(len(granted), 1, "the claim must answer at once, never wait")
+		return granted[0]
 
 	def setUp(self) -> None:
 		super().setUp()  # type: ignore[misc]
@@ -488,6 +516,58 @@ class StoreContract:
 			self.t.assertEqual(self.store.processed_ids("q", ["m"]), {"m"})
 			got = self.store.get("m", Direction.INCOMING, "q")
 			self.t.assertIsNotNone(got)
+
+	# --- the relay claim -----------------------------------------------------------------------------
+
+	def _needs_exclusive_claim(self) -> None:
+		if not self.store.relay_claim_exclusive:
+			self.t.skipTest(f"{type(self.store).__name__} declares relay claims that do not exclude")
+
+	def test_a_store_grants_the_relay_claim_when_nobody_holds_it(self) -> None:
+		with self.store.relay_claim() as held:
+			self.t.assertTrue(held)
+		with self.store.relay_claim() as again:
+			self.t.assertTrue(again)
+
+	def test_the_relay_claim_is_held_by_one_relay_at_a_time(self) -> None:
+		self._needs_exclusive_claim()
+		started = time.monotonic()
+		with self.store.relay_claim() as held:
+			self.t.assertTrue(held)
+			self.t.assertFalse(self.claim_elsewhere())
+		self.t.assertLess(time.monotonic() - started, 10, "a refused claim answers at once")
+
+	def test_a_released_relay_claim_goes_to_the_next_relay(self) -> None:
+		self._needs_exclusive_claim()
+		with self.store.relay_claim() as held:
+			self.t.assertTrue(held)
+		self.t.assertTrue(self.claim_elsewhere())
+		with self.store.relay_claim() as again:
+			self.t.assertTrue(again)
+
+	def test_the_relay_claim_is_released_when_its_holder_fails(self) -> None:
+		self._needs_exclusive_claim()
+		with self.t.assertRaises(RuntimeError):
+			with self.store.relay_claim() as held:
+				self.t.assertTrue(held)
+				raise RuntimeError("the broker went away mid-batch")
+		self.t.assertTrue(self.claim_elsewhere())
+
+	def test_holding_the_relay_claim_does_not_stop_others_writing(self) -> None:
+		"""Publishers keep writing PENDING rows while a relay sends, and the holder records outcomes."""
+		self.store.save([outgoing("before")])
+		with self.store.relay_claim() as held:
+			self.t.assertTrue(held)
+			peer = self.make_peer_store()  # its own connections: SQLite's write lock would make it wait
+			started = time.monotonic()
+			peer.save([outgoing("during")])
+			self.t.assertLess(time.monotonic() - started, 5, "a write waited for the relay claim")
+			self.store.set_status(Direction.OUTGOING, ["before"], Status.PUBLISHED)
+			if peer is not self.store:
+				peer.close()
+		self.t.assertIsNotNone(self.store.get("during", Direction.OUTGOING))
+		got = self.store.get("before", Direction.OUTGOING)
+		self.t.assertEqual(got.status if got else None, Status.PUBLISHED)
 
 	def test_a_record_saved_again_after_replay_keeps_its_history_fields(self) -> None:
 		original = incoming("m", "q", status=Status.DEAD, created_at=T0, attempts=3)

@@ -41,6 +41,7 @@ def main() -> None:
 			("poison", lambda lab: _with_dead(scenarios.poison(lab, args.count))),
 			("publish_refused", lambda lab: scenarios.publish_refused(lab).check()),
 			("backlog", lambda lab: scenarios.backlog_with_restarts(lab, max(args.count, 1000)).check(0)),
+			("concurrent_relays", lambda lab: scenarios.concurrent_relays(lab, args.count).check(0)),
 		]
 		for name, run in runs:
 			with tempfile.TemporaryDirectory(prefix=f"eda-fault-{name}-") as folder:

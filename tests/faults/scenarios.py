@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
+import sys
 import time
+from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pika
@@ -12,8 +18,9 @@ from frappe_eda.messaging.connection import BrokerConnection, BrokerSettings
 from frappe_eda.messaging.envelope import Message, encode
 from frappe_eda.messaging.errors import PublishNacked, UnroutableMessage
 from frappe_eda.messaging.publisher import Publisher
+from frappe_eda.messaging.store import Direction, MessageRecord, Status
 from frappe_eda.messaging.topology import Exchange, Queue, Topology, TopologyDeclarer
-from tests.faults.harness import FaultLab, Outcome, in_background, lock_out, mariadb_store, rabbitmqctl
+from tests.faults.harness import REPO, FaultLab, Outcome, in_background, lock_out, mariadb_store, rabbitmqctl
 
 
 def broker_restart(lab: FaultLab, count: int) -> Outcome:
@@ -265,3 +272,89 @@ def backlog_with_restarts(lab: FaultLab, count: int) -> Outcome:
 	lab.settle({m.id for m in messages})
 	lab.stop_worker()
 	return lab.reconcile("backlog 10x prefetch, worker restarted twice", {m.id for m in messages})
+
+
+def concurrent_relays(lab: FaultLab, count: int, relays: int = 4) -> Outcome:
+	"""Several relay processes drain one outbox at once (as every worker, ``bench eda relay`` and the
+	scheduler do): each PENDING row must reach the broker once, in the order it was written, and be
+	processed once. A queue bound to every key counts what the relays sent, by message id."""
+	from frappe_eda.stores import open_store
+
+	lab.start_worker()
+	audit = f"{lab.prefix}.audit"
+	connection = pika.BlockingConnection(pika.URLParameters(lab.amqp_url))
+	channel = connection.channel()
+	channel.queue_declare(audit, durable=True)
+	channel.queue_bind(audit, lab.exchange, "#")
+	store = open_store(lab.store_url)
+	messages = lab.messages(count)
+	first = messages[0].created_at
+	store.save(
+		[_pending_row(m, lab.exchange, first + timedelta(milliseconds=n)) for n, m in enumerate(messages)]
+	)
+	store.close()
+	go = lab.workdir / "relays-go"
+	env = {
+		**os.environ,
+		"PYTHONPATH": str(REPO),
+		"EDA_RELAY_STORE": lab.store_url,
+		"EDA_RELAY_PREFIX": "eda_",
+		"EDA_RELAY_AMQP": lab.amqp_url,
+		"EDA_RELAY_EXCHANGE": lab.exchange,
+		"EDA_RELAY_GO": str(go),
+		"EDA_RELAY_BATCH": "100",
+	}
+	processes = [
+		subprocess.Popen(
+			[sys.executable, "-m", "tests.fixtures.relay_process"],
+			env=env,
+			cwd=REPO,
+			stdout=subprocess.PIPE,
+			stderr=subprocess.PIPE,
+		)
+		for _ in range(relays)
+	]
+	time.sleep(1.5)  # every relay connected and waiting
+	go.touch()
+	shares = []
+	for process in processes:
+		out, err = process.communicate(timeout=300)
+		assert process.returncode == 0, err.decode()[-2000:]
+		shares.append(json.loads(out.decode().strip().splitlines()[-1])["confirmed"])
+	ids = {m.id for m in messages}
+	lab.settle(ids)
+	lab.stop_worker()
+	sent: list[str] = []
+	for method, properties, _body in channel.consume(audit, auto_ack=True, inactivity_timeout=1):
+		if method is None:
+			break
+		sent.append(properties.message_id)
+	channel.cancel()
+	channel.queue_delete(audit)
+	connection.close()
+	outcome = lab.reconcile(f"{relays} relays draining one outbox at once", ids)
+	sent_twice = sum(1 for n in Counter(sent).values() if n > 1)
+	in_order = sent == [m.id for m in messages]
+	outcome.twice += sent_twice
+	outcome.lost += len(ids - set(sent))
+	if not sent_twice and set(sent) == ids:
+		assert in_order, "relays sent every row once but out of the order it was written in"
+	outcome.notes.append(
+		f"broker got each id {'once' if not sent_twice else 'more than once'}, in written order: "
+		f"{'yes' if in_order else 'no'}; confirmed per relay {sorted(shares, reverse=True)}"
+	)
+	return outcome
+
+
+def _pending_row(message: Message, exchange: str, created_at) -> MessageRecord:  # type: ignore[no-untyped-def]
+	"""An outbox row as the Frappe document hook writes it: PENDING, not yet sent."""
+	return MessageRecord(
+		message_id=message.id,
+		direction=Direction.OUTGOING,
+		status=Status.PENDING,
+		routing_key=message.type,
+		body=encode(message).decode(),
+		exchange=exchange,
+		message_type=message.type,
+		created_at=created_at,
+	)

@@ -87,3 +87,7 @@ def test_the_broker_password_appears_in_no_record_and_no_log(lab: FaultLab) -> N
 	scenarios.handler_failures(lab, 60)
 	assert lab.secrets_found() == []
 	assert lab.logs and all(log.stat().st_size > 0 for log in lab.logs)
+
+
+def test_concurrent_relays_send_each_outbox_row_once_and_in_order(lab: FaultLab) -> None:
+	scenarios.concurrent_relays(lab, COUNT * 5).check(expected_dead=0)

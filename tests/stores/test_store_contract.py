@@ -23,9 +23,14 @@ class _SqlContract(StoreContract, unittest.TestCase):
 	"""Each test gets fresh tables (a unique prefix) in the session's database, dropped afterwards."""
 
 	url = ""
+	prefix = ""
 
 	def make_store(self) -> MessageStore:
-		return SqlStore(self.url, table_prefix=f"eda_{uuid.uuid4().hex[:8]}_")
+		self.prefix = f"eda_{uuid.uuid4().hex[:8]}_"
+		return SqlStore(self.url, table_prefix=self.prefix)
+
+	def make_peer_store(self) -> MessageStore:
+		return SqlStore(self.url, table_prefix=self.prefix, create_tables=False)
 
 	def cleanup_store(self, store: MessageStore) -> None:
 		assert isinstance(store, SqlStore)
