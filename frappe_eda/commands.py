@@ -99,11 +99,14 @@ def replay(
 		import frappe
 
 		from frappe_eda.desk.replay import replay_records
+		from frappe_eda.stores.doctype_columns import from_column, to_column
 
 		if not names:
 			filters: dict = {"status": ["in", list(statuses or ("Failed", "Dead"))]}
 			if queue:
-				filters["queue"] = queue
+				filters["queue"] = to_column(
+					"queue", queue
+				)  # stored HTML-escaped, like every producer string
 			if since and until:
 				filters["created_at"] = ["between", [since, until]]
 			elif since or until:
@@ -118,7 +121,11 @@ def replay(
 			if routing_key:
 				from frappe_eda.messaging.routing import topic_matches
 
-				candidates = [c for c in candidates if topic_matches(routing_key, c.routing_key or "")]
+				candidates = [
+					c
+					for c in candidates
+					if topic_matches(routing_key, from_column("routing_key", c.routing_key))
+				]
 			names = tuple(c.name for c in candidates)
 		if dry_run:
 			for name in names:

@@ -20,7 +20,37 @@ doc_events = {
 	}
 }
 
+# Secrets of Frappe's own DocTypes that are not Password fields (those are never sent anyway): never in
+# a payload. Frappe merges this dict with every other app's eda_sensitive_fields.
+eda_sensitive_fields = {
+	"User": ["reset_password_key", "api_key"],
+	"OAuth Bearer Token": ["access_token", "refresh_token"],
+	"OAuth Authorization Code": ["authorization_code", "code_challenge"],
+	"OAuth Client": ["client_secret"],
+}
+
 after_install = "frappe_eda.setup.install.after_install"
+# The roles are ensured on every migrate too: a site that lost one (or was restored without it) gets it back.
+after_migrate = "frappe_eda.setup.install.after_migrate"
+
+# EDA Messages and Errors are history about a document, not links that keep it alive: deleting the
+# document (even one whose on_trash rule just wrote a message) must not raise LinkExistsError.
+ignore_links_on_delete = ["EDA Message", "EDA Error"]
+
+# A message's payload is a copy of its document: readers need read permission on that document, or
+# the EDA Manager / System Manager role (frappe_eda.desk.access).
+has_permission = {
+	"EDA Message": "frappe_eda.desk.access.message_has_permission",
+	"EDA Error": "frappe_eda.desk.access.error_has_permission",
+}
+permission_query_conditions = {
+	"EDA Message": "frappe_eda.desk.access.message_query_conditions",
+	"EDA Error": "frappe_eda.desk.access.error_query_conditions",
+}
+
+# Outcomes of desk replay jobs, polled by the desk: a cache clear (a role change, bench clear-cache)
+# must not make a running replay look lost. They expire on their own after an hour.
+persistent_cache_keys = ["eda:replay-job:*"]
 
 scheduler_events = {
 	# Re-drive outbox messages that no relay picked up (the relay itself is woken after each commit).

@@ -46,6 +46,9 @@ ALL_FIELDS = frozenset(OVERRIDES.values()) | {
 	"notify_email",
 }
 OUTBOX_FIELDS = frozenset({"enabled", "default_exchange"})
+# Password fields of EDA Settings (a broker URL carries a password): encrypted in __Auth, never in
+# tabSingles or in the Version rows of this tracked single.
+SECRET_FIELDS = frozenset({"amqp_url", "sentry_dsn"})
 
 
 @dataclass(frozen=True)
@@ -142,10 +145,9 @@ def load_settings() -> SiteSettings:
 def _values(doc: Any, fields: frozenset[str]) -> dict[str, Any]:
 	"""``fields`` of the form, each overridden by its ``site_config`` key when that is set."""
 	values = {field: doc.get(field) for field in fields}
-	if "sentry_dsn" in fields and not frappe.conf.get("eda_sentry_dsn"):
-		values["sentry_dsn"] = (
-			doc.get_password("sentry_dsn", raise_exception=False) if doc.get("sentry_dsn") else None
-		)
+	for field in SECRET_FIELDS & fields:  # the form holds asterisks; the value is in __Auth
+		if frappe.conf.get(f"eda_{field}") is None:
+			values[field] = doc.get_password(field, raise_exception=False) if doc.get(field) else None
 	for key, field in OVERRIDES.items():
 		if field in fields and frappe.conf.get(key) is not None:
 			values[field] = frappe.conf.get(key)

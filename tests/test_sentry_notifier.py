@@ -12,12 +12,18 @@ class Captured(Transport):
 	def __init__(self) -> None:
 		super().__init__({"dsn": "https://key@sentry.invalid/1"})
 		self.envelopes: list[Any] = []
+		self.plain_events: list[dict[str, Any]] = []
 
 	def capture_envelope(self, envelope: Any) -> None:
 		self.envelopes.append(envelope)
 
+	def capture_event(self, event: dict[str, Any]) -> None:
+		"""sentry-sdk 1.x (Frappe v15 pins ~=1.37) hands events here; 2.x only envelopes."""
+		self.plain_events.append(event)
+
 	def events(self) -> list[dict[str, Any]]:
-		return [item.payload.json for env in self.envelopes for item in env.items if item.type == "event"]
+		wrapped = [item.payload.json for env in self.envelopes for item in env.items if item.type == "event"]
+		return wrapped + self.plain_events
 
 
 def test_sentry_events_are_grouped_by_our_fingerprint_and_carry_no_payload() -> None:

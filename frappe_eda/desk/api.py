@@ -1,8 +1,15 @@
-"""Whitelisted desk methods. Each checks the role itself: only EDA Manager may replay or resolve."""
+"""Whitelisted desk methods. Each checks the role itself: only EDA Manager may replay or resolve.
+
+Every argument is validated here, before anything touches the database or the broker, so a bad call
+gets a ``frappe.ValidationError`` that says what is wrong instead of an SQL error or a 500. Replays
+are queued as background jobs (``frappe_eda.desk.replay``): the call returns ``{"job_id": ...}`` at
+once, and ``replay_job_state`` tells the desk how the job went.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import frappe
@@ -11,6 +18,10 @@ from frappe import _
 from frappe_eda.desk import notifications, replay
 
 MANAGER_ROLE = "EDA Manager"
+MAX_NAMES = 1000  # one bulk action; the list view selects at most a few pages
+MAX_NAME_LENGTH = 140
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+JOB_ID = re.compile(r"^eda-[a-z-]+-[0-9a-f]{16}$")
 
 
 def _require_manager() -> None:
@@ -19,50 +30,139 @@ def _require_manager() -> None:
 
 
 def _names(names: Any) -> list[str]:
+	"""A non-empty list of existing EDA Message names, from a list or its JSON (or one name)."""
 	if isinstance(names, str):
-		names = json.loads(names) if names.startswith("[") else [names]
-	return [str(n) for n in names]
+		text = names.strip()
+		if text.startswith("["):
+			try:
+				names = json.loads(text)
+			except ValueError:
+				frappe.throw(_("names must be a JSON list of EDA Message names"), frappe.ValidationError)
+		else:
+			names = [text] if text else []
+	if not isinstance(names, list | tuple):
+		frappe.throw(_("names must be a list of EDA Message names"), frappe.ValidationError)
+	if not names:
+		frappe.throw(_("Select at least one EDA Message."), frappe.ValidationError)
+	if len(names) > MAX_NAMES:
+		frappe.throw(
+			_("At most {0} messages at a time ({1} were given); select fewer.").format(MAX_NAMES, len(names)),
+			frappe.ValidationError,
+		)
+	if not all(isinstance(n, str) and n and len(n) <= MAX_NAME_LENGTH for n in names):
+		frappe.throw(_("Each name must be a non-empty EDA Message name."), frappe.ValidationError)
+	wanted = list(dict.fromkeys(names))
+	found = set(frappe.get_all("EDA Message", filters={"name": ["in", wanted]}, pluck="name"))
+	unknown = [n for n in wanted if n not in found]
+	if unknown:
+		shown = ", ".join(frappe.utils.escape_html(n) for n in unknown[:5])
+		frappe.throw(
+			_("No EDA Message named {0}{1}.").format(
+				shown, _(" and {0} more").format(len(unknown) - 5) if len(unknown) > 5 else ""
+			),
+			frappe.DoesNotExistError,
+		)
+	return wanted
+
+
+def _flag(value: Any, label: str) -> bool:
+	if value in (0, 1, True, False, "0", "1", "", None):
+		return bool(int(value or 0))
+	frappe.throw(_("{0} must be 0 or 1").format(label), frappe.ValidationError)
+	return False
+
+
+def _queued(job_id: str, count: int) -> dict[str, Any]:
+	return {"job_id": job_id, "queued": count}
 
 
 @frappe.whitelist(methods=["POST"])
-def replay_messages(names: Any, force: int | str = 0) -> list[dict[str, Any]]:
+def replay_messages(names: Any, force: int | str = 0) -> dict[str, Any]:
+	"""Queue a replay of the selected messages; returns ``{"job_id", "queued"}`` at once."""
 	_require_manager()
-	return replay.replay_records(_names(names), force=bool(int(force)))
+	wanted, forced = _names(names), _flag(force, "force")
+	job_id = replay.enqueue(replay.replay_job, replay.new_job_id("replay"), names=wanted, force=forced)
+	return _queued(job_id, len(wanted))
 
 
 @frappe.whitelist(methods=["POST"])
-def replay_failure_group(fingerprint: str, force: int | str = 0) -> list[dict[str, Any]]:
+def replay_failure_group(fingerprint: str, force: int | str = 0) -> dict[str, Any]:
+	"""Queue a replay of every unresolved Failed and Dead message of one failure group."""
 	_require_manager()
-	return replay.replay_group(fingerprint, force=bool(int(force)))
+	if not isinstance(fingerprint, str) or not fingerprint.strip() or len(fingerprint) > MAX_NAME_LENGTH:
+		frappe.throw(_("fingerprint must name a failure group"), frappe.ValidationError)
+	forced = _flag(force, "force")
+	names = replay.group_names(fingerprint)
+	if not names:
+		frappe.throw(
+			_("No unresolved Failed or Dead messages in this failure group."), frappe.ValidationError
+		)
+	job_id = replay.enqueue(replay.replay_job, replay.new_job_id("group"), names=names, force=forced)
+	return _queued(job_id, len(names))
 
 
 @frappe.whitelist(methods=["POST"])
-def edit_and_replay(name: str, payload: str) -> str:
+def edit_and_replay(name: str, payload: str) -> dict[str, Any]:
+	"""Queue sending a corrected copy of ``name``; the job's outcome names the copy (``copy``)."""
 	_require_manager()
-	return replay.edit_and_replay(name, payload)
+	[name] = _names([name] if isinstance(name, str) else name)
+	if isinstance(payload, str):
+		if len(payload.encode("utf-8", "surrogatepass")) > MAX_PAYLOAD_BYTES:
+			frappe.throw(
+				_("The payload is over {0} bytes.").format(MAX_PAYLOAD_BYTES), frappe.ValidationError
+			)
+		try:
+			data = json.loads(payload)
+		except (ValueError, RecursionError) as e:
+			frappe.throw(
+				_("The payload is not valid JSON: {0}").format(frappe.utils.escape_html(str(e))),
+				frappe.ValidationError,
+			)
+	elif isinstance(payload, dict | list):
+		data = payload
+	else:
+		frappe.throw(_("The payload must be JSON text."), frappe.ValidationError)
+	job_id = replay.enqueue(replay.edit_and_replay_job, replay.new_job_id("edit"), name=name, payload=data)
+	return _queued(job_id, 1)
+
+
+@frappe.whitelist()
+def replay_job_state(job_id: str) -> dict[str, Any]:
+	"""How a queued replay went: ``status`` queued, running, finished (``results`` or ``copy``),
+	failed (``error``) or unknown (expired or never queued). Only its own user may read it."""
+	_require_manager()
+	if not isinstance(job_id, str) or not JOB_ID.match(job_id):
+		frappe.throw(_("Not a replay job id."), frappe.ValidationError)
+	state = replay.job_state(job_id)
+	if state is None:
+		return {"job_id": job_id, "status": "unknown"}
+	if state.get("user") != frappe.session.user and frappe.session.user != "Administrator":
+		frappe.throw(_("This replay job was queued by another user."), frappe.PermissionError)
+	return {"job_id": job_id, **{k: v for k, v in state.items() if k != "user"}}
 
 
 @frappe.whitelist(methods=["POST"])
 def mark_resolved(names: Any) -> int:
+	"""Resolve the selected messages and their own errors (not other queues' copies)."""
 	_require_manager()
 	return replay.mark_resolved(_names(names))
 
 
 @frappe.whitelist()
 def failure_groups(include_resolved: int | str = 0) -> list[dict[str, Any]]:
-	if not frappe.has_permission("EDA Error", "read"):
-		frappe.throw(_("Not permitted to read EDA Errors."), frappe.PermissionError)
-	return notifications.failure_groups(resolved=bool(int(include_resolved)))
+	"""Failure groups carry sample error texts of any message, so they are for managers only."""
+	_require_manager()
+	return notifications.failure_groups(resolved=_flag(include_resolved, "include_resolved"))
 
 
 @frappe.whitelist()
 def message_errors(name: str) -> list[dict[str, Any]]:
 	"""The errors of one message, oldest first, with full tracebacks (for the form)."""
+	if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+		frappe.throw(_("name must be an EDA Message name"), frappe.ValidationError)
 	doc = frappe.get_doc("EDA Message", name)
 	doc.check_permission("read")
-	filters = {"message_id": doc.message_id}
-	if doc.queue:
-		filters["queue"] = doc.queue
+	filters = {"message_id": doc.message_id, "direction": doc.direction, "queue": doc.queue or ""}
 	return frappe.get_all(
 		"EDA Error",
 		filters=filters,

@@ -7,11 +7,13 @@ of the last hour's failure groups, so a broker outage is one email, not thousand
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import frappe
 from frappe.query_builder.functions import Count, Max, Min
+from frappe.utils import escape_html
 
 from frappe_eda.messaging.notify import (
 	DEAD_LETTERED,
@@ -22,6 +24,7 @@ from frappe_eda.messaging.notify import (
 	RateLimitedNotifier,
 	SentryNotifier,
 )
+from frappe_eda.stores.doctype_columns import shown, to_column
 
 
 class DeskNotifier:
@@ -30,9 +33,13 @@ class DeskNotifier:
 
 	def notify(self, notice: FailureNotice) -> None:
 		what = "dead-lettered" if notice.kind == DEAD_LETTERED else "could not be published"
-		subject = f"EDA: a message {what}: {notice.exception_type.rsplit('.', 1)[-1]}"
+		# The bell renders the subject as HTML: everything taken from the notice is escaped.
+		subject = f"EDA: a message {what}: {escape_html(notice.exception_type.rsplit('.', 1)[-1])}"
 		if notice.suppressed:
-			subject += f" (+{notice.suppressed} like it)"
+			subject += f" (+{int(notice.suppressed)} like it)"
+		# A fresh snapshot: in the worker the record was committed by the handler thread's connection,
+		# which this (loop thread's) older snapshot cannot see, and the bell would lose its link.
+		frappe.db.commit()
 		document_name = _message_name(notice)
 		for user in managers(self.role):
 			log = frappe.new_doc("Notification Log")
@@ -41,7 +48,7 @@ class DeskNotifier:
 					"for_user": user,
 					"type": "Alert",
 					"subject": subject,
-					"email_content": frappe.utils.escape_html(notice.summary()),
+					"email_content": escape_html(notice.summary()),
 					"document_type": "EDA Message" if document_name else None,
 					"document_name": document_name,
 				}
@@ -55,11 +62,23 @@ def managers(role: str) -> list[str]:
 	return frappe.get_all("User", filters={"name": ["in", users or [""]], "enabled": 1}, pluck="name")
 
 
+# One notifier per process, site and configuration: the worker and every relay drain share it, so its
+# rate limit spans them all and Sentry is set up once.
+_site_notifiers: dict[tuple[str, str, str | None], Notifier] = {}
+_site_notifiers_lock = threading.Lock()
+
+
 def site_notifier(settings: Any) -> Notifier:
-	notifiers: list[Any] = [LoggingNotifier(), DeskNotifier(settings.notify_role)]
-	if settings.sentry_dsn:
-		notifiers.append(SentryNotifier(settings.sentry_dsn, environment=frappe.local.site))
-	return RateLimitedNotifier(FanoutNotifier(notifiers))
+	"""The process's notifier for this site; a changed role or Sentry DSN gets a new one."""
+	key = (frappe.local.site, settings.notify_role, settings.sentry_dsn)
+	with _site_notifiers_lock:
+		notifier = _site_notifiers.get(key)
+		if notifier is None:
+			notifiers: list[Any] = [LoggingNotifier(), DeskNotifier(settings.notify_role)]
+			if settings.sentry_dsn:
+				notifiers.append(SentryNotifier(settings.sentry_dsn, environment=frappe.local.site))
+			notifier = _site_notifiers[key] = RateLimitedNotifier(FanoutNotifier(notifiers))
+	return notifier
 
 
 def send_failure_digest() -> None:
@@ -76,11 +95,7 @@ def send_failure_digest() -> None:
 	recipients = [u for u in managers(settings.notify_role) if u not in ("Administrator", "Guest")]
 	if not recipients:
 		return
-	rows = "".join(
-		f"<tr><td>{frappe.utils.escape_html(g.exception_type)}</td><td>{g.count}</td>"
-		f"<td>{frappe.utils.escape_html(g.queue or '-')}</td><td>{g.first_seen}</td><td>{g.last_seen}</td></tr>"
-		for g in groups
-	)
+	rows = digest_rows(groups)
 	frappe.sendmail(
 		recipients=recipients,
 		subject=f"EDA: {sum(g.count for g in groups)} failures in {len(groups)} groups in the last hour",
@@ -93,8 +108,20 @@ def send_failure_digest() -> None:
 	)
 
 
+def digest_rows(groups: list[Any]) -> str:
+	"""The digest's table rows. Stored text is already HTML-escaped (doctype_columns); ``shown`` keeps
+	rows written before escaping inert too, and escapes nothing twice."""
+	return "".join(
+		f"<tr><td>{shown(g.exception_type)}</td><td>{int(g.count)}</td>"
+		f"<td>{shown(g.queue or '-')}</td><td>{g.first_seen}</td><td>{g.last_seen}</td></tr>"
+		for g in groups
+	)
+
+
 def failure_groups(since: datetime | None = None, resolved: bool = False) -> list[Any]:
-	"""Errors grouped by fingerprint: count, first and last time, one sample; newest groups first."""
+	"""Errors grouped by fingerprint: count, first and last time, one sample; newest groups first.
+
+	Text comes as stored, HTML-escaped, which is what the report's Data columns need."""
 	error = frappe.qb.DocType("EDA Error")
 	query = (
 		frappe.qb.from_(error)
@@ -120,5 +147,10 @@ def _message_name(notice: FailureNotice) -> str | None:
 	if not notice.message_id:
 		return None
 	return frappe.db.get_value(
-		"EDA Message", {"message_id": notice.message_id, "queue": notice.queue or ""}, "name"
+		"EDA Message",
+		{
+			"message_id": to_column("message_id", notice.message_id),
+			"queue": to_column("queue", notice.queue or ""),
+		},
+		"name",
 	)

@@ -56,28 +56,81 @@ class LoggingNotifier:
 
 
 class SentryNotifier:
-	"""Sends notices to Sentry, grouped there by our fingerprint rather than by the stack of this call."""
+	"""Sends notices to Sentry, grouped there by our fingerprint rather than by the stack of this call.
 
-	def __init__(self, dsn: str | None = None, environment: str | None = None) -> None:
+	With a DSN it sends through a client of its own, made once per process (``sentry_client``): the
+	host's own Sentry set-up (Frappe's, a service's) stays as it is, and the client sends these notices
+	and nothing else. Without a DSN it reports through whatever Sentry the process already set up.
+	"""
+
+	def __init__(self, dsn: str | None = None, environment: str | None = None, transport: Any = None) -> None:
 		import sentry_sdk
 
 		self._sentry = sentry_sdk
-		if dsn:
-			sentry_sdk.init(dsn=dsn, environment=environment, send_default_pii=False)
+		self._client = sentry_client(dsn, environment, transport) if dsn else None
 
 	def notify(self, notice: FailureNotice) -> None:
+		if self._client is not None:
+			self._client.capture_event(_sentry_event(notice))
+			return
 		with (
 			self._sentry.new_scope()
 			if hasattr(self._sentry, "new_scope")
 			else self._sentry.push_scope() as scope
 		):
 			scope.fingerprint = ["frappe_eda", notice.kind, notice.fingerprint]
-			scope.set_tag("eda.kind", notice.kind)
-			scope.set_tag("eda.queue", notice.queue or "-")
-			scope.set_tag("eda.routing_key", notice.routing_key)
+			for tag, value in _sentry_tags(notice).items():
+				scope.set_tag(tag, value)
 			scope.set_extra("message_id", notice.message_id)
 			scope.set_extra("suppressed", notice.suppressed)
 			self._sentry.capture_message(notice.summary(), level="error")
+
+
+# What our own Sentry client may send: only the events we build. The default integrations hook logging,
+# threads and excepthook, and report frame locals, which hold payloads; request bodies likewise (PII is
+# off by default). Accepted as named by sentry-sdk 1.37 and 2.x.
+SENTRY_OPTIONS: dict[str, Any] = {
+	"default_integrations": False,
+	"auto_enabling_integrations": False,
+	"include_local_variables": False,
+	"include_source_context": False,
+	"attach_stacktrace": False,
+	"max_request_body_size": "never",
+}
+_sentry_clients: dict[tuple[str, str | None, Any], Any] = {}
+_sentry_lock = threading.Lock()
+
+
+def sentry_client(dsn: str, environment: str | None = None, transport: Any = None) -> Any:
+	"""The process's Sentry client for ``dsn``, made on first use with ``SENTRY_OPTIONS``: building one
+	per notifier would start a transport thread each time and is what re-initialising Sentry did."""
+	import sentry_sdk
+
+	key = (dsn, environment, transport)
+	with _sentry_lock:
+		client = _sentry_clients.get(key)
+		if client is None:
+			options = dict(SENTRY_OPTIONS, environment=environment)
+			if transport is not None:
+				options["transport"] = transport
+			client = _sentry_clients[key] = sentry_sdk.Client(dsn, **options)
+	return client
+
+
+def _sentry_tags(notice: FailureNotice) -> dict[str, str]:
+	return {"eda.kind": notice.kind, "eda.queue": notice.queue or "-", "eda.routing_key": notice.routing_key}
+
+
+def _sentry_event(notice: FailureNotice) -> dict[str, Any]:
+	"""The event ``capture_message`` would build, with our grouping; no scope of the host merged in."""
+	return {
+		"message": notice.summary(),
+		"level": "error",
+		"logger": "frappe_eda",
+		"fingerprint": ["frappe_eda", notice.kind, notice.fingerprint],
+		"tags": _sentry_tags(notice),
+		"extra": {"message_id": notice.message_id, "suppressed": notice.suppressed},
+	}
 
 
 class FanoutNotifier:

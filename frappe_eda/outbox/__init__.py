@@ -12,8 +12,9 @@ from typing import Any
 import frappe
 
 from frappe_eda.messaging.envelope import Message, encode
-from frappe_eda.messaging.errors import ConfigurationError
+from frappe_eda.messaging.errors import DestinationUnavailable
 from frappe_eda.messaging.store import Direction, MessageRecord, Status
+from frappe_eda.messaging.templates import render_template
 from frappe_eda.outbox.wakeup import wake_relay_after_commit
 
 
@@ -32,7 +33,9 @@ def publish(
 	"""Queue a message for publishing when the current transaction commits; returns it.
 
 	``to`` names an EDA Destination (its exchange and routing key); otherwise ``exchange`` (default:
-	the settings' default exchange) and ``routing_key`` (default: ``message_type``).
+	the settings' default exchange) and ``routing_key`` (default: ``message_type``). A missing or
+	disabled destination raises ``DestinationUnavailable`` here; document rules catch it and record
+	the message Failed instead (``frappe_eda.outbox.unsendable``), so a user's save never fails on it.
 	"""
 	from frappe_eda.settings import load_outbox_settings
 	from frappe_eda.stores.doctype_store import DocTypeStore
@@ -48,36 +51,66 @@ def publish(
 		correlation_id=correlation_id,
 		causation_id=causation_id,
 	)
-	record = MessageRecord(
-		message_id=message.id,
-		direction=Direction.OUTGOING,
-		status=Status.PENDING,
-		routing_key=target_key,
-		body=encode(message).decode("utf-8"),
+	record = outgoing_record(
+		message,
+		Status.PENDING,
 		exchange=target_exchange,
-		message_type=message_type,
-		reference_doctype=reference_doctype or "",
-		reference_name=reference_name or "",
-		created_at=message.created_at,
+		routing_key=target_key,
+		reference_doctype=reference_doctype,
+		reference_name=reference_name,
 	)
 	DocTypeStore(commit=False).insert_new([record])
 	wake_relay_after_commit()
 	return message
 
 
+def outgoing_record(
+	message: Message,
+	status: Status,
+	*,
+	exchange: str,
+	routing_key: str,
+	reference_doctype: str | None = None,
+	reference_name: str | None = None,
+	last_error: str = "",
+) -> MessageRecord:
+	"""The outbox row of ``message``: the exact envelope text the relay will send."""
+	return MessageRecord(
+		message_id=message.id,
+		direction=Direction.OUTGOING,
+		status=status,
+		routing_key=routing_key,
+		body=encode(message).decode("utf-8"),
+		exchange=exchange,
+		message_type=message.type,
+		reference_doctype=reference_doctype or "",
+		reference_name=reference_name or "",
+		created_at=message.created_at,
+		last_error=last_error,
+	)
+
+
 def resolve_destination(
 	to: str | None, exchange: str | None, routing_key: str | None, message_type: str, default_exchange: str
 ) -> tuple[str, str]:
+	"""Where a message goes: ``(exchange, routing_key)``.
+
+	Raises ``DestinationUnavailable`` for a missing or disabled EDA Destination and
+	``InvalidRoutingKeyTemplate`` for a destination key with anything but ``{type}`` in it; the message
+	type itself is never read as a template.
+	"""
 	if to:
 		destination = frappe.db.get_value(
 			"EDA Destination", to, ["exchange", "routing_key", "enabled"], as_dict=True
 		)
 		if destination is None:
-			raise ConfigurationError(
-				f"no EDA Destination named {to!r}; create it in the desk or check the name"
-			)
+			raise DestinationUnavailable(to, "does not exist")
 		if not destination.enabled:
-			raise ConfigurationError(f"EDA Destination {to!r} is disabled")
-		key = routing_key or (destination.routing_key or message_type).format(type=message_type)
+			raise DestinationUnavailable(to, "is disabled")
+		key = routing_key or (
+			render_template(destination.routing_key, type=message_type)
+			if destination.routing_key
+			else message_type
+		)
 		return exchange or destination.exchange or default_exchange, key
 	return exchange or default_exchange, routing_key or message_type

@@ -2,7 +2,8 @@
 
 Runs inside the document's own transaction, so the record commits or rolls back with the document.
 Imports, patches, installs and migrations publish nothing (as with Frappe's Webhook), and EDA's own
-DocTypes never publish, which would loop.
+DocTypes never publish, which would loop. A rule whose target cannot work (a disabled or missing
+destination, a bad template) never fails the save: the message is recorded Failed and managers told.
 """
 
 from __future__ import annotations
@@ -11,10 +12,17 @@ from typing import Any
 
 import frappe
 
+from frappe_eda.messaging.errors import ConfigurationError
+from frappe_eda.messaging.templates import check_template
 from frappe_eda.outbox import publish
 from frappe_eda.outbox.payload import document_payload
+from frappe_eda.outbox.permlevels import without_restricted
 from frappe_eda.outbox.rules import PublishRule, routing_key_for, rules_for
+from frappe_eda.outbox.unsendable import record_unsendable
 
+# The placeholders of a rule's routing-key template (rendered by rules.routing_key_for).
+RULE_PLACEHOLDERS = ("doctype", "event", "name")
+DEFAULT_TEMPLATE = "{doctype}.{event}"
 OWN_DOCTYPES = frozenset({"EDA Message", "EDA Error", "EDA Settings", "EDA Event Rule", "EDA Destination"})
 
 
@@ -38,16 +46,32 @@ def on_document_event(doc: Any, method: str) -> None:
 
 
 def publish_document(doc: Any, rule: PublishRule) -> None:
-	payload = document_payload(doc, rule.fields)
-	publish(
-		f"{frappe.scrub(doc.doctype)}.{rule.event}",
-		payload,
-		to=rule.destination or None,
-		exchange=rule.exchange or None,
-		routing_key=routing_key_for(rule, doc) if rule.routing_key or not rule.destination else None,
-		reference_doctype=doc.doctype,
-		reference_name=doc.name,
-	)
+	"""Queue the message ``rule`` makes of ``doc``; a target that cannot work is recorded, not raised."""
+	payload = without_restricted(doc.doctype, document_payload(doc, rule.fields), rule.fields)
+	message_type = f"{frappe.scrub(doc.doctype)}.{rule.event}"
+	try:
+		routing_key = None
+		if rule.routing_key or not rule.destination:
+			check_template(rule.routing_key or DEFAULT_TEMPLATE, RULE_PLACEHOLDERS)
+			routing_key = routing_key_for(rule, doc)
+		publish(
+			message_type,
+			payload,
+			to=rule.destination or None,
+			exchange=rule.exchange or None,
+			routing_key=routing_key,
+			reference_doctype=doc.doctype,
+			reference_name=doc.name,
+		)
+	except ConfigurationError as e:  # a disabled or deleted destination, a bad hook template
+		record_unsendable(
+			message_type,
+			payload,
+			e,
+			exchange=rule.exchange or None,
+			reference_doctype=doc.doctype,
+			reference_name=doc.name,
+		)
 
 
 def _condition_holds(rule: PublishRule, doc: Any) -> bool:

@@ -8,22 +8,47 @@ tables too. Values go through Frappe's JSON encoder, so dates and decimals arriv
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 import frappe
 
+log = logging.getLogger(__name__)
+
 ALWAYS_SENT = ("doctype", "name", "docstatus", "modified", "owner")
 
 
 def sensitive_fields(doctype: str) -> set[str]:
-	hidden: set[str] = set()
-	for mapping in frappe.get_hooks("eda_sensitive_fields") or []:
-		if isinstance(mapping, dict):
-			for key in (doctype, "*"):
-				hidden.update(mapping.get(key) or [])
+	"""Password fields, plus what the installed apps' ``eda_sensitive_fields`` name for ``doctype``."""
+	hidden = hidden_by_hooks(frappe.get_hooks("eda_sensitive_fields"), doctype)
 	meta = frappe.get_meta(doctype)
 	hidden.update(df.fieldname for df in meta.fields if df.fieldtype == "Password")
+	return hidden
+
+
+def hidden_by_hooks(declared: Any, doctype: str) -> set[str]:
+	"""The fields ``declared`` (the hook as Frappe merged it) names for ``doctype`` or for "*".
+
+	Frappe merges the dict hooks of all apps into one (``{"ToDo": ["description"], "*": [...]}``, the
+	lists of every app concatenated, a bare string made a list of one); an entry that is not a field
+	name is logged and ignored.
+	"""
+	if not declared:
+		return set()
+	if not isinstance(declared, dict):
+		log.error(
+			"eda_sensitive_fields is a %s, not a dict of DocType -> field names", type(declared).__name__
+		)
+		return set()
+	hidden: set[str] = set()
+	for key in (doctype, "*"):
+		values = declared.get(key) or []
+		values = values if isinstance(values, list | tuple) else [values]
+		names = [v for v in values if isinstance(v, str)]
+		if len(names) != len(values):
+			log.error("eda_sensitive_fields[%r] holds entries that are not field names: %r", key, values)
+		hidden.update(names)
 	return hidden
 
 

@@ -1,4 +1,4 @@
-"""Install-time setup of the Frappe EDA app."""
+"""Install- and migrate-time setup of the Frappe EDA app."""
 
 from __future__ import annotations
 
@@ -8,7 +8,17 @@ ROLES = ("EDA Manager", "EDA User")
 
 
 def after_install() -> None:
-	"""Create the app's roles explicitly.
+	ensure_roles()
+
+
+def after_migrate() -> None:
+	"""Migrate ensures the roles too: a site installed before a role existed, or one whose role was
+	deleted, would otherwise lose notify_role's default and the desk's role checks until a reinstall."""
+	ensure_roles()
+
+
+def ensure_roles() -> None:
+	"""Create the app's roles explicitly (idempotent).
 
 	Importing a DocType creates the roles its permissions name, but only as a side effect of the import
 	order; notify_role's default and the desk's role checks need them whatever the order.

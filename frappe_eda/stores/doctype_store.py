@@ -17,9 +17,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+import os
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,7 +32,7 @@ from frappe.query_builder.functions import Count
 from pypika.terms import Criterion, Parameter, Tuple
 
 from frappe_eda.messaging.envelope import utcnow
-from frappe_eda.messaging.errors import EdaError
+from frappe_eda.messaging.errors import EdaError, HandlerCommitted, HandlerEndedTransaction, InvalidMessage
 from frappe_eda.messaging.routing import topic_matches
 from frappe_eda.messaging.store import (
 	Direction,
@@ -40,8 +42,58 @@ from frappe_eda.messaging.store import (
 	MessageStore,
 	Status,
 )
+from frappe_eda.stores.doctype_claim import site_relay_claim
+from frappe_eda.stores.doctype_columns import (
+	KEY_COLUMNS,
+	aware_time_range,
+	display_value,
+	from_column,
+	headers_value,
+	key_chars,
+	key_refusal,
+	naive_utc,
+	text_chars,
+	time_refusal,
+	to_column,
+)
+from frappe_eda.stores.doctype_columns import stored_length as _stored_length
 
 log = logging.getLogger(__name__)
+
+# --- PLACEHOLDER until the core's poison-isolation branch is merged ---------------------------------
+# StoreLimits belongs in frappe_eda.messaging.store and UnstorableMessage in frappe_eda.messaging.errors
+# (built in another branch). Lead: delete this block and import both from there; DocTypeStore.limits,
+# stored_length() and check_storable() keep their names and meaning.
+
+
+_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
+_LATEST = datetime.max.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class StoreLimits:
+	"""What a store can hold: identifier fields longer than ``key_chars`` are refused, display text
+	longer than ``text_chars`` is truncated, times outside ``min_time``..``max_time`` are refused."""
+
+	key_chars: Mapping[str, int] = field(default_factory=dict)
+	text_chars: Mapping[str, int] = field(default_factory=dict)
+	min_time: datetime = _EARLIEST
+	max_time: datetime = _LATEST
+
+
+class UnstorableMessage(InvalidMessage):
+	"""A field of a message that the store cannot hold: the message is dead-lettered, not retried."""
+
+	def __init__(self, field: str, reason: str) -> None:
+		self.field = field
+		self.reason = reason
+		super().__init__(
+			f"{field} {reason}; the message cannot be recorded as it is: have the producer send a "
+			f"shorter or valid value"
+		)
+
+
+# --- end of PLACEHOLDER -----------------------------------------------------------------------------
 
 MESSAGE = "EDA Message"
 INSERT_CHUNK = 100
@@ -84,11 +136,28 @@ class TransactionLost(EdaError):
 
 
 @dataclass
+class _Level:
+	"""One savepoint level, told by Frappe's before_commit / before_rollback callbacks when code inside
+	it (a handler) ended the whole transaction: Frappe runs those callbacks for ``frappe.db.commit()``
+	and ``frappe.db.rollback()`` and never for a savepoint, so the store's own savepoints do not count."""
+
+	first: bool  # the first level of its outermost transaction: nothing the store wrote came before it
+	open: bool = True
+	ended: str = ""  # "commit" or "rollback"
+	where: str = ""
+	handler: str = ""
+	contained: bool = False  # a rollback took nothing but this level's own writes with it
+
+
+@dataclass
 class _Open:
 	"""The store transaction open on this site connection, shared by every DocTypeStore instance."""
 
 	depth: int = 0
 	lost: bool = False
+	owned: bool = False  # the store owns the outermost transaction (commit=True): no caller's writes in it
+	opened: int = 0  # savepoint levels opened in this outermost transaction
+	levels: list[_Level] = field(default_factory=list)
 
 
 class DocTypeStore(MessageStore):
@@ -104,26 +173,53 @@ class DocTypeStore(MessageStore):
 			state = frappe.local.eda_transaction = _Open()
 		outermost = state.depth == 0
 		if outermost:
-			state.lost = False
+			state.lost, state.owned, state.opened = False, self.commit, 0
 		savepoint = (
 			None if outermost and self.commit else f"eda_{state.depth}_{frappe.generate_hash(length=8)}"
 		)
+		level = None
 		if savepoint:
 			frappe.db.savepoint(savepoint)
+			level = _watch(state)
 		state.depth += 1
 		try:
 			yield
-		except BaseException:
+		except BaseException as e:
+			if level is not None and level.ended and isinstance(e, Exception):
+				_ended(level, state, e)
 			_undo(savepoint, state)
 			raise
 		else:
+			if level is not None and level.ended:
+				_ended(level, state, None)
 			_finish(savepoint, state, outermost)
 		finally:
 			state.depth -= 1
+			if level is not None:
+				level.open = False
+				state.levels.remove(level)
 
 	def _write(self) -> Any:
 		"""Writes outside a transaction() get one of their own."""
 		return self.transaction()
+
+	# --- what it can hold -------------------------------------------------------------------------
+
+	@property
+	def limits(self) -> StoreLimits:
+		"""The EDA Message / EDA Error columns as this site's database holds them (read from the
+		DocTypes' field types and lengths), for the core's check before a handler runs."""
+		low, high = aware_time_range()
+		return StoreLimits(key_chars=key_chars(), text_chars=text_chars(), min_time=low, max_time=high)
+
+	def stored_length(self, field: str, value: str) -> int:
+		"""The length of ``value`` as written: producer text is stored HTML-escaped (see doctype_columns)."""
+		return _stored_length(field, value)
+
+	def check_storable(self, record: MessageRecord | ErrorRecord) -> None:
+		"""Raise ``UnstorableMessage`` naming the first identifier field or time the columns cannot
+		hold. Display text is never a reason: the store truncates it to fit."""
+		_check_storable(record)
 
 	# --- writes -----------------------------------------------------------------------------------
 
@@ -172,33 +268,35 @@ class DocTypeStore(MessageStore):
 			.set(m.modified, frappe.utils.now_datetime())
 			.where(
 				(m.direction == DIRECTION_LABELS[direction])
-				& (m.queue == queue)
-				& m.message_id.isin(list(message_ids))
+				& (m.queue == to_column("queue", queue))
+				& m.message_id.isin(_column_values("message_id", message_ids))
 			)
 		)
 		if last_error is not None:
-			query = query.set(m.last_error, last_error)
+			query = query.set(m.last_error, display_value("last_error", last_error))
 		with self._write():
 			query.run()
 
 	def add_error(self, error: ErrorRecord) -> None:
+		"""Identifiers as ``check_storable`` allows them; the error text and traceback cut to fit."""
+		_check_storable(error)
 		key = (error.message_id, error.direction, error.queue)
 		with self._write():
 			doc = frappe.get_doc(
 				{
 					"doctype": ERROR,
 					"eda_message": self._names([key]).get(key),
-					"message_id": error.message_id,
+					"message_id": to_column("message_id", error.message_id),
 					"direction": DIRECTION_LABELS[error.direction],
-					"queue": error.queue,
-					"handler": error.handler,
-					"exception_type": error.exception_type,
-					"fingerprint": error.fingerprint,
+					"queue": to_column("queue", error.queue),
+					"handler": to_column("handler", error.handler),
+					"exception_type": to_column("exception_type", error.exception_type),
+					"fingerprint": to_column("fingerprint", error.fingerprint),
 					"attempt": error.attempt,
 					"occurred_at": _naive(error.occurred_at),
 					"resolved": int(error.resolved),
-					"error": error.error,
-					"traceback": error.traceback,
+					"error": display_value("error", error.error),
+					"traceback": display_value("traceback", error.traceback),
 				}
 			)
 			doc.db_insert()
@@ -235,9 +333,9 @@ class DocTypeStore(MessageStore):
 			frappe.qb.from_(m)
 			.select(*VALUE_COLUMNS)
 			.where(
-				(m.message_id == message_id)
+				(m.message_id == to_column("message_id", message_id))
 				& (m.direction == DIRECTION_LABELS[direction])
-				& (m.queue == queue)
+				& (m.queue == to_column("queue", queue))
 			)
 			.run(as_dict=True)
 		)
@@ -250,7 +348,7 @@ class DocTypeStore(MessageStore):
 		criteria = _criteria(m, query)
 		pattern = query.routing_key
 		if pattern is not None and not _is_pattern(pattern):
-			criteria.append(m.routing_key == pattern)
+			criteria.append(m.routing_key == to_column("routing_key", pattern))
 			pattern = None
 		elif pattern is not None:
 			criteria.extend(_like_prefilter(m, pattern))
@@ -269,7 +367,9 @@ class DocTypeStore(MessageStore):
 				.offset(offset)
 				.run()
 			)
-			names.extend(name for name, key in page if topic_matches(pattern, key or ""))
+			names.extend(
+				name for name, key in page if topic_matches(pattern, from_column("routing_key", key))
+			)
 			if len(page) < PATTERN_PAGE:
 				break
 			offset += PATTERN_PAGE
@@ -289,27 +389,35 @@ class DocTypeStore(MessageStore):
 			.select(m.message_id)
 			.where(
 				(m.direction == DIRECTION_LABELS[Direction.INCOMING])
-				& (m.queue == queue)
+				& (m.queue == to_column("queue", queue))
 				& (m.status == STATUS_LABELS[Status.PROCESSED])
-				& m.message_id.isin(ids)
+				& m.message_id.isin(_column_values("message_id", ids))
 			)
 			.run(pluck=True)
 		)
-		return set(rows)
+		return {from_column("message_id", row) for row in rows}
 
 	def errors(self, message_id: str, queue: str | None = None) -> list[ErrorRecord]:
 		e = frappe.qb.DocType(ERROR)
 		q = (
 			frappe.qb.from_(e)
 			.select("*")
-			.where(e.message_id == message_id)
+			.where(e.message_id == to_column("message_id", message_id))
 			.orderby(e.occurred_at)
 			.orderby(e.creation)
 			.orderby(e.name)
 		)
 		if queue is not None:
-			q = q.where(e.queue == queue)
+			q = q.where(e.queue == to_column("queue", queue))
 		return [_error_record(row) for row in q.run(as_dict=True)]
+
+	# --- relaying the outbox ----------------------------------------------------------------------
+
+	relay_claim_exclusive = True
+
+	def relay_claim(self) -> AbstractContextManager[bool]:
+		"""One relay per site at a time (a database session lock); see ``doctype_claim``."""
+		return site_relay_claim()
 
 	def counts(self) -> dict[tuple[Direction, Status], int]:
 		m = frappe.qb.DocType(MESSAGE)
@@ -326,10 +434,17 @@ class DocTypeStore(MessageStore):
 		rows = (
 			frappe.qb.from_(m)
 			.select(m.name, m.message_id, m.direction, m.queue)
-			.where(m.message_id.isin(list({key[0] for key in keys})))
+			.where(m.message_id.isin(_column_values("message_id", {key[0] for key in keys})))
 			.run(as_dict=True)
 		)
-		return {(r.message_id, DIRECTIONS[r.direction], r.queue or ""): r.name for r in rows}
+		return {
+			(
+				from_column("message_id", r.message_id),
+				DIRECTIONS[r.direction],
+				from_column("queue", r.queue),
+			): r.name
+			for r in rows
+		}
 
 
 def _undo(savepoint: str | None, state: _Open) -> None:
@@ -366,6 +481,81 @@ def _lost(state: _Open, savepoint: str, error: Exception) -> None:
 	state.lost = True
 
 
+def _watch(state: _Open) -> _Level:
+	"""Open a level and ask Frappe to tell it about a commit or rollback of the whole transaction.
+
+	The callbacks stay queued after the level closes (Frappe has no way to remove one) and do nothing
+	then; Frappe drops them at the next commit or rollback, so they never outlive one transaction.
+	"""
+	level = _Level(first=state.opened == 0)
+	state.opened += 1
+	state.levels.append(level)
+	frappe.db.before_commit.add(lambda: _observe(state, level, "commit"))
+	frappe.db.before_rollback.add(lambda: _observe(state, level, "rollback"))
+	return level
+
+
+def _observe(state: _Open, level: _Level, action: str) -> None:
+	if not level.open or level.ended:
+		return
+	level.ended = action
+	level.handler, level.where = _call_site()
+	level.contained = state.owned and bool(state.levels) and state.levels[0].first
+
+
+def _ended(level: _Level, state: _Open, error: BaseException | None) -> None:
+	"""Code inside this level committed or rolled back the transaction: its savepoint is gone.
+
+	Raises ``HandlerCommitted`` or ``HandlerEndedTransaction`` so the worker records the message (Dead
+	or Failed) in the new transaction instead of losing the batch. What was written since the end
+	belongs to this level alone, and is rolled back unless a commit's handler returned normally: after
+	a rollback the retry must start clean, and a handler that raised keeps nothing. A rollback that also
+	took writes from before this level (other messages of the batch, a request's own writes) cannot be
+	recorded around: the transaction is lost, as before.
+	"""
+	if isinstance(error, HandlerEndedTransaction):
+		raise error  # a nested level already turned it into the error and cleaned up
+	committed = level.ended == "commit"
+	if not committed and not level.contained:
+		state.lost = True
+	if error is not None or not committed:
+		frappe.db.rollback()
+	kind = HandlerCommitted if committed else HandlerEndedTransaction
+	raise kind(f"frappe.db.{level.ended}()", level.where, level.handler) from error
+
+
+def _call_site() -> tuple[str, str]:
+	"""(handler, "file:line in function") of the code that ended the transaction, read from the stack:
+	the handler is the frame the worker's processor called, the call site the first frame outside
+	Frappe's database layer, its callback manager and this module. Runs only when a transaction ended."""
+	frame = sys._getframe(1)
+	where = handler = ""
+	while frame is not None:
+		code = frame.f_code
+		if not where and not _is_machinery(code.co_filename):
+			where = f"{_short(code.co_filename)}:{frame.f_lineno} in {code.co_name}"
+		caller = frame.f_back
+		if caller is not None and caller.f_globals.get("__name__") == "frappe_eda.messaging.processing":
+			handler = f"{frame.f_globals.get('__name__', '?')}.{getattr(code, 'co_qualname', code.co_name)}"
+			break
+		frame = caller
+	return handler, where
+
+
+def _is_machinery(filename: str) -> bool:
+	return (
+		filename == __file__
+		or f"frappe{os.sep}database{os.sep}" in filename
+		or filename.endswith(f"frappe{os.sep}utils{os.sep}__init__.py")
+	)
+
+
+def _short(filename: str) -> str:
+	"""A path from the apps folder on (``myapp/myapp/handlers.py``), as people find it in their repo."""
+	parts = filename.split(os.sep)
+	return os.sep.join(parts[parts.index("apps") + 1 :]) if "apps" in parts else filename
+
+
 def _criteria(m: Any, query: MessageFilter) -> list[Any]:
 	criteria = []
 	if query.direction is not None:
@@ -373,9 +563,9 @@ def _criteria(m: Any, query: MessageFilter) -> list[Any]:
 	if query.statuses:
 		criteria.append(m.status.isin([STATUS_LABELS[s] for s in query.statuses]))
 	if query.queue is not None:
-		criteria.append(m.queue == query.queue)
+		criteria.append(m.queue == to_column("queue", query.queue))
 	if query.message_ids:
-		criteria.append(m.message_id.isin(list(query.message_ids)))
+		criteria.append(m.message_id.isin(_column_values("message_id", query.message_ids)))
 	if query.since is not None:
 		criteria.append(m.created_at >= _naive(query.since))
 	if query.until is not None:
@@ -399,7 +589,7 @@ def _like_prefilter(m: Any, pattern: str) -> list[Any]:
 	words = pattern.split(".")
 	wild = [i for i, word in enumerate(words) if word in ("*", "#")]
 	if not wild:
-		return [m.routing_key == pattern]
+		return [m.routing_key == to_column("routing_key", pattern)]
 	head, tail = ".".join(words[: wild[0]]), ".".join(words[wild[-1] + 1 :])
 	criteria = []
 	if head:
@@ -410,7 +600,25 @@ def _like_prefilter(m: Any, pattern: str) -> list[Any]:
 
 
 def _escape_like(text: str) -> str:
+	"""A literal part of a routing key as LIKE text over the stored (HTML-escaped) keys."""
+	text = to_column("routing_key", text)
 	return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _check_storable(record: MessageRecord | ErrorRecord) -> None:
+	for name in KEY_COLUMNS:
+		value = getattr(record, name, None)
+		if isinstance(value, str) and (reason := key_refusal(name, value)):
+			raise UnstorableMessage(name, reason)
+	for name in ("created_at", "occurred_at"):
+		value = getattr(record, name, None)
+		if isinstance(value, datetime) and (reason := time_refusal(value)):
+			raise UnstorableMessage(name, reason)
+
+
+def _column_values(field: str, values: Iterable[str]) -> list[str]:
+	"""Lookup arguments as the column holds them."""
+	return [to_column(field, value) for value in values]
 
 
 def _insert_rows(rows: Sequence[tuple[Any, ...]]) -> None:
@@ -442,21 +650,24 @@ def _new_row(values: dict[str, Any], stamp: datetime, user: str) -> tuple[Any, .
 
 
 def _message_values(record: MessageRecord, now: datetime) -> dict[str, Any]:
+	"""The row of a record: producer text HTML-escaped (shown by the desk as text, not markup), display
+	text cut to fit; an identifier the columns cannot hold raises ``UnstorableMessage``."""
+	_check_storable(record)
 	return {
-		"message_id": record.message_id,
+		"message_id": to_column("message_id", record.message_id),
 		"direction": DIRECTION_LABELS[record.direction],
 		"status": STATUS_LABELS[record.status],
-		"routing_key": record.routing_key,
+		"routing_key": to_column("routing_key", record.routing_key),
 		"payload": record.body,
-		"exchange": record.exchange,
-		"queue": record.queue,
-		"handler": record.handler,
-		"message_type": record.message_type,
-		"headers": json.dumps(record.headers, default=str, indent=1, sort_keys=True),
+		"exchange": to_column("exchange", record.exchange),
+		"queue": to_column("queue", record.queue),
+		"handler": to_column("handler", record.handler),
+		"message_type": to_column("message_type", record.message_type),
+		"headers": headers_value(json.dumps(record.headers, default=str, indent=1, sort_keys=True)),
 		"attempts": record.attempts,
-		"last_error": record.last_error,
+		"last_error": display_value("last_error", record.last_error),
 		"replay_count": record.replay_count,
-		"replay_of": record.replay_of,
+		"replay_of": to_column("replay_of", record.replay_of),
 		"resolved": int(record.resolved),
 		"reference_doctype": record.reference_doctype or None,
 		"reference_name": record.reference_name or None,
@@ -467,20 +678,20 @@ def _message_values(record: MessageRecord, now: datetime) -> dict[str, Any]:
 
 def _message_record(row: Any) -> MessageRecord:
 	return MessageRecord(
-		message_id=row.message_id,
+		message_id=from_column("message_id", row.message_id),
 		direction=DIRECTIONS[row.direction],
 		status=STATUSES[row.status],
-		routing_key=row.routing_key or "",
+		routing_key=from_column("routing_key", row.routing_key),
 		body=row.payload or "",
-		exchange=row.exchange or "",
-		queue=row.queue or "",
-		handler=row.handler or "",
-		message_type=row.message_type or "",
+		exchange=from_column("exchange", row.exchange),
+		queue=from_column("queue", row.queue),
+		handler=from_column("handler", row.handler),
+		message_type=from_column("message_type", row.message_type),
 		headers=json.loads(row.headers or "{}"),
 		attempts=row.attempts or 0,
-		last_error=row.last_error or "",
+		last_error=from_column("last_error", row.last_error),
 		replay_count=row.replay_count or 0,
-		replay_of=row.replay_of or "",
+		replay_of=from_column("replay_of", row.replay_of),
 		resolved=bool(row.resolved),
 		reference_doctype=row.reference_doctype or "",
 		reference_name=row.reference_name or "",
@@ -491,14 +702,14 @@ def _message_record(row: Any) -> MessageRecord:
 
 def _error_record(row: Any) -> ErrorRecord:
 	return ErrorRecord(
-		message_id=row.message_id,
+		message_id=from_column("message_id", row.message_id),
 		direction=DIRECTIONS[row.direction],
-		exception_type=row.exception_type or "",
-		error=row.error or "",
-		fingerprint=row.fingerprint or "",
+		exception_type=from_column("exception_type", row.exception_type),
+		error=from_column("error", row.error),
+		fingerprint=from_column("fingerprint", row.fingerprint),
 		attempt=row.attempt or 0,
-		queue=row.queue or "",
-		handler=row.handler or "",
+		queue=from_column("queue", row.queue),
+		handler=from_column("handler", row.handler),
 		traceback=row.traceback or "",
 		occurred_at=_aware(row.occurred_at),
 		resolved=bool(row.resolved),
@@ -506,8 +717,9 @@ def _error_record(row: Any) -> ErrorRecord:
 
 
 def _naive(value: datetime) -> datetime:
-	"""Aware times become naive UTC; naive ones are taken to be UTC already (the core's clock)."""
-	return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+	"""Aware times become naive UTC; naive ones are taken to be UTC already (the core's clock). Times
+	the columns cannot hold are clamped to their range (``check_storable`` refuses such a message)."""
+	return naive_utc(value)
 
 
 def _aware(value: Any) -> datetime:

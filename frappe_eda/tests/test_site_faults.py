@@ -15,6 +15,7 @@ from collections import Counter
 import frappe
 import pymysql
 from frappe.tests.utils import FrappeTestCase
+from frappe.utils.password import get_decrypted_password, set_encrypted_password
 
 import frappe_eda
 from frappe_eda.consumer import spawn_worker
@@ -28,7 +29,9 @@ class TestSiteFaults(FrappeTestCase):
 		self.prefix = f"site-fault-{frappe.generate_hash(length=6)}"
 		self.queue, self.exchange = f"{self.prefix}.work", f"{self.prefix}.events"
 		self.saved = frappe.get_single("EDA Settings").as_dict()
-		frappe.db.set_single_value("EDA Settings", {"enabled": 1, "amqp_url": BROKER})
+		self.saved_url = get_decrypted_password("EDA Settings", "EDA Settings", "amqp_url", False)
+		frappe.db.set_single_value("EDA Settings", "enabled", 1)
+		set_encrypted_password("EDA Settings", "EDA Settings", BROKER, "amqp_url")  # a Password field
 		frappe.db.commit()
 		frappe.clear_document_cache("EDA Settings", "EDA Settings")
 		self.worker = None
@@ -43,9 +46,11 @@ class TestSiteFaults(FrappeTestCase):
 		frappe.db.delete("EDA Message", {"exchange": self.exchange})
 		for message_id in ids:
 			frappe.db.delete("ToDo", {"description": f"eda-fault {message_id}"})
-		frappe.db.set_single_value(
-			"EDA Settings", {"enabled": self.saved.enabled or 0, "amqp_url": self.saved.amqp_url or ""}
-		)
+		frappe.db.set_single_value("EDA Settings", "enabled", self.saved.enabled or 0)
+		if self.saved_url:
+			set_encrypted_password("EDA Settings", "EDA Settings", self.saved_url, "amqp_url")
+		else:
+			frappe.db.delete("__Auth", {"doctype": "EDA Settings", "fieldname": "amqp_url"})
 		frappe.db.commit()
 		frappe.clear_document_cache("EDA Settings", "EDA Settings")
 		subprocess.run(["rabbitmqctl", "-q", "start_app"], capture_output=True)

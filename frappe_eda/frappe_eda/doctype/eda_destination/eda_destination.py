@@ -5,11 +5,17 @@ import frappe
 from frappe import _
 from frappe.model.document import Document
 
+from frappe_eda.messaging.errors import InvalidRoutingKeyTemplate
+from frappe_eda.messaging.templates import check_template
+
+# What a destination's routing-key template may use (rendered by frappe_eda.outbox.resolve_destination).
+DESTINATION_PLACEHOLDERS = ("type",)
+
 
 class EDADestination(Document):
 	def validate(self):
 		if self.routing_key:
 			try:
-				self.routing_key.format(type="x")
-			except (KeyError, IndexError, ValueError):
-				frappe.throw(_("Routing Key may only use the placeholder {type}"))
+				check_template(self.routing_key, DESTINATION_PLACEHOLDERS)
+			except InvalidRoutingKeyTemplate as e:
+				frappe.throw(frappe.utils.escape_html(str(e)), title=_("Invalid Routing Key"))

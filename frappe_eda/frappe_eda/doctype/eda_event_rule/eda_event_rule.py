@@ -5,7 +5,9 @@ import frappe
 from frappe import _
 from frappe.model.document import Document
 
-from frappe_eda.outbox.doc_events import OWN_DOCTYPES
+from frappe_eda.messaging.errors import InvalidRoutingKeyTemplate
+from frappe_eda.messaging.templates import check_template
+from frappe_eda.outbox.doc_events import OWN_DOCTYPES, RULE_PLACEHOLDERS
 from frappe_eda.outbox.rules import clear_rules_cache
 
 SUBMIT_EVENTS = ("on_submit", "on_cancel", "on_update_after_submit")
@@ -31,9 +33,9 @@ class EDAEventRule(Document):
 			frappe.throw(_("{0} has no fields {1}").format(self.document_type, ", ".join(unknown)))
 		if self.routing_key:
 			try:
-				self.routing_key.format(doctype="x", event="y", name="z")
-			except (KeyError, IndexError, ValueError):
-				frappe.throw(_("Routing Key may only use {doctype}, {event} and {name}"))
+				check_template(self.routing_key, RULE_PLACEHOLDERS)
+			except InvalidRoutingKeyTemplate as e:
+				frappe.throw(frappe.utils.escape_html(str(e)), title=_("Invalid Routing Key"))
 		if self.enabled and self.destination:
 			if not frappe.db.get_value("EDA Destination", self.destination, "enabled"):
 				# publish() refuses a disabled destination, which would fail every save of the document

@@ -15,12 +15,16 @@ class EDAMessage(Document):
 		"""Log Settings retention: Processed and Published only; Failed and Dead wait to be resolved.
 
 		EDA Settings has its own retention (the daily job); the longer of the two wins, so raising
-		either one keeps messages longer instead of being undercut by the other.
+		either one keeps messages longer instead of being undercut by the other. Retention 0 in EDA
+		Settings means "keep everything", and Log Settings does not override that.
 		"""
 		from frappe_eda.settings import load_settings
 		from frappe_eda.stores.doctype_store import DocTypeStore
 
-		days = max(int(days), load_settings().retention_days)
+		keep_days = load_settings().retention_days
+		if keep_days <= 0:
+			return 0
+		days = max(int(days), keep_days)
 		before = datetime.now(timezone.utc) - timedelta(days=days)
 		return DocTypeStore(commit=False).delete_finished(before)
 
@@ -32,3 +36,5 @@ def on_doctype_update():
 	frappe.db.add_index(
 		"EDA Message", ["direction", "status", "created_at"], index_name="direction_status_created"
 	)
+	# Permission checks list the referenced DocTypes, and Frappe's link checks look a document up here.
+	frappe.db.add_index("EDA Message", ["reference_doctype", "reference_name"], index_name="reference")

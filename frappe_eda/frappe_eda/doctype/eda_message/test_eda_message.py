@@ -1,6 +1,7 @@
 # Copyright (c) 2026, frappe_eda developers and contributors
 # License: MIT. See LICENSE
 
+import threading
 from datetime import datetime, timedelta, timezone
 from unittest.mock import patch
 
@@ -25,6 +26,25 @@ class TestDocTypeStoreContract(StoreContract, FrappeTestCase):
 
 	def cleanup_store(self, store):
 		frappe.db.rollback()
+
+	def claim_elsewhere(self):
+		"""A second relay is another process with its own site connection: a thread that connects."""
+		site, sites_path, granted = frappe.local.site, frappe.local.sites_path, []
+
+		def attempt():
+			frappe.init(site=site, sites_path=sites_path)
+			frappe.connect()
+			try:
+				with DocTypeStore(commit=True).relay_claim() as held:
+					granted.append(held)
+			finally:
+				frappe.destroy()
+
+		thread = threading.Thread(target=attempt)
+		thread.start()
+		thread.join(timeout=30)
+		self.assertEqual(len(granted), 1, "the claim must answer at once, never wait")
+		return granted[0]
 
 
 class TestDocTypeStore(FrappeTestCase):

@@ -142,6 +142,7 @@ class TestRelay(SiteMessagingCase):
 class TestWorker(SiteMessagingCase):
 	def test_failure_is_retried_dead_lettered_recorded_notified_then_replayed_to_processed(self):
 		from frappe_eda.desk.api import replay_messages
+		from frappe_eda.desk.replay import replay_job
 
 		queue = f"{self.prefix}.stock"
 		self.addCleanup(_delete_worker_queues, queue)
@@ -194,7 +195,8 @@ class TestWorker(SiteMessagingCase):
 		)
 		frappe.set_user(manager)
 		try:
-			[result] = replay_messages(json.dumps([record.name]))
+			answer = replay_messages(json.dumps([record.name]))  # queued: the request returns at once
+			[result] = _run_queued(answer, replay_job, names=[record.name])["results"]
 		finally:
 			frappe.set_user("Administrator")
 		self.assertTrue(result["sent"], result)
@@ -208,6 +210,7 @@ class TestWorker(SiteMessagingCase):
 
 	def test_edit_and_replay_sends_a_linked_copy_and_groups_replay_together(self):
 		from frappe_eda.desk.api import edit_and_replay, mark_resolved, replay_failure_group
+		from frappe_eda.desk.replay import edit_and_replay_job, group_names, replay_job
 		from frappe_eda.frappe_eda.report.eda_failure_groups.eda_failure_groups import execute
 
 		queue = f"{self.prefix}.prices"
@@ -241,14 +244,19 @@ class TestWorker(SiteMessagingCase):
 		[group] = [g for g in groups if g.queue == queue]
 		self.assertEqual((group["count"], group.exception_type), (6, "ValueError"))  # 3 messages x 2 attempts
 
-		copy_name = edit_and_replay(dead[sent[0].id], json.dumps({"price": 10}))
+		answer = edit_and_replay(dead[sent[0].id], json.dumps({"price": 10}))
+		copy_name = _run_queued(answer, edit_and_replay_job, name=dead[sent[0].id], payload={"price": 10})[
+			"copy"
+		]
 		original = frappe.get_doc("EDA Message", dead[sent[0].id])
 		copy = frappe.get_doc("EDA Message", copy_name)
 		self.assertEqual((original.resolved, copy.replay_of, copy.status), (1, sent[0].id, "Received"))
 		self.assertNotEqual(copy.message_id, sent[0].id)
 
 		self.assertEqual(mark_resolved(json.dumps([dead[sent[1].id]])), 1)
-		results = replay_failure_group(group.fingerprint)
+		names = group_names(group.fingerprint)
+		answer = replay_failure_group(group.fingerprint)
+		results = _run_queued(answer, replay_job, names=names)["results"]
 		# Only what is still unresolved goes again: the edited original and the resolved one stay put.
 		self.assertEqual([r["name"] for r in results if r["sent"]], [dead[sent[2].id]])
 
@@ -269,6 +277,17 @@ class TestWorker(SiteMessagingCase):
 				replay_messages("[]")
 		finally:
 			frappe.set_user("Administrator")
+
+
+def _run_queued(answer, job, **kwargs):
+	"""Take a queued desk job off the site's queue and run it here, as the worker would."""
+	from frappe.utils.background_jobs import get_job
+
+	queued = get_job(answer["job_id"])
+	if queued is not None:
+		queued.cancel()
+		queued.delete()
+	return job(answer["job_id"], **kwargs)
 
 
 def _manager_user():

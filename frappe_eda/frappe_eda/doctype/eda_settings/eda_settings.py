@@ -26,7 +26,12 @@ class EDASettings(Document):
 			frappe.throw(_("Port must be between 1 and 65535"))
 		if (self.retention_days or 0) < 0:
 			frappe.throw(_("Retention days cannot be negative"))
-		if self.amqp_url and not self.amqp_url.startswith(("amqp://", "amqps://")):
+		# A Password field: an unchanged value comes back as asterisks (the URL itself is in __Auth).
+		if (
+			self.amqp_url
+			and not self.is_dummy_password(self.amqp_url)
+			and not self.amqp_url.startswith(("amqp://", "amqps://"))
+		):
 			frappe.throw(_("AMQP URL must start with amqp:// or amqps://"))
 		if self.queue_type not in ("classic", "quorum"):
 			frappe.throw(_("Queue Type must be classic or quorum"))

@@ -2,12 +2,18 @@
 # License: MIT. See LICENSE
 """Failures grouped by fingerprint (exception type + stack), with a Replay Group button per row."""
 
+import frappe
 from frappe import _
 
+from frappe_eda.desk.access import is_manager
 from frappe_eda.desk.notifications import failure_groups
 
 
 def execute(filters=None):
+	# Groups sample the errors of every queue and document, so they are for managers only: an EDA User
+	# reads the errors of the documents they may read in the EDA Error list (grouped by fingerprint there).
+	if not is_manager():
+		frappe.throw(_("Only an EDA Manager may see failure groups."), frappe.PermissionError)
 	filters = filters or {}
 	columns = [
 		{"fieldname": "exception_type", "label": _("Error"), "fieldtype": "Data", "width": 260},
