@@ -327,6 +327,12 @@ class PermanentFailure(EdaError):
 	"""Raise from a handler when retrying cannot succeed: the message is dead-lettered at once."""
 
 
+class TransactionLost(EdaError):
+	"""The database ended the store's transaction underneath a savepoint (a deadlock, or a handler's
+	rollback that took other messages' writes with it): nothing of the batch was recorded, and the
+	whole batch must be run again."""
+
+
 class HandlerEndedTransaction(EdaError):
 	"""A handler committed or rolled back the transaction the worker runs it in.
 

@@ -18,7 +18,6 @@ import functools
 import json
 import logging
 import os
-import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -31,8 +30,14 @@ from frappe.query_builder import Order
 from frappe.query_builder.functions import Count
 from pypika.terms import Criterion, Parameter, Tuple
 
+from frappe_eda.messaging.callsite import call_site
 from frappe_eda.messaging.envelope import utcnow
-from frappe_eda.messaging.errors import EdaError, HandlerCommitted, HandlerEndedTransaction, InvalidMessage
+from frappe_eda.messaging.errors import (
+	HandlerCommitted,
+	HandlerEndedTransaction,
+	InvalidMessage,
+	TransactionLost,
+)
 from frappe_eda.messaging.routing import topic_matches
 from frappe_eda.messaging.store import (
 	Direction,
@@ -129,10 +134,6 @@ STANDARD_COLUMNS = ("name", "owner", "creation", "modified", "modified_by", "doc
 PATTERN_PAGE = 5000
 # Retention deletes (and, with commit=True, commits) this many messages at a time.
 DELETE_CHUNK = 1000
-
-
-class TransactionLost(EdaError):
-	"""The database ended the transaction underneath a savepoint, so earlier writes may be gone."""
 
 
 @dataclass
@@ -525,21 +526,9 @@ def _ended(level: _Level, state: _Open, error: BaseException | None) -> None:
 
 
 def _call_site() -> tuple[str, str]:
-	"""(handler, "file:line in function") of the code that ended the transaction, read from the stack:
-	the handler is the frame the worker's processor called, the call site the first frame outside
-	Frappe's database layer, its callback manager and this module. Runs only when a transaction ended."""
-	frame = sys._getframe(1)
-	where = handler = ""
-	while frame is not None:
-		code = frame.f_code
-		if not where and not _is_machinery(code.co_filename):
-			where = f"{_short(code.co_filename)}:{frame.f_lineno} in {code.co_name}"
-		caller = frame.f_back
-		if caller is not None and caller.f_globals.get("__name__") == "frappe_eda.messaging.processing":
-			handler = f"{frame.f_globals.get('__name__', '?')}.{getattr(code, 'co_qualname', code.co_name)}"
-			break
-		frame = caller
-	return handler, where
+	"""(handler, "file:line in function") of the code that ended the transaction: the first frame
+	outside Frappe's database layer, its callback manager and this module. Runs only when one ended."""
+	return call_site(_is_machinery)
 
 
 def _is_machinery(filename: str) -> bool:
@@ -548,12 +537,6 @@ def _is_machinery(filename: str) -> bool:
 		or f"frappe{os.sep}database{os.sep}" in filename
 		or filename.endswith(f"frappe{os.sep}utils{os.sep}__init__.py")
 	)
-
-
-def _short(filename: str) -> str:
-	"""A path from the apps folder on (``myapp/myapp/handlers.py``), as people find it in their repo."""
-	parts = filename.split(os.sep)
-	return os.sep.join(parts[parts.index("apps") + 1 :]) if "apps" in parts else filename
 
 
 def _criteria(m: Any, query: MessageFilter) -> list[Any]:

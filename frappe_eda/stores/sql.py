@@ -8,6 +8,7 @@ SAVEPOINT really nests inside BEGIN.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -30,8 +31,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
+from frappe_eda.messaging.callsite import call_site
 from frappe_eda.messaging.envelope import utcnow
-from frappe_eda.messaging.errors import EdaError
+from frappe_eda.messaging.errors import EdaError, HandlerCommitted, HandlerEndedTransaction, TransactionLost
 from frappe_eda.messaging.routing import topic_matches
 from frappe_eda.messaging.store import (
 	Direction,
@@ -96,6 +98,8 @@ class SqlStore(MessageStore):
 		self.metadata, self.messages, self.error_table = build_tables(table_prefix)
 		self._local = threading.local()
 		self._relay_claim = RelayClaim(engine, self.messages.name)
+		event.listen(engine, "commit", lambda connection: self._transaction_ended(connection, "commit"))
+		event.listen(engine, "rollback", lambda connection: self._transaction_ended(connection, "rollback"))
 		if create_tables:
 			self.metadata.create_all(self.engine)
 
@@ -111,6 +115,7 @@ class SqlStore(MessageStore):
 		if state.connection is None:
 			raise EdaError("no transaction is open on this thread; use it inside store.transaction()")
 		self._open_savepoints(state)
+		state.wrote = True  # a handler may write through it
 		return state.connection
 
 	@contextmanager
@@ -119,35 +124,63 @@ class SqlStore(MessageStore):
 
 		Most handlers never touch this database; a savepoint per message would cost them two round
 		trips each for nothing, so a nested level becomes a real SAVEPOINT lazily, on first use.
+
+		A handler that commits or rolls back ``store.connection`` itself ends the whole transaction and
+		its savepoint with it; the level then raises ``HandlerCommitted`` (its writes so far are durable:
+		the message is dead, never retried) or ``HandlerEndedTransaction`` (rolled back: retried), and
+		the rest of the batch goes on in a new transaction. A rollback that also took earlier messages'
+		writes makes the batch fail with ``TransactionLost``, so it is run again.
 		"""
 		state = self._state()
 		if state.connection is not None:
-			level = _Level()
+			level = _Level(wrote_before=state.wrote)
 			state.levels.append(level)
 			try:
 				yield
-			except BaseException:
+			except BaseException as e:
+				if level.ended:
+					_after_end(state, level, e)
 				if level.savepoint is not None:
 					level.savepoint.rollback()
 				raise
 			else:
+				if level.ended:
+					_after_end(state, level, None)
 				if level.savepoint is not None:
 					level.savepoint.commit()
 			finally:
 				state.levels.pop()
 			return
 		with self.engine.connect() as connection:
-			outer = connection.begin()
-			state.connection = connection
+			connection.begin()
+			state.connection, state.wrote, state.lost = connection, False, False
 			try:
 				yield
 			except BaseException:
-				outer.rollback()
+				if connection.in_transaction():
+					connection.rollback()
 				raise
 			else:
-				outer.commit()
+				if state.lost:
+					connection.rollback()
+					raise TransactionLost(
+						"a handler rolled back the store's transaction, and with it what other messages of "
+						"the batch had written; nothing of the batch was recorded, run it again"
+					)
+				if connection.in_transaction():
+					connection.commit()
 			finally:
 				state.connection = None
+
+	def _transaction_ended(self, connection: Connection, action: str) -> None:
+		"""SQLAlchemy's commit/rollback event: while a nested level is open, code inside it (a handler)
+		ended the whole transaction; the store's own commits and rollbacks happen with none open."""
+		state = self._state()
+		if state.connection is not connection or not state.levels or state.levels[-1].ended:
+			return
+		handler, where = call_site(_is_machinery)
+		for level in state.levels:
+			level.ended, level.handler, level.where, level.savepoint = action, handler, where, None
 
 	def relay_claim(self) -> AbstractContextManager[bool]:
 		return self._relay_claim.hold()
@@ -169,6 +202,7 @@ class SqlStore(MessageStore):
 		state = self._state()
 		if state.connection is not None:
 			self._open_savepoints(state)
+			state.wrote = True
 			return work(state.connection)
 		with self.transaction():
 			return work(self._state().connection)  # type: ignore[arg-type]
@@ -365,12 +399,41 @@ class SqlStore(MessageStore):
 @dataclass
 class _Level:
 	savepoint: NestedTransaction | None = None
+	wrote_before: bool = False  # the transaction held writes when this level began
+	ended: str = ""  # "commit" or "rollback": code inside the level ended the whole transaction
+	handler: str = ""
+	where: str = ""
 
 
 @dataclass
 class _ThreadState:
 	connection: Connection | None = None
 	levels: list[_Level] = field(default_factory=list)
+	wrote: bool = False  # something was written in the open transaction
+	lost: bool = False  # a handler's rollback took writes of earlier messages with it
+
+
+def _after_end(state: _ThreadState, level: _Level, error: BaseException | None) -> None:
+	"""A handler committed or rolled back inside ``level``: its savepoint is gone. Whatever ran since in
+	the transaction SQLAlchemy began by itself belongs to the handler: kept if it committed and returned,
+	rolled back otherwise. Then a fresh transaction for the rest of the batch, and the error."""
+	if isinstance(error, HandlerEndedTransaction):
+		raise error  # an inner level already reported it
+	connection = state.connection
+	assert connection is not None
+	committed = level.ended == "commit"
+	if connection.in_transaction() and (error is not None or not committed):
+		connection.rollback()
+	if not connection.in_transaction():
+		connection.begin()
+	if not committed and level.wrote_before:
+		state.lost = True
+	kind = HandlerCommitted if committed else HandlerEndedTransaction
+	raise kind(f"connection.{level.ended}()", level.where, level.handler) from error
+
+
+def _is_machinery(filename: str) -> bool:
+	return filename == __file__ or f"{os.sep}sqlalchemy{os.sep}" in filename
 
 
 def _engine(url: str) -> Engine:

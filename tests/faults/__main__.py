@@ -39,6 +39,10 @@ def main() -> None:
 			("kill_before_ack", lambda lab: scenarios.kill_before_ack(lab, args.count).check(0)),
 			("handler_failures", lambda lab: _with_dead(scenarios.handler_failures(lab, args.count))),
 			("poison", lambda lab: _with_dead(scenarios.poison(lab, args.count))),
+			(
+				"handlers_end_transaction",
+				lambda lab: _with_dead(scenarios.handlers_that_end_the_transaction(lab, args.count)),
+			),
 			("publish_refused", lambda lab: scenarios.publish_refused(lab).check()),
 			("backlog", lambda lab: scenarios.backlog_with_restarts(lab, max(args.count, 1000)).check(0)),
 			("concurrent_relays", lambda lab: scenarios.concurrent_relays(lab, args.count).check(0)),

@@ -209,10 +209,21 @@ class FaultLab:
 
 		self.wait_for(done, timeout, f"{len(ids)} messages to be processed or dead")
 
-	def reconcile(self, scenario: str, ids: set[str], recovery: float | None = None) -> Outcome:
+	def reconcile(
+		self,
+		scenario: str,
+		ids: set[str],
+		recovery: float | None = None,
+		committed_dead: frozenset[str] = frozenset(),
+	) -> Outcome:
+		"""``committed_dead``: messages whose handler committed its effect itself, so they are dead with
+		their effect (once) instead of processed."""
 		processed, dead = self.finished_ids()
 		effects = self.effects()
-		assert set(effects) == processed, "side effects and processed records must be the same set"
+		assert committed_dead <= dead, "a handler that committed must leave its message dead"
+		assert set(effects) == processed | committed_dead, (
+			"side effects and processed records (plus handlers that committed) must be the same set"
+		)
 		return Outcome(
 			scenario=scenario,
 			sent=len(ids),

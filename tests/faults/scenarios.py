@@ -20,6 +20,7 @@ from frappe_eda.messaging.errors import PublishNacked, UnroutableMessage
 from frappe_eda.messaging.publisher import Publisher
 from frappe_eda.messaging.store import Direction, MessageRecord, Status
 from frappe_eda.messaging.topology import Exchange, Queue, Topology, TopologyDeclarer
+from frappe_eda.stores import open_store
 from tests.faults.harness import REPO, FaultLab, Outcome, in_background, lock_out, mariadb_store, rabbitmqctl
 
 
@@ -155,6 +156,42 @@ def handler_failures(lab: FaultLab, count: int) -> tuple[Outcome, int]:
 	return lab.reconcile(
 		"handler failing transiently and permanently", {m.id for m in messages}
 	), expected_dead
+
+
+def handlers_that_end_the_transaction(lab: FaultLab, count: int) -> tuple[Outcome, int]:
+	"""Every 19th handler commits the store's transaction itself: dead at once (``HandlerCommitted``),
+	its effect kept exactly once. Every 23rd rolls it back on its first attempt, taking its batch's
+	earlier writes with it: the batch is run again, that message retried, nothing applied twice."""
+
+	def payload(n: int) -> dict:
+		if n % 19 == 0:
+			return {"n": n, "commit": True}
+		return {"n": n, "rollback_times": 1 if n % 23 == 0 else 0}
+
+	lab.start_worker()
+	messages = lab.messages(count, payload)
+	ids = {m.id for m in messages}
+	lab.publish(messages)
+	lab.settle(ids)
+	lab.stop_worker()
+	committed = frozenset(m.id for m in messages if m.payload.get("commit"))
+	store = open_store(lab.store_url)
+	try:
+		wrong = [
+			m
+			for m in committed
+			if not store.errors(m, lab.queue)[-1].exception_type.endswith("HandlerCommitted")
+		]
+	finally:
+		store.close()
+	assert not wrong, f"dead without HandlerCommitted: {wrong[:3]}"
+	outcome = lab.reconcile(
+		"handlers that commit or roll back the worker's transaction", ids, committed_dead=committed
+	)
+	outcome.notes.append(
+		f"{len(committed)} committed (dead, effect once), {sum(1 for n in range(1, count + 1) if n % 23 == 0 and n % 19)} rolled back once (retried)"
+	)
+	return outcome, len(committed)
 
 
 POISON = [

@@ -75,6 +75,11 @@ def test_poison_input_is_dead_lettered_with_its_own_error_while_good_messages_fl
 		assert kinds[kind] == 1, (kind, kinds)
 
 
+def test_handlers_that_commit_or_roll_back_are_recorded_and_nothing_runs_twice(lab: FaultLab) -> None:
+	outcome, expected_dead = scenarios.handlers_that_end_the_transaction(lab, COUNT)
+	outcome.check(expected_dead)
+
+
 def test_refused_publishes_are_failed_never_sent(lab: FaultLab) -> None:
 	scenarios.publish_refused(lab).check()
 

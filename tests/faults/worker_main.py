@@ -4,7 +4,9 @@ Its handler writes one side-effect row per message through the store's transacti
 exactly when the inbox says the message was processed; a second row for one id means an effect ran
 twice. Fault switches: EDA_FAULT_KILL_IN_HANDLER=n (SIGKILL itself inside the handler of message n,
 once) and EDA_FAULT_KILL_BEFORE_ACK=k (SIGKILL itself after the k-th batch committed, before its ack,
-once). A marker file makes "once" survive the restart.
+once). A marker file makes "once" survive the restart. Payload switches: ``fail_times``, ``permanent``,
+``commit`` (the handler commits the store's transaction itself) and ``rollback_times`` (it rolls it back
+on its first attempts).
 """
 
 from __future__ import annotations
@@ -60,8 +62,13 @@ def apply_effect(message: Message) -> None:
 		time.sleep(HANDLER_SECONDS)
 	if KILL_IN_HANDLER and payload.get("n") == KILL_IN_HANDLER and _once("kill-in-handler"):
 		os.kill(os.getpid(), signal.SIGKILL)
-	store = context.store
-	store.connection.execute(text("INSERT INTO side_effect (message_id) VALUES (:id)"), {"id": message.id})  # type: ignore[attr-defined]
+	connection = context.store.connection  # type: ignore[attr-defined]
+	connection.execute(text("INSERT INTO side_effect (message_id) VALUES (:id)"), {"id": message.id})
+	# Handlers that end the worker's transaction themselves, as much Frappe code does.
+	if payload.get("commit"):
+		connection.commit()
+	elif context.attempt <= payload.get("rollback_times", 0):
+		connection.rollback()
 
 
 class FaultyWorker(Worker):
