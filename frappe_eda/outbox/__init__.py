@@ -11,8 +11,10 @@ from typing import Any
 
 import frappe
 
-from frappe_eda.messaging.envelope import Message, encode
+from frappe_eda.messaging import wire
+from frappe_eda.messaging.envelope import DEFAULT_MAX_BYTES, Message, encode
 from frappe_eda.messaging.errors import DestinationUnavailable
+from frappe_eda.messaging.publisher import envelope_from_record
 from frappe_eda.messaging.store import Direction, MessageRecord, Status
 from frappe_eda.messaging.templates import render_template
 from frappe_eda.outbox.wakeup import wake_relay_after_commit
@@ -34,8 +36,10 @@ def publish(
 
 	``to`` names an EDA Destination (its exchange and routing key); otherwise ``exchange`` (default:
 	the settings' default exchange) and ``routing_key`` (default: ``message_type``). A missing or
-	disabled destination raises ``DestinationUnavailable`` here; document rules catch it and record
-	the message Failed instead (``frappe_eda.outbox.unsendable``), so a user's save never fails on it.
+	disabled destination raises ``DestinationUnavailable`` here, and a message no consumer would take (a
+	body over 1 MiB: ``BodyTooLarge``) or AMQP cannot carry (``FieldTooLong``, ...) its ``Unsendable``
+	error; document rules catch both and record the message Failed instead
+	(``frappe_eda.outbox.unsendable``), so a user's save never fails on it.
 	"""
 	from frappe_eda.settings import load_outbox_settings
 	from frappe_eda.stores.doctype_store import DocTypeStore
@@ -59,6 +63,11 @@ def publish(
 		reference_doctype=reference_doctype,
 		reference_name=reference_name,
 	)
+	# What no consumer would accept, or AMQP cannot carry, fails here, in the caller's code, rather than
+	# as a Failed row the relay finds later.
+	problem = wire.check(envelope_from_record(record), max_bytes=DEFAULT_MAX_BYTES)
+	if problem is not None:
+		raise problem
 	DocTypeStore(commit=False).insert_new([record])
 	wake_relay_after_commit()
 	return message

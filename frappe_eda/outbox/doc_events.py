@@ -3,7 +3,8 @@
 Runs inside the document's own transaction, so the record commits or rolls back with the document.
 Imports, patches, installs and migrations publish nothing (as with Frappe's Webhook), and EDA's own
 DocTypes never publish, which would loop. A rule whose target cannot work (a disabled or missing
-destination, a bad template) never fails the save: the message is recorded Failed and managers told.
+destination, a bad template) or whose message cannot be sent (a document over the 1 MiB consumers
+accept) never fails the save: the message is recorded Failed and managers told.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import frappe
 
-from frappe_eda.messaging.errors import ConfigurationError
+from frappe_eda.messaging.errors import ConfigurationError, Unsendable
 from frappe_eda.messaging.templates import check_template
 from frappe_eda.outbox import publish
 from frappe_eda.outbox.payload import document_payload
@@ -63,7 +64,7 @@ def publish_document(doc: Any, rule: PublishRule) -> None:
 			reference_doctype=doc.doctype,
 			reference_name=doc.name,
 		)
-	except ConfigurationError as e:  # a disabled or deleted destination, a bad hook template
+	except (ConfigurationError, Unsendable) as e:  # a disabled destination, a bad template, an oversize doc
 		record_unsendable(
 			message_type,
 			payload,

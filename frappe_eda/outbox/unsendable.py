@@ -15,7 +15,7 @@ from typing import Any
 import frappe
 
 from frappe_eda.messaging.envelope import Message
-from frappe_eda.messaging.errors import ConfigurationError
+from frappe_eda.messaging.errors import EdaError
 from frappe_eda.messaging.failure import error_record
 from frappe_eda.messaging.notify import PUBLISH_FAILED, FailureNotice
 from frappe_eda.messaging.store import Direction, Status
@@ -24,7 +24,7 @@ from frappe_eda.messaging.store import Direction, Status
 def record_unsendable(
 	message_type: str,
 	payload: Any,
-	error: ConfigurationError,
+	error: EdaError,
 	*,
 	exchange: str | None,
 	reference_doctype: str,

@@ -118,6 +118,36 @@ class TestBrokenTargets(RuleCase):
 		self.assertEqual(message.status, "Failed")
 		self.assertIn("{doctype.__class__} is not a placeholder", message.last_error)
 
+	def test_a_document_too_large_for_any_consumer_fails_the_message_not_the_save(self):
+		self.rule()
+		todo = frappe.get_doc({"doctype": "ToDo", "description": "x" * (1024 * 1024 + 1)}).insert()
+		[message] = self.message_of(todo)
+		self.assertEqual(message.status, "Failed")
+		self.assertIn("consumers accept", message.last_error)
+		[failure] = frappe.get_all(
+			"EDA Error", filters={"message_id": message.message_id}, pluck="exception_type"
+		)
+		self.assertEqual(failure, "frappe_eda.messaging.errors.BodyTooLarge")
+
+
+class TestPublishRefusesWhatNoConsumerTakes(RuleCase):
+	def test_a_payload_over_the_consumer_limit_raises_and_stores_nothing(self):
+		import frappe_eda
+		from frappe_eda.messaging.errors import BodyTooLarge
+
+		before = frappe.db.count("EDA Message")
+		with self.assertRaises(BodyTooLarge) as raised:
+			frappe_eda.publish("big.thing", {"pad": "x" * (1024 * 1024)})
+		self.assertIn("1048576", str(raised.exception))
+		self.assertEqual(frappe.db.count("EDA Message"), before)
+
+	def test_a_routing_key_amqp_cannot_carry_raises(self):
+		import frappe_eda
+		from frappe_eda.messaging.errors import FieldTooLong
+
+		with self.assertRaises(FieldTooLong):
+			frappe_eda.publish("long.key", {}, routing_key="k" * 256)
+
 
 class TestRoutingKeyTemplates(RuleCase):
 	def test_only_plain_placeholders_are_accepted(self):
