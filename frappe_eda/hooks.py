@@ -5,6 +5,11 @@ app_description = "Event-driven messaging over RabbitMQ: outbox, worker, retries
 app_email = "developers@frappe-eda.invalid"
 app_license = "mit"
 
+# Desk helpers the EDA Message / EDA Error scripts and the EDA Failure Groups report share (how stored
+# producer text is shown, awaiting a replay job). An esbuild bundle: `bench build --app frappe_eda`
+# writes it to public/dist with a hashed name, so browsers never keep a stale copy after an upgrade.
+app_include_js = ["frappe_eda.bundle.js"]
+
 # --- publishing: every document event may match an EDA Event Rule or an app's eda_publish hook ---
 doc_events = {
 	"*": {

@@ -142,6 +142,12 @@ def load_settings() -> SiteSettings:
 	)
 
 
+def load_worker_user() -> str:
+	"""The user handlers run as, read per message (``eda_worker_user`` in site_config.json wins)."""
+	values = _values(frappe.get_cached_doc(SETTINGS_DOCTYPE), frozenset({"worker_user"}))
+	return values.get("worker_user") or "Administrator"
+
+
 def _values(doc: Any, fields: frozenset[str]) -> dict[str, Any]:
 	"""``fields`` of the form, each overridden by its ``site_config`` key when that is set."""
 	values = {field: doc.get(field) for field in fields}

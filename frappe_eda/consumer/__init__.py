@@ -79,29 +79,24 @@ def ensure_database() -> None:
 		frappe.connect()
 
 
-def fresh_site_state(site: str, sites_path: str) -> None:
+def fresh_site_state(site: str, sites_path: str, user: str | None = None) -> None:
 	"""Give this thread the ``frappe.local`` a new request would have (``frappe.init`` after a release,
 	as ``execute_job`` does), keeping only its database connection and so the store's transaction state
-	on it, which is empty between messages. ``frappe.set_user`` then empties the request-local cache, as
-	it always did, so cached documents (EDA Settings) and the event rules come from Redis, which Frappe
-	and ``clear_rules_cache`` invalidate when they are saved. About 0.3 ms a message, measured."""
+	on it, which is empty between messages, and run as ``user`` (if given). ``frappe.set_user`` empties the
+	request-local cache, as it always did, so cached documents (EDA Settings) and the event rules come
+	from Redis, which Frappe and ``clear_rules_cache`` invalidate when they are saved. About 0.3 ms a
+	message, measured."""
 	db = getattr(frappe.local, "db", None)
 	release_local(frappe.local)
 	frappe.init(site=site, sites_path=sites_path)
 	frappe.local.db = db
-
-
-def worker_user() -> str:
-	"""The Worker User as EDA Settings has it now (``eda_worker_user`` in site_config.json wins)."""
-	configured = frappe.conf.get("eda_worker_user")
-	if configured:
-		return str(configured)
-	return frappe.get_cached_doc("EDA Settings").get("worker_user") or "Administrator"
+	if user is not None:
+		frappe.set_user(user)
 
 
 def build_worker(connection: BrokerConnection, queues: Iterable[str] | None = None) -> Worker:
 	from frappe_eda.desk.notifications import site_notifier
-	from frappe_eda.settings import load_settings
+	from frappe_eda.settings import load_settings, load_worker_user
 	from frappe_eda.stores.doctype_store import DocTypeStore
 
 	settings = load_settings()
@@ -115,7 +110,7 @@ def build_worker(connection: BrokerConnection, queues: Iterable[str] | None = No
 	def before_each_message() -> None:
 		fresh_site_state(site, sites_path)
 		ensure_database()
-		frappe.set_user(worker_user())
+		frappe.set_user(load_worker_user())
 		frappe.local.flags.in_eda_worker = True
 
 	return Worker(
@@ -199,7 +194,7 @@ def _relay_when_woken(
 			woken.clear()
 			last = time.monotonic()
 			try:
-				fresh_site_state(site, sites_path)
+				fresh_site_state(site, sites_path, "Administrator")  # system work, as frappe.connect() does
 				drain(connection)
 			except Exception:
 				# The broker or the database is away: the messages stay Pending for the next turn.

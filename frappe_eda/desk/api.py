@@ -105,7 +105,12 @@ def replay_failure_group(fingerprint: str, force: int | str = 0) -> dict[str, An
 def edit_and_replay(name: str, payload: str) -> dict[str, Any]:
 	"""Queue sending a corrected copy of ``name``; the job's outcome names the copy (``copy``)."""
 	_require_manager()
-	[name] = _names([name] if isinstance(name, str) else name)
+	names = _names([name] if isinstance(name, str) else name)
+	if len(names) != 1:
+		frappe.throw(_("Edit and Replay takes one message at a time."), frappe.ValidationError)
+	[name] = names
+	if isinstance(payload, dict | list):
+		payload = frappe.as_json(payload)  # measured and parsed like the text the form sends
 	if isinstance(payload, str):
 		if len(payload.encode("utf-8", "surrogatepass")) > MAX_PAYLOAD_BYTES:
 			frappe.throw(
@@ -118,8 +123,6 @@ def edit_and_replay(name: str, payload: str) -> dict[str, Any]:
 				_("The payload is not valid JSON: {0}").format(frappe.utils.escape_html(str(e))),
 				frappe.ValidationError,
 			)
-	elif isinstance(payload, dict | list):
-		data = payload
 	else:
 		frappe.throw(_("The payload must be JSON text."), frappe.ValidationError)
 	job_id = replay.enqueue(replay.edit_and_replay_job, replay.new_job_id("edit"), name=name, payload=data)

@@ -13,17 +13,13 @@ from typing import Any
 
 import frappe
 
-from frappe_eda.messaging.errors import ConfigurationError, Unsendable
-from frappe_eda.messaging.templates import check_template
+from frappe_eda.messaging.errors import ConfigurationError, InvalidMessage, Unsendable
 from frappe_eda.outbox import publish
 from frappe_eda.outbox.payload import document_payload
 from frappe_eda.outbox.permlevels import without_restricted
 from frappe_eda.outbox.rules import PublishRule, routing_key_for, rules_for
 from frappe_eda.outbox.unsendable import record_unsendable
 
-# The placeholders of a rule's routing-key template (rendered by rules.routing_key_for).
-RULE_PLACEHOLDERS = ("doctype", "event", "name")
-DEFAULT_TEMPLATE = "{doctype}.{event}"
 OWN_DOCTYPES = frozenset({"EDA Message", "EDA Error", "EDA Settings", "EDA Event Rule", "EDA Destination"})
 
 
@@ -53,7 +49,6 @@ def publish_document(doc: Any, rule: PublishRule) -> None:
 	try:
 		routing_key = None
 		if rule.routing_key or not rule.destination:
-			check_template(rule.routing_key or DEFAULT_TEMPLATE, RULE_PLACEHOLDERS)
 			routing_key = routing_key_for(rule, doc)
 		publish(
 			message_type,
@@ -64,7 +59,8 @@ def publish_document(doc: Any, rule: PublishRule) -> None:
 			reference_doctype=doc.doctype,
 			reference_name=doc.name,
 		)
-	except (ConfigurationError, Unsendable) as e:  # a disabled destination, a bad template, an oversize doc
+	except (ConfigurationError, Unsendable, InvalidMessage) as e:  # a disabled destination, a bad template,
+		# a document too large for consumers, a key longer than the columns hold
 		record_unsendable(
 			message_type,
 			payload,

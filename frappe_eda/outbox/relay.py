@@ -66,6 +66,15 @@ def run_relay(poll_seconds: float = 5.0, stop: threading.Event | None = None) ->
 				log.warning("broker unavailable, messages stay Pending: %s", e)
 				stop.wait(poll_seconds)
 				continue
+			except Exception:
+				# The database is away, or something no one foresaw: the relay must outlive it (the rows
+				# stay Pending), so log it, reconnect the site and try again after the poll interval.
+				from frappe_eda.consumer import ensure_database
+
+				log.exception("outbox relay failed; messages stay Pending")
+				ensure_database()
+				stop.wait(poll_seconds)
+				continue
 			connection.process_events(0)  # heartbeats while we wait on Redis
 			wait_for_wake(min(poll_seconds, max(1.0, settings.broker.heartbeat / 2)))
 

@@ -31,6 +31,8 @@ from typing import Any
 
 import frappe
 
+from frappe_eda.messaging.templates import render_template
+
 log = logging.getLogger(__name__)
 
 RULES_CACHE_KEY = "eda_event_rules"
@@ -192,7 +194,13 @@ def _split(text: str | None) -> tuple[str, ...]:
 	return tuple(part.strip() for part in (text or "").replace("\n", ",").split(",") if part.strip())
 
 
+DEFAULT_ROUTING_KEY = "{doctype}.{event}"
+RULE_PLACEHOLDERS = ("doctype", "event", "name")  # what a rule's routing-key template may name
+
+
 def routing_key_for(rule: PublishRule, doc: Any, template: str = "") -> str:
-	"""``{doctype}.{event}`` style templates; doctype is scrubbed (``sales_order``)."""
-	pattern = rule.routing_key or template or "{doctype}.{event}"
-	return pattern.format(doctype=frappe.scrub(doc.doctype), event=rule.event, name=doc.name)
+	"""``{doctype}.{event}`` style templates (doctype scrubbed: ``sales_order``), rendered with the plain
+	placeholders only: a template from a hook or an older rule is checked here, not just in the form
+	(``InvalidRoutingKeyTemplate``, a ``ConfigurationError``)."""
+	pattern = rule.routing_key or template or DEFAULT_ROUTING_KEY
+	return render_template(pattern, doctype=frappe.scrub(doc.doctype), event=rule.event, name=str(doc.name))

@@ -36,19 +36,36 @@ def record_unsendable(
 	from frappe_eda.stores.doctype_store import DocTypeStore
 
 	message = Message(type=message_type, payload=payload, source=f"{frappe.local.site}")
-	record = outgoing_record(
-		message,
-		Status.FAILED,
-		exchange=exchange or load_outbox_settings().exchange,
-		routing_key=message_type,
-		reference_doctype=reference_doctype,
-		reference_name=reference_name,
-		last_error=str(error),
-	)
 	failure = error_record(error, message.id, Direction.OUTGOING)
 	store = DocTypeStore(commit=False)
-	store.insert_new([record])
-	store.add_error(failure)
+	default_exchange = load_outbox_settings().exchange
+	# The rule's own exchange may be the very thing that cannot be stored (a name over 255 bytes): then
+	# the record names the default exchange, and its error says what was wrong.
+	for target in dict.fromkeys((exchange or default_exchange, default_exchange)):
+		record = outgoing_record(
+			message,
+			Status.FAILED,
+			exchange=target,
+			routing_key=message_type,
+			reference_doctype=reference_doctype,
+			reference_name=reference_name,
+			last_error=str(error),
+		)
+		savepoint = f"eda_unsendable_{frappe.generate_hash(length=8)}"
+		frappe.db.savepoint(savepoint)
+		try:
+			store.insert_new([record])
+			store.add_error(failure)
+			break
+		except Exception:
+			frappe.db.rollback(save_point=savepoint)  # PostgreSQL would abort the user's transaction
+	else:
+		# Not even that could be stored: the save goes on, and the Error Log says what was not sent.
+		frappe.log_error(
+			title="frappe_eda: a document event could not be recorded",
+			message=f"{reference_doctype} {reference_name}: {message_type} not published and not recorded: {error}",
+		)
+		return message
 	frappe.logger("frappe_eda").warning(f"{reference_doctype} {reference_name}: not published: {error}")
 	notice = FailureNotice(
 		kind=PUBLISH_FAILED,

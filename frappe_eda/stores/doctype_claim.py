@@ -12,10 +12,13 @@ for why one lock over the outbox and not row claims (``SKIP LOCKED`` reorders).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import frappe
+
+log = logging.getLogger(__name__)
 
 
 def _lock() -> tuple[str, str, tuple[object, ...]]:
@@ -41,7 +44,8 @@ def site_relay_claim() -> Iterator[bool]:
 		try:
 			frappe.db.sql(free, params)
 		except Exception:
-			# The connection is gone, and with it the lock; a live connection that kept the lock would
-			# block every other relay, so close it rather than leave it.
+			# The connection is broken, or (PostgreSQL) its transaction aborted by the error the batch is
+			# raising. Closing it frees the lock, where a live connection that kept it would block every
+			# other relay; the batch's own error, if any, is the one that propagates.
+			log.warning("could not release the relay claim; closing the site connection", exc_info=True)
 			frappe.db.close()
-			raise

@@ -7,8 +7,8 @@ from frappe.model.document import Document
 
 from frappe_eda.messaging.errors import InvalidRoutingKeyTemplate
 from frappe_eda.messaging.templates import check_template
-from frappe_eda.outbox.doc_events import OWN_DOCTYPES, RULE_PLACEHOLDERS
-from frappe_eda.outbox.rules import clear_rules_cache
+from frappe_eda.outbox.doc_events import OWN_DOCTYPES
+from frappe_eda.outbox.rules import RULE_PLACEHOLDERS, clear_rules_cache
 
 SUBMIT_EVENTS = ("on_submit", "on_cancel", "on_update_after_submit")
 

@@ -129,6 +129,18 @@ class TestBrokenTargets(RuleCase):
 		)
 		self.assertEqual(failure, "frappe_eda.messaging.errors.BodyTooLarge")
 
+	def test_an_exchange_the_columns_cannot_hold_fails_the_message_not_the_save(self):
+		"""120 characters AMQP carries, but stored HTML-escaped they are 660: over the column's 255."""
+		exchange = "&'" * 60
+		self.rule(exchange=exchange)
+		todo = frappe.get_doc({"doctype": "ToDo", "description": "saved anyway"}).insert()
+		[message] = self.message_of(todo)
+		self.assertEqual(message.status, "Failed")
+		self.assertEqual(
+			message.exchange, frappe.db.get_single_value("EDA Settings", "default_exchange") or "eda.events"
+		)
+		self.assertIn("exchange", message.last_error)
+
 
 class TestPublishRefusesWhatNoConsumerTakes(RuleCase):
 	def test_a_payload_over_the_consumer_limit_raises_and_stores_nothing(self):

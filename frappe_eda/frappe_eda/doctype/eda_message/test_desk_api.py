@@ -64,6 +64,8 @@ class TestInputs(FrappeTestCase):
 			lambda: api.edit_and_replay(name, "[" * 100000 + "]" * 100000),
 			lambda: api.edit_and_replay(name, 5),
 			lambda: api.edit_and_replay("no-such-msg", "{}"),
+			lambda: api.edit_and_replay(json.dumps([name, name]), "{}"),
+			lambda: api.edit_and_replay(name, {"pad": "x" * (api.MAX_PAYLOAD_BYTES + 1)}),
 			lambda: api.replay_failure_group(""),
 			lambda: api.replay_failure_group("f" * 1000),
 			lambda: api.replay_failure_group("no-such-group"),
