@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-import struct
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ from frappe_eda.messaging import wire
 from frappe_eda.messaging.connection import CONNECTION_ERRORS, BrokerConnection
 from frappe_eda.messaging.envelope import CONTENT_TYPE, DEFAULT_MAX_BYTES, Message, encode
 from frappe_eda.messaging.errors import (
-	BodyTooLarge,
 	BrokerUnavailable,
 	ExchangeNotFound,
 	PublishError,
@@ -50,15 +48,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EXCHANGE = "eda.events"
 RESENDABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, PublishNotConfirmed)
-# What pika raises while encoding a publish, before any byte of it is queued for the socket.
-ENCODING_ERRORS: tuple[type[BaseException], ...] = (
-	pika.exceptions.ShortStringTooLong,
-	pika.exceptions.UnsupportedAMQPFieldException,
-	UnicodeError,
-	struct.error,
-	TypeError,
-	OverflowError,
-)
 
 
 @dataclass(frozen=True)
@@ -133,7 +122,7 @@ class _ConfirmWindow:
 				properties=envelope.properties(),
 				mandatory=envelope.mandatory,
 			)
-		except ENCODING_ERRORS as e:
+		except wire.ENCODING_ERRORS as e:
 			# ``wire.check`` should have caught it; pika marshals every frame before queueing any, so nothing
 			# went out and the broker's delivery tags did not move.
 			self.report.failed[envelope.message_id] = UnencodableField(
@@ -279,17 +268,9 @@ class Publisher:
 		target = self.exchange if exchange is None else exchange
 		envelopes = [self._envelope(m, target, routing_key or m.type) for m in messages]
 		for envelope in envelopes:
-			if self.max_bytes is not None and len(envelope.body) > self.max_bytes:
-				raise BodyTooLarge(
-					envelope.message_id,
-					envelope.exchange,
-					envelope.routing_key,
-					len(envelope.body),
-					self.max_bytes,
-				)
-			unrecordable = wire.too_long_to_record(envelope)
-			if unrecordable is not None:
-				raise unrecordable
+			refused = wire.body_too_large(envelope, self.max_bytes) or wire.too_long_to_record(envelope)
+			if refused is not None:
+				raise refused
 		pending: dict[str, MessageRecord] = {}
 		if self.store is not None:
 			pending = {e.message_id: _outgoing_record(e, m) for e, m in zip(envelopes, messages, strict=True)}

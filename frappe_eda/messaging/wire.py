@@ -37,6 +37,18 @@ SHORT_STRING = 255
 DEFAULT_FRAME_MAX = 131072
 
 
+# What pika raises while encoding a frame, before any byte of it is queued for the socket.
+ENCODING_ERRORS: tuple[type[BaseException], ...] = (
+	pika.exceptions.ShortStringTooLong,
+	pika.exceptions.UnsupportedAMQPFieldException,
+	UnicodeError,
+	struct.error,
+	TypeError,
+	ValueError,
+	OverflowError,
+)
+
+
 def check(
 	envelope: Envelope, *, max_bytes: int | None, frame_max: int = DEFAULT_FRAME_MAX
 ) -> PublishError | None:
@@ -57,10 +69,9 @@ def check(
 	problem = _short_strings(envelope, fields)
 	if problem is not None:
 		return problem
-	if max_bytes is not None and len(envelope.body) > max_bytes:
-		return BodyTooLarge(
-			envelope.message_id, envelope.exchange, envelope.routing_key, len(envelope.body), max_bytes
-		)
+	problem = body_too_large(envelope, max_bytes)
+	if problem is not None:
+		return problem
 	if not envelope.headers:
 		return None
 	problem = _header_names(envelope, envelope.headers, "header")
@@ -68,7 +79,7 @@ def check(
 		return problem
 	try:
 		size = len(pika.frame.Header(1, len(envelope.body), envelope.properties()).marshal())
-	except (pika.exceptions.AMQPError, UnicodeError, TypeError, ValueError, OverflowError, struct.error) as e:
+	except ENCODING_ERRORS as e:
 		# What the named checks above do not foresee (a header value pika has no AMQP type for, an
 		# integer over 64 bits): pika's own encoder is the judge.
 		return UnencodableField(
@@ -77,6 +88,15 @@ def check(
 	if size > frame_max:
 		return HeadersTooLarge(envelope.message_id, envelope.exchange, envelope.routing_key, size, frame_max)
 	return None
+
+
+def body_too_large(envelope: Envelope, max_bytes: int | None) -> BodyTooLarge | None:
+	"""A body over what consumers accept (``max_bytes``; None: no limit)."""
+	if max_bytes is None or len(envelope.body) <= max_bytes:
+		return None
+	return BodyTooLarge(
+		envelope.message_id, envelope.exchange, envelope.routing_key, len(envelope.body), max_bytes
+	)
 
 
 def too_long_to_record(envelope: Envelope) -> PublishError | None:

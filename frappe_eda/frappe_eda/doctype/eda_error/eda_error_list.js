@@ -7,7 +7,7 @@ frappe.listview_settings["EDA Error"] = {
 		// The title (exception type) is set as text (textContent): show the stored, HTML-escaped text
 		// literally. Anywhere else a list formatter's result is HTML, so it stays as stored.
 		exception_type(value) {
-			return frappe.get_meta("EDA Error").title_field === "exception_type" ? eda_error_unescaped(value) : value;
+			return frappe.get_meta("EDA Error").title_field === "exception_type" ? frappe_eda.unescape(value) : value;
 		},
 	},
 	get_indicator(doc) {
@@ -17,10 +17,3 @@ frappe.listview_settings["EDA Error"] = {
 		listview.page.add_inner_button(__("Failure Groups"), () => frappe.set_route("query-report", "EDA Failure Groups"));
 	},
 };
-
-// The exact inverse of the store's escaping (frappe_eda/stores/doctype_columns.py). Only for text that
-// is set as text, never as HTML.
-function eda_error_unescaped(value) {
-	const entities = { amp: "&", quot: '"', apos: "'", gt: ">", lt: "<" };
-	return String(value ?? "").replace(/&(amp|quot|apos|gt|lt);/g, (_, name) => entities[name]);
-}

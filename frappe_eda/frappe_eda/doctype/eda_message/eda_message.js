@@ -6,7 +6,7 @@ const EDA_REPLAYABLE = ["Failed", "Dead", "Pending"];
 frappe.ui.form.on("EDA Message", {
 	refresh(frm) {
 		frm.disable_save();
-		eda_show_stored_text(frm, ["message_id", "message_type", "routing_key", "exchange", "queue", "replay_of"]);
+		frappe_eda.show_stored_text(frm, ["message_id", "message_type", "routing_key", "exchange", "queue", "replay_of"]);
 		show_errors(frm);
 		if (!frappe.user.has_role("EDA Manager") && frappe.session.user !== "Administrator") return;
 
@@ -28,7 +28,7 @@ function replay(frm) {
 			.xcall("frappe_eda.desk.api.replay_messages", { names: [frm.doc.name], force: force ? 1 : 0 })
 			.then(({ job_id }) => {
 				frappe.show_alert({ message: __("Replay queued"), indicator: "blue" });
-				return eda_await_replay(job_id);
+				return frappe_eda.await_replay(job_id);
 			})
 			.then((state) => {
 				const [result] = state.results || [];
@@ -90,7 +90,7 @@ function edit_and_replay(frm) {
 				.then(({ job_id }) => {
 					dialog.hide();
 					frappe.show_alert({ message: __("Copy queued"), indicator: "blue" });
-					return eda_await_replay(job_id);
+					return frappe_eda.await_replay(job_id);
 				})
 				.then((state) => {
 					if (state.status !== "finished") {
@@ -103,32 +103,6 @@ function edit_and_replay(frm) {
 		},
 	});
 	dialog.show();
-}
-
-// A replay runs as a background job; this resolves with its outcome: pushed over realtime when
-// socket.io runs, else polled (every 2 s, for up to 5 minutes).
-function eda_await_replay(job_id) {
-	return new Promise((resolve) => {
-		let done = false;
-		let tries = 0;
-		const finish = (state) => {
-			if (done) return;
-			done = true;
-			frappe.realtime.off("eda_replay_done", on_event);
-			resolve(state);
-		};
-		const on_event = (state) => state && state.job_id === job_id && finish(state);
-		const poll = () => {
-			if (done) return;
-			frappe.xcall("frappe_eda.desk.api.replay_job_state", { job_id }).then((state) => {
-				if (["finished", "failed"].includes(state.status)) finish(state);
-				else if (++tries < 150) setTimeout(poll, 2000);
-				else finish({ status: "failed", error: __("The replay is still queued; is a background worker running?") });
-			});
-		};
-		frappe.realtime.on("eda_replay_done", on_event);
-		setTimeout(poll, 1000);
-	});
 }
 
 function mark_resolved(frm) {
@@ -150,7 +124,7 @@ function show_errors(frm) {
 						frappe.datetime.str_to_user(e.occurred_at)
 					)} UTC ·
 					<a href="/app/eda-error?fingerprint=${encodeURIComponent(e.fingerprint)}">${__("same failure")}</a></div>
-					<div>${eda_stored_text(e.exception_type)}: ${eda_stored_text(e.error)}</div>
+					<div>${frappe_eda.stored_text(e.exception_type)}: ${frappe_eda.stored_text(e.error)}</div>
 					<details><summary>${__("Traceback")}</summary><pre style="white-space: pre-wrap">${frappe.utils.escape_html(
 						e.traceback || ""
 					)}</pre></details>
@@ -159,28 +133,4 @@ function show_errors(frm) {
 			.join("");
 		wrapper.html(rows);
 	});
-}
-
-// Producer text is stored HTML-escaped (frappe_eda/stores/doctype_columns.py), so Frappe's own
-// formatters show it as text. Here it goes into HTML we build: undo those five entities, then escape,
-// which shows rows written before escaping as inert text too. (The traceback is a Code field, stored
-// as it is: plain escape_html.)
-function eda_stored_text(value) {
-	const entities = { amp: "&", quot: '"', apos: "'", gt: ">", lt: "<" };
-	const raw = String(value ?? "").replace(/&(amp|quot|apos|gt|lt);/g, (_, name) => entities[name]);
-	return frappe.utils.escape_html(raw);
-}
-
-// A read-only Data control escapes its value once more before formatting it, so stored text would
-// show as entities ("&lt;img"). For these form fields only, read the control's HTML back as text in an
-// inert DOMParser document (never the page's), then show it with eda_stored_text: literal and inert.
-function eda_show_stored_text(frm, fieldnames) {
-	const formatter = (value) =>
-		eda_stored_text(new DOMParser().parseFromString(String(value ?? ""), "text/html").body.textContent);
-	for (const fieldname of fieldnames) {
-		const field = frm.fields_dict[fieldname];
-		if (!field || field.df.fieldtype !== "Data") continue;
-		field.df.formatter = formatter;
-		field.refresh();
-	}
 }

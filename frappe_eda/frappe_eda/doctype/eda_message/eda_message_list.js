@@ -7,7 +7,7 @@ frappe.listview_settings["EDA Message"] = {
 		// The title (routing key) is set as text (textContent): show the stored, HTML-escaped text as
 		// the literal key. Anywhere else a list formatter's result is HTML, so it stays as stored.
 		routing_key(value) {
-			return frappe.get_meta("EDA Message").title_field === "routing_key" ? eda_unescaped(value) : value;
+			return frappe.get_meta("EDA Message").title_field === "routing_key" ? frappe_eda.unescape(value) : value;
 		},
 	},
 	get_indicator(doc) {
@@ -37,7 +37,7 @@ function bulk(listview, method) {
 	frappe.xcall(method, { names }).then((answer) => {
 		if (!answer || !answer.job_id) return listview.refresh(); // Mark Resolved: done at once
 		frappe.show_alert({ message: __("Replay of {0} messages queued", [answer.queued]), indicator: "blue" });
-		eda_await_replay(answer.job_id).then((state) => {
+		frappe_eda.await_replay(answer.job_id).then((state) => {
 			if (state.status !== "finished") {
 				frappe.msgprint({ title: __("Replay"), message: frappe.utils.escape_html(state.error || ""), indicator: "red" });
 			} else {
@@ -54,42 +54,9 @@ function bulk(listview, method) {
 	});
 }
 
-// A replay runs as a background job; this resolves with its outcome: pushed over realtime when
-// socket.io runs, else polled (every 2 s, for up to 5 minutes).
-function eda_await_replay(job_id) {
-	return new Promise((resolve) => {
-		let done = false;
-		let tries = 0;
-		const finish = (state) => {
-			if (done) return;
-			done = true;
-			frappe.realtime.off("eda_replay_done", on_event);
-			resolve(state);
-		};
-		const on_event = (state) => state && state.job_id === job_id && finish(state);
-		const poll = () => {
-			if (done) return;
-			frappe.xcall("frappe_eda.desk.api.replay_job_state", { job_id }).then((state) => {
-				if (["finished", "failed"].includes(state.status)) finish(state);
-				else if (++tries < 150) setTimeout(poll, 2000);
-				else finish({ status: "failed", error: __("The replay is still queued; is a background worker running?") });
-			});
-		};
-		frappe.realtime.on("eda_replay_done", on_event);
-		setTimeout(poll, 1000);
-	});
-}
-
 function render_refusals(results) {
 	const refused = results.filter((r) => !r.sent);
 	if (!refused.length) return "";
 	const escape = frappe.utils.escape_html;
 	return "<ul>" + refused.map((r) => `<li>${escape(r.name)}: ${escape(r.detail)}</li>`).join("") + "</ul>";
-}
-
-// The exact inverse of the store's escaping (frappe_eda/stores/doctype_columns.py). Only for text that
-// is set as text, never as HTML.
-function eda_unescaped(value) {
-	const entities = { amp: "&", quot: '"', apos: "'", gt: ">", lt: "<" };
-	return String(value ?? "").replace(/&(amp|quot|apos|gt|lt);/g, (_, name) => entities[name]);
 }
