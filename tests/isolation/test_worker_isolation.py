@@ -166,7 +166,7 @@ def test_unstorable_messages_are_dead_before_their_handler_and_their_neighbours_
 	assert time.monotonic() - started < 10
 	assert effects.committed() == Counter(m.id for m in good)
 	assert effects.calls == Counter(m.id for m in good)  # the bad ones' handler never ran
-	assert (stats.processed, stats.dead) == (6, 3)
+	assert (stats.processed, stats.dead, stats.refused) == (6, 3, 0)
 	dead = _dead_records(store, queue)
 	assert len(dead) == 3
 	for record in dead:
@@ -212,7 +212,7 @@ def test_a_message_the_store_refuses_is_dead_alone_and_other_queues_keep_flowing
 	assert committed == Counter(m.id for m in good + invoices)
 	# A neighbour of the refused message ran once in the failed batch (rolled back) and once alone.
 	assert max(effects.calls.values()) <= 2 and effects.calls[REFUSED_ID] <= 2
-	assert (stats.processed, stats.dead) == (20, 1)
+	assert (stats.processed, stats.dead, stats.refused) == (20, 1, 1)
 	[dead] = _dead_records(store, queue)
 	[error] = store.errors(dead.message_id, queue)
 	assert error.exception_type.endswith("StoreRefused")
