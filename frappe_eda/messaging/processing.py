@@ -40,7 +40,7 @@ from frappe_eda.messaging.failure import error_record
 from frappe_eda.messaging.registry import HandlerRegistry, Subscription
 from frappe_eda.messaging.retry import RetryPolicy
 from frappe_eda.messaging.schema import SchemaRegistry
-from frappe_eda.messaging.storable import check_message, fit_error, storable_record
+from frappe_eda.messaging.storable import check_key, check_message, fit_error, storable_record
 from frappe_eda.messaging.store import Direction, ErrorRecord, MessageRecord, MessageStore, Status
 
 log = logging.getLogger(__name__)
@@ -170,15 +170,16 @@ class DeliveryProcessor:
 		Decoding comes first for the whole batch so the inbox is asked once per queue, not per message.
 		"""
 		with self.store.transaction():
-			checked = [self._admit(item) for item in deliveries]
+			checked = [self.screen(item) if isinstance(item, Delivery) else item for item in deliveries]
 			wanted: dict[str, list[str]] = {}
 			for item in checked:
-				if isinstance(item, _Accepted):
+				if item.message is not None and self._can_look_up(item.message.id):
 					wanted.setdefault(item.delivery.queue, []).append(item.message.id)
 			done = {queue: self.store.processed_ids(queue, ids) for queue, ids in wanted.items()}
 			processed: list[MessageRecord] = []
 			decisions = [
-				item if isinstance(item, Decision) else self._run(item, done, processed) for item in checked
+				self._run(item, done, processed) if isinstance(item, _Accepted) else self._reject(item, done)
+				for item in checked
 			]
 			# In the same transaction as the handlers' own writes: one statement for the whole batch.
 			self.store.save(processed)
@@ -210,14 +211,22 @@ class DeliveryProcessor:
 			return _Rejected(delivery, message, e, attempt, handler)
 		return _Accepted(delivery, subscription, attempt, message, record)
 
-	def _admit(self, item: Delivery | Screened) -> Decision | _Accepted:
-		"""Bad input is dead here, recorded in the batch's transaction."""
-		screened = self.screen(item) if isinstance(item, Delivery) else item
-		if isinstance(screened, _Rejected):
-			return self._dead(
-				screened.delivery, screened.message, screened.error, screened.attempt, screened.handler
+	def _reject(self, item: _Rejected, done: dict[str, set[str]]) -> Decision:
+		"""Bad input is dead, recorded in the batch's transaction; unless its id was processed already:
+		then it is a duplicate, and the processed record (the inbox) is not overwritten."""
+		if item.message is not None and item.message.id in done.get(item.delivery.queue, ()):
+			return Decision(
+				item.delivery, Outcome.DUPLICATE, item.attempt, item.message, handler=item.handler
 			)
-		return screened
+		return self._dead(item.delivery, item.message, item.error, item.attempt, item.handler)
+
+	def _can_look_up(self, message_id: str) -> bool:
+		"""An id the store cannot hold cannot be in its inbox either (and may not even be sent to it)."""
+		try:
+			check_key("message_id", message_id, self.store)
+		except UnstorableMessage:
+			return False
+		return True
 
 	def _run(self, item: _Accepted, done: dict[str, set[str]], processed: list[MessageRecord]) -> Decision:
 		delivery, subscription, attempt, message = (

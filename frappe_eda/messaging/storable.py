@@ -42,7 +42,7 @@ HEADERS_CUT = "x-eda-headers-truncated"
 def check_message(record: MessageRecord, store: MessageStore) -> None:
 	"""Raise ``UnstorableMessage`` for the first field of ``record`` that ``store`` cannot hold."""
 	for name in MESSAGE_KEYS:
-		_check_key(name, getattr(record, name), store)
+		check_key(name, getattr(record, name), store)
 	_check_time("created_at", record.created_at, store)
 	for name in COUNTERS:
 		_check_int(name, getattr(record, name), store)
@@ -50,7 +50,7 @@ def check_message(record: MessageRecord, store: MessageStore) -> None:
 
 def check_error(error: ErrorRecord, store: MessageStore) -> None:
 	for name in ERROR_KEYS:
-		_check_key(name, getattr(error, name), store)
+		check_key(name, getattr(error, name), store)
 	_check_time("occurred_at", error.occurred_at, store)
 	_check_int("attempt", error.attempt, store)
 
@@ -129,7 +129,8 @@ def printable(value: str) -> str:
 	return value.replace("\x00", "\\x00") if "\x00" in value else value
 
 
-def _check_key(name: str, value: Any, store: MessageStore) -> None:
+def check_key(name: str, value: Any, store: MessageStore) -> None:
+	"""Raise ``UnstorableMessage`` unless the identifier field ``name`` can hold ``value``."""
 	if not isinstance(value, str):
 		raise UnstorableMessage(name, f"is a {type(value).__name__}, not text")
 	if "\x00" in value:

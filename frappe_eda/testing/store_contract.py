@@ -543,12 +543,12 @@ class StoreContract:
 
 	def test_an_error_at_every_declared_limit_round_trips_exactly(self) -> None:
 		limits = self.store.limits
-		values = {
+		values: dict[str, Any] = {
 			name: self._at_limit(name, limits.key_chars[name])
 			for name in ERROR_KEYS
 			if name in limits.key_chars
 		}
-		texts = {
+		texts: dict[str, Any] = {
 			name: self._at_limit(name, limits.text_chars[name])
 			for name in ("error", "traceback")
 			if name in limits.text_chars
@@ -565,7 +565,8 @@ class StoreContract:
 		for name in MESSAGE_KEYS:
 			if name not in limits.key_chars:
 				continue
-			record = replace(incoming("m", "q"), **{name: self._at_limit(name, limits.key_chars[name]) + "k"})
+			over: dict[str, Any] = {name: self._at_limit(name, limits.key_chars[name]) + "k"}
+			record = replace(incoming("m", "q"), **over)
 			with self.t.assertRaises(UnstorableMessage) as caught:
 				check_message(record, self.store)
 			self.t.assertEqual(caught.exception.field, name)
