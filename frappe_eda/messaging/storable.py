@@ -35,7 +35,7 @@ MESSAGE_KEYS = (
 )
 ERROR_KEYS = ("message_id", "queue", "handler", "exception_type", "fingerprint")
 COUNTERS = ("attempts", "replay_count")
-MARKER = " [... {count} more characters cut by frappe_eda to fit the store]"
+MARKER = " [...{count} chars cut by frappe_eda]"
 HEADERS_CUT = "x-eda-headers-truncated"
 
 
@@ -186,14 +186,17 @@ def _stand_in(name: str, fallback_id: str) -> Any:
 
 def _cut(text: str, fits: Callable[[str], bool]) -> str:
 	"""The longest prefix of ``text`` that fits with the marker saying how much was cut (binary search:
-	a store may measure escaped or encoded length, which grows unevenly with the text)."""
-	low, high = 0, len(text)
-	best = ""
-	while low <= high:
-		middle = (low + high) // 2
-		candidate = text[:middle] + MARKER.format(count=len(text) - middle)
-		if fits(candidate):
-			best, low = candidate, middle + 1
-		else:
-			high = middle - 1
-	return best
+	a store may measure escaped or encoded length, which grows unevenly with the text); a limit too small
+	for the marker gets the bare prefix."""
+	for marked in (True, False):
+		low, high, best = 0, len(text), None
+		while low <= high:
+			middle = (low + high) // 2
+			candidate = text[:middle] + (MARKER.format(count=len(text) - middle) if marked else "")
+			if fits(candidate):
+				best, low = candidate, middle + 1
+			else:
+				high = middle - 1
+		if best is not None:
+			return best
+	return ""

@@ -223,6 +223,45 @@ def test_a_message_the_store_refuses_is_dead_alone_and_other_queues_keep_flowing
 	assert [n.kind for n in alerts.notices] == [DEAD_LETTERED]
 
 
+def test_a_message_not_even_a_minimal_record_of_which_is_stored_goes_to_dead_with_headers_and_an_alert(
+	connection: BrokerConnection, registry: HandlerRegistry, unique_name: str, raw_channel, tmp_path
+) -> None:
+	prefix = f"eda_{uuid.uuid4().hex[:8]}_"
+	store = SqlStore(f"sqlite:///{tmp_path / 'eda.sqlite3'}", table_prefix=prefix)
+	effects = Effects(store, prefix)
+	queue, exchange = f"{unique_name}.orders", f"{unique_name}.ex"
+	registry.subscribe("order.*", queue=queue, exchange=exchange)(effects.handler)
+	table = store.messages.name
+	with store.engine.begin() as db:  # refuses the message as processed, and every dead record at all
+		db.execute(
+			text(
+				f"CREATE TRIGGER {table}_refuse BEFORE INSERT ON {table} "
+				f"WHEN NEW.message_id = '{REFUSED_ID}' OR NEW.status = 'dead' "
+				"BEGIN SELECT RAISE(ABORT, 'refused by policy'); END"
+			)
+		)
+	alerts = Alerts()
+	worker = Worker(connection, registry, store, notifier=alerts, options=WorkerOptions(poll_seconds=0.1))
+	worker.declare()
+	good = [Message("order.created", {"n": n}) for n in range(4)]
+	refused = Message("order.created", {}, id=REFUSED_ID)
+	_publish(raw_channel, exchange, [encode(m) for m in [*good[:2], refused, *good[2:]]])
+
+	stats = _run(worker, lambda s: s.handled >= 5 or s.store_failures >= 3)
+
+	assert (stats.processed, stats.dead, stats.refused, stats.store_failures) == (4, 1, 1, 0)
+	assert effects.committed() == Counter(m.id for m in good)
+	assert _dead_records(store, queue) == []
+	_method, properties, body = raw_channel.basic_get(f"{queue}.dead", auto_ack=True)
+	assert body == encode(refused)
+	assert properties.headers["x-eda-unrecorded"] is True
+	assert "not even a minimal record could be stored" in properties.headers["x-eda-error"]
+	[alert] = alerts.notices
+	assert alert.kind == DEAD_LETTERED and REFUSED_ID in alert.error
+	assert TopologyDeclarer(connection).queue_depth(queue) == 0  # acked, not looping
+	store.close()
+
+
 def test_a_store_outage_still_backs_off_and_loses_nothing(
 	connection: BrokerConnection, registry: HandlerRegistry, unique_name: str, raw_channel, tmp_path
 ) -> None:
