@@ -21,7 +21,8 @@ recorded as closely as the store allows, published to ``<queue>.dead`` and notif
 message's handler runs at most once more because a neighbour was bad (its first run was rolled back with
 the batch), and nothing is ever requeued for a refusal: a refused delivery is acked once its dead-letter
 copy is confirmed, or rejected into the queue's own dead-letter route when the broker refuses the copy.
-The worker remembers refused deliveries (queue and body hash) so a redelivered one is not run again.
+The worker remembers refused deliveries (queue and body hash): a redelivered copy of one (its ack was
+lost) is dead-lettered again without running its handler.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from frappe_eda.messaging.publisher import Envelope, Publisher
 from frappe_eda.messaging.registry import HandlerRegistry, Subscription
 from frappe_eda.messaging.retry import RetryPolicy
 from frappe_eda.messaging.schema import SchemaRegistry
+from frappe_eda.messaging.storable import printable
 from frappe_eda.messaging.store import MessageStore
 from frappe_eda.messaging.topology import (
 	DEFAULT_DELIVERY_LIMIT,
@@ -289,11 +291,13 @@ class Worker:
 			len(batch),
 			type(error).__name__,
 		)
+		self._store_failures = 0
 		for index, item in enumerate(batch):
-			identity = _identity(_delivery_of(item))
-			if len(batch) == 1 or identity in self._refusals:
-				failure: Exception | None = error
-			else:
+			delivery = _delivery_of(item)
+			identity = _identity(delivery)
+			failure = error
+			# The broker's copy of a delivery this worker refused before (its ack was lost) is not run again.
+			if not (delivery.redelivered and identity in self._refusals):
 				try:
 					self._settle(self._run_on_handler_thread(self._process, [item]), one_by_one=True)
 					continue
@@ -301,13 +305,19 @@ class Worker:
 					raise
 				except Exception as e:
 					failure = e
-				if not self._store_takes_writes(_delivery_of(item).queue):
+				if not self._store_takes_writes(delivery.queue):
 					self._return_unrecorded(batch[index:], failure)
 					return
-			self._refuse(item, identity, failure)
+			try:
+				decision = self._run_on_handler_thread(self.processor.refused, item, failure)
+			except CONNECTION_ERRORS:
+				raise
+			except Exception as e:  # not even the refusal could be decided: keep it, as for an outage
+				self._return_unrecorded(batch[index:], e)
+				return
+			self._refuse(decision, identity, failure)
 
-	def _refuse(self, item: Delivery | Screened, identity: tuple[str, str], error: Exception | None) -> None:
-		decision = self._run_on_handler_thread(self.processor.refused, item, error or RuntimeError("refused"))
+	def _refuse(self, decision: Decision, identity: tuple[str, str], error: Exception) -> None:
 		self._refusals[identity] = self._refusals.get(identity, 0) + 1
 		self._refusals.move_to_end(identity)
 		while len(self._refusals) > REMEMBERED_REFUSALS:
@@ -322,7 +332,13 @@ class Worker:
 		self._settle([decision], one_by_one=True)
 
 	def _store_takes_writes(self, queue: str) -> bool:
-		return bool(self._run_on_handler_thread(self._probe, queue))
+		try:
+			return bool(self._run_on_handler_thread(self._probe, queue))
+		except CONNECTION_ERRORS:
+			raise
+		except Exception:
+			log.exception("could not prepare the handler thread to probe the store")
+			return False
 
 	def _probe(self, queue: str) -> bool:
 		if self._before_batch is not None:
@@ -398,7 +414,7 @@ class Worker:
 			headers["x-eda-dead-at"] = datetime.now(timezone.utc).isoformat()
 			if error is not None:
 				headers["x-eda-error-type"] = error.exception_type
-				headers["x-eda-error"] = error.error[:MAX_ERROR_HEADER]
+				headers["x-eda-error"] = printable(error.error[:MAX_ERROR_HEADER])
 				headers["x-eda-fingerprint"] = error.fingerprint
 			if not decision.recorded:
 				headers["x-eda-unrecorded"] = True

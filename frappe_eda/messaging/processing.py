@@ -361,10 +361,13 @@ class DeliveryProcessor:
 				continue
 			return Decision(delivery, Outcome.DEAD, attempt, message, stored, handler=handler)
 		log.error("not even a minimal record of %s could be stored", message_id, exc_info=problem)
-		unrecorded = replace(
-			failure,
-			error=f"{failure.error}; not even a minimal record could be stored "
-			f"({type(problem).__name__}): the message and this error are only in {delivery.queue}.dead",
+		unrecorded = fit_error(
+			replace(
+				failure,
+				error=f"{failure.error}; not even a minimal record could be stored "
+				f"({type(problem).__name__}): the message and this error are only in {delivery.queue}.dead",
+			),
+			self.store,
 		)
 		return Decision(delivery, Outcome.DEAD, attempt, message, unrecorded, handler=handler, recorded=False)
 
