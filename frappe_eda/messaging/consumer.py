@@ -273,10 +273,12 @@ class Worker:
 		self._store_failures = 0
 		self._settle(decisions)
 
-	def _settle(self, decisions: Sequence[Decision], one_by_one: bool = False) -> None:
+	def _settle(self, decisions: Sequence[Decision]) -> None:
+		"""Deliveries are settled in the order they arrived (a failed batch one by one, in order), so the
+		``multiple`` ack of the last one never acks a delivery not yet decided."""
 		self._notify_dead(decisions)
 		self._republish(decisions)
-		self._ack(decisions, one_by_one)
+		self._ack(decisions)
 		for decision in decisions:
 			self._count(decision.outcome)
 
@@ -299,7 +301,7 @@ class Worker:
 			# The broker's copy of a delivery this worker refused before (its ack was lost) is not run again.
 			if not (delivery.redelivered and identity in self._refusals):
 				try:
-					self._settle(self._run_on_handler_thread(self._process, [item]), one_by_one=True)
+					self._settle(self._run_on_handler_thread(self._process, [item]))
 					continue
 				except CONNECTION_ERRORS:
 					raise
@@ -329,7 +331,7 @@ class Worker:
 			decision.delivery.queue,
 			decision.error.error if decision.error else error,
 		)
-		self._settle([decision], one_by_one=True)
+		self._settle([decision])
 
 	def _store_takes_writes(self, queue: str) -> bool:
 		try:
@@ -432,13 +434,11 @@ class Worker:
 			content_type=delivery.content_type,
 		)
 
-	def _ack(self, decisions: Sequence[Decision], one_by_one: bool = False) -> None:
-		"""One ``multiple`` ack for a whole batch; ``one_by_one`` while a failed batch is recorded singly
-		(later deliveries of it are not settled yet)."""
+	def _ack(self, decisions: Sequence[Decision]) -> None:
 		nacked = [d.delivery.delivery_tag for d in decisions if d.reject]
 		for tag in nacked:
 			self._channel.basic_nack(tag, requeue=False)
-		if not nacked and not one_by_one:
+		if not nacked:
 			self._channel.basic_ack(max(d.delivery.delivery_tag for d in decisions), multiple=True)
 			return
 		for decision in decisions:

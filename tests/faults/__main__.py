@@ -39,6 +39,7 @@ def main() -> None:
 			("kill_before_ack", lambda lab: scenarios.kill_before_ack(lab, args.count).check(0)),
 			("handler_failures", lambda lab: _with_dead(scenarios.handler_failures(lab, args.count))),
 			("poison", lambda lab: _with_dead(scenarios.poison(lab, args.count))),
+			("store_refuses", lambda lab: _with_dead(scenarios.store_refuses(lab, args.count))),
 			("publish_refused", lambda lab: scenarios.publish_refused(lab).check()),
 			("backlog", lambda lab: scenarios.backlog_with_restarts(lab, max(args.count, 1000)).check(0)),
 		]

@@ -75,6 +75,11 @@ def test_poison_input_is_dead_lettered_with_its_own_error_while_good_messages_fl
 		assert kinds[kind] == 1, (kind, kinds)
 
 
+def test_messages_the_store_refuses_are_dead_alone_while_good_ones_flow(lab: FaultLab) -> None:
+	outcome, expected_dead = scenarios.store_refuses(lab, COUNT)
+	outcome.check(expected_dead=expected_dead)
+
+
 def test_refused_publishes_are_failed_never_sent(lab: FaultLab) -> None:
 	scenarios.publish_refused(lab).check()
 
