@@ -173,8 +173,9 @@ class DeliveryProcessor:
 			checked = [self.screen(item) if isinstance(item, Delivery) else item for item in deliveries]
 			wanted: dict[str, list[str]] = {}
 			for item in checked:
-				if item.message is not None and self._can_look_up(item.message.id):
-					wanted.setdefault(item.delivery.queue, []).append(item.message.id)
+				message = item.message
+				if message is not None and (isinstance(item, _Accepted) or self._can_look_up(message.id)):
+					wanted.setdefault(item.delivery.queue, []).append(message.id)
 			done = {queue: self.store.processed_ids(queue, ids) for queue, ids in wanted.items()}
 			processed: list[MessageRecord] = []
 			decisions = [

@@ -40,9 +40,19 @@ HEADERS_CUT = "x-eda-headers-truncated"
 
 
 def check_message(record: MessageRecord, store: MessageStore) -> None:
-	"""Raise ``UnstorableMessage`` for the first field of ``record`` that ``store`` cannot hold."""
+	"""Raise ``UnstorableMessage`` for the first field of ``record`` that ``store`` cannot hold.
+
+	Runs for every delivery: plain ASCII text within its limit, the common case, is settled inline."""
+	key_chars = store.limits.key_chars
+	measure = store.stored_length
+	fields = record.__dict__
 	for name in MESSAGE_KEYS:
-		check_key(name, getattr(record, name), store)
+		value = fields[name]
+		if value.__class__ is str and value.isascii() and "\x00" not in value:
+			limit = key_chars.get(name)
+			if limit is None or measure(name, value) <= limit:
+				continue
+		check_key(name, value, store)
 	_check_time("created_at", record.created_at, store)
 	for name in COUNTERS:
 		_check_int(name, getattr(record, name), store)
@@ -135,10 +145,11 @@ def check_key(name: str, value: Any, store: MessageStore) -> None:
 		raise UnstorableMessage(name, f"is a {type(value).__name__}, not text")
 	if "\x00" in value:
 		raise UnstorableMessage(name, f"contains a NUL character at position {value.index(chr(0))}")
-	try:
-		value.encode("utf-8")
-	except UnicodeEncodeError as e:
-		raise UnstorableMessage(name, f"is not valid Unicode (a lone surrogate at position {e.start})")
+	if not value.isascii():
+		try:
+			value.encode("utf-8")
+		except UnicodeEncodeError as e:
+			raise UnstorableMessage(name, f"is not valid Unicode (a lone surrogate at position {e.start})")
 	limit = store.limits.key_chars.get(name)
 	if limit is not None:
 		length = store.stored_length(name, value)
