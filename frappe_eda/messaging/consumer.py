@@ -10,20 +10,35 @@ Per batch: the ``DeliveryProcessor`` commits every outcome in one transaction; t
 dead letters are republished with confirms; then the batch is acked with one ``multiple`` ack. A
 crash at any point before the ack redelivers the batch, and the inbox turns what was already
 processed into duplicates that are acked without running the handler again.
+
+A batch that fails to record is not simply returned to the queue: that would run every handler of it
+again and again behind one message the store refuses, while the other queues wait out the back-off.
+The worker first asks the store for a write (``DeliveryProcessor.store_takes_writes``, rolled back). A
+store that is down gets the old treatment: the batch goes back unacked and the worker backs off
+exponentially, losing nothing. A store that answers gets the batch again one delivery at a time, each in
+a transaction of its own, and a delivery that fails alone is dead-lettered by itself (``StoreRefused``,
+recorded as closely as the store allows, published to ``<queue>.dead`` and notified). So a good
+message's handler runs at most once more because a neighbour was bad (its first run was rolled back with
+the batch), and nothing is ever requeued for a refusal: a refused delivery is acked once its dead-letter
+copy is confirmed, or rejected into the queue's own dead-letter route when the broker refuses the copy.
+The worker remembers refused deliveries (queue and body hash): a redelivered copy of one (its ack was
+lost) is dead-lettered again without running its handler.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from frappe_eda.messaging.connection import CONNECTION_ERRORS, BrokerConnection
 from frappe_eda.messaging.errors import ConfigurationError
@@ -43,6 +58,7 @@ from frappe_eda.messaging.publisher import Envelope, Publisher
 from frappe_eda.messaging.registry import HandlerRegistry, Subscription
 from frappe_eda.messaging.retry import RetryPolicy
 from frappe_eda.messaging.schema import SchemaRegistry
+from frappe_eda.messaging.storable import printable
 from frappe_eda.messaging.store import MessageStore
 from frappe_eda.messaging.topology import (
 	DEFAULT_DELIVERY_LIMIT,
@@ -53,8 +69,13 @@ from frappe_eda.messaging.topology import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_ERROR_HEADER = 1000
+# AMQP short strings (the message-id property) hold 255 bytes.
+MAX_SHORT_STRING = 255
+# Refused deliveries remembered per worker, so a redelivered one goes straight to its dead letter.
+REMEMBERED_REFUSALS = 10_000
 
 
 @dataclass
@@ -65,6 +86,8 @@ class WorkerStats:
 	dead: int = 0
 	reconnects: int = 0
 	store_failures: int = 0
+	# Deliveries the store refused while it took others: dead-lettered alone.
+	refused: int = 0
 	started_at: float = field(default_factory=time.monotonic)
 
 	@property
@@ -117,6 +140,7 @@ class Worker:
 		)
 		self._before_batch = before_batch
 		self._store_failures = 0
+		self._refusals: OrderedDict[tuple[str, str], int] = OrderedDict()
 		# Called on the loop thread after each turn of the loop (the Frappe worker relays its outbox here).
 		self.between_batches: Callable[[], None] | None = None
 		self._buffer: list[Delivery | Screened] = []
@@ -240,22 +264,92 @@ class Worker:
 
 	def _handle(self, batch: Sequence[Delivery | Screened]) -> None:
 		try:
-			decisions = self._run_on_handler_thread(batch)
+			decisions = self._run_on_handler_thread(self._process, batch)
 		except CONNECTION_ERRORS:
 			raise
 		except Exception as e:
-			self._return_unrecorded(batch, e)
+			self._isolate(batch, e)
 			return
 		self._store_failures = 0
+		self._settle(decisions)
+
+	def _settle(self, decisions: Sequence[Decision]) -> None:
+		"""Deliveries are settled in the order they arrived (a failed batch one by one, in order), so the
+		``multiple`` ack of the last one never acks a delivery not yet decided."""
 		self._notify_dead(decisions)
 		self._republish(decisions)
 		self._ack(decisions)
 		for decision in decisions:
 			self._count(decision.outcome)
 
+	def _isolate(self, batch: Sequence[Delivery | Screened], error: Exception) -> None:
+		"""The batch did not record. A store that takes no writes is down: back off. Otherwise one of the
+		batch's deliveries is refused: run them one at a time, and dead-letter alone the one that fails."""
+		if not self._store_takes_writes(_delivery_of(batch[0]).queue):
+			self._return_unrecorded(batch, error)
+			return
+		log.warning(
+			"could not record a batch of %d (%s) while the store takes writes; recording it one by one",
+			len(batch),
+			type(error).__name__,
+		)
+		self._store_failures = 0
+		for index, item in enumerate(batch):
+			delivery = _delivery_of(item)
+			identity = _identity(delivery)
+			failure = error
+			# The broker's copy of a delivery this worker refused before (its ack was lost) is not run again.
+			if not (delivery.redelivered and identity in self._refusals):
+				try:
+					self._settle(self._run_on_handler_thread(self._process, [item]))
+					continue
+				except CONNECTION_ERRORS:
+					raise
+				except Exception as e:
+					failure = e
+				if not self._store_takes_writes(delivery.queue):
+					self._return_unrecorded(batch[index:], failure)
+					return
+			try:
+				decision = self._run_on_handler_thread(self.processor.refused, item, failure)
+			except CONNECTION_ERRORS:
+				raise
+			except Exception as e:  # not even the refusal could be decided: keep it, as for an outage
+				self._return_unrecorded(batch[index:], e)
+				return
+			self._refuse(decision, identity, failure)
+
+	def _refuse(self, decision: Decision, identity: tuple[str, str], error: Exception) -> None:
+		self._refusals[identity] = self._refusals.get(identity, 0) + 1
+		self._refusals.move_to_end(identity)
+		while len(self._refusals) > REMEMBERED_REFUSALS:
+			self._refusals.popitem(last=False)
+		self.stats.refused += 1
+		log.error(
+			"the store refused delivery %s of %s; dead-lettered alone (%s)",
+			decision.delivery.delivery_tag,
+			decision.delivery.queue,
+			decision.error.error if decision.error else error,
+		)
+		self._settle([decision])
+
+	def _store_takes_writes(self, queue: str) -> bool:
+		try:
+			return bool(self._run_on_handler_thread(self._probe, queue))
+		except CONNECTION_ERRORS:
+			raise
+		except Exception:
+			log.exception("could not prepare the handler thread to probe the store")
+			return False
+
+	def _probe(self, queue: str) -> bool:
+		if self._before_batch is not None:
+			self._before_batch()
+		return self.processor.store_takes_writes(queue)
+
 	def _return_unrecorded(self, batch: Sequence[Delivery | Screened], error: Exception) -> None:
-		"""The store could not record the outcome (database down, a bad column): nothing of the batch is
-		acked. It goes back to the queue, and the worker backs off before trying again."""
+		"""The store is down: nothing of the batch is acked. It goes back to the queue, and the worker
+		backs off before trying again."""
 		self._store_failures += 1
 		self.stats.store_failures += 1
 		wait = min(30.0, 0.5 * 2 ** (self._store_failures - 1))
@@ -267,14 +361,15 @@ class Worker:
 			wait,
 			exc_info=error,
 		)
+		# Everything before the batch, and what of it was recorded one by one, is acked already.
 		last = max(_delivery_of(item).delivery_tag for item in batch)
 		self._channel.basic_nack(last, multiple=True, requeue=True)
 		self.connection.sleep(wait)
 
-	def _run_on_handler_thread(self, batch: Sequence[Delivery | Screened]) -> list[Decision]:
+	def _run_on_handler_thread(self, work: Callable[..., T], *args: Any) -> T:
 		"""Keep servicing the connection (heartbeats) while the handler thread works."""
 		raw = self.connection.blocking
-		future: Future[list[Decision]] = self._executor.submit(self._process, batch)
+		future: Future[T] = self._executor.submit(work, *args)
 		future.add_done_callback(lambda _f: _wake(raw))
 		while not future.done():
 			raw.process_data_events(time_limit=self.options.poll_seconds)
@@ -321,13 +416,17 @@ class Worker:
 			headers["x-eda-dead-at"] = datetime.now(timezone.utc).isoformat()
 			if error is not None:
 				headers["x-eda-error-type"] = error.exception_type
-				headers["x-eda-error"] = error.error[:MAX_ERROR_HEADER]
+				headers["x-eda-error"] = printable(error.error[:MAX_ERROR_HEADER])
 				headers["x-eda-fingerprint"] = error.fingerprint
+			if not decision.recorded:
+				headers["x-eda-unrecorded"] = True
 			target = dead_letter_queue(delivery.queue)
 		else:
 			return None
+		# The id as recorded (an unstorable one was replaced), and short enough for the AMQP property.
+		message_id = decision.error.message_id if decision.error else decision.message_id
 		return Envelope(
-			message_id=decision.message_id or (decision.error.message_id if decision.error else ""),
+			message_id=_short_string(message_id),
 			exchange="",
 			routing_key=target,
 			body=delivery.body,
@@ -399,6 +498,18 @@ class Worker:
 
 def _delivery_of(item: Delivery | Screened) -> Delivery:
 	return item if isinstance(item, Delivery) else item.delivery
+
+
+def _identity(delivery: Delivery) -> tuple[str, str]:
+	"""A delivery as the worker remembers a refusal: its queue and its body (ids may be what is wrong)."""
+	return delivery.queue, hashlib.sha1(delivery.body).hexdigest()
+
+
+def _short_string(value: str) -> str:
+	"""Ids are stored up to the store's limit, but the message-id property holds 255 bytes."""
+	if len(value.encode("utf-8", "backslashreplace")) <= MAX_SHORT_STRING:
+		return value
+	return "sha1-" + hashlib.sha1(value.encode("utf-8", "backslashreplace")).hexdigest()
 
 
 def _wake(connection: Any) -> None:

@@ -320,6 +320,34 @@ class SchemaViolation(InvalidMessage):
 		super().__init__(f"payload of {message_type!r} breaks its schema: " + "; ".join(problems))
 
 
+class UnstorableMessage(InvalidMessage):
+	"""A field of the delivery's record is more than the store can hold (too long, not storable text, a
+	time out of range); it is dead-lettered before its handler runs, with a minimal record that fits."""
+
+	def __init__(self, field: str, reason: str):
+		self.field = field
+		self.reason = reason
+		super().__init__(
+			f"{field} {reason}; the store cannot record it, so the message is dead-lettered before its "
+			f"handler runs: fix it at the producer (or widen the store's column) and replay it"
+		)
+
+
+class StoreRefused(EdaError):
+	"""The store refused to record one delivery while it recorded others (a constraint, a trigger, a
+	column narrower than it declared): that delivery alone is dead-lettered."""
+
+	def __init__(self, message_id: str, error: BaseException):
+		self.message_id = message_id
+		self.original = error
+		shown = message_id if len(message_id) <= 200 else message_id[:200] + "..."
+		super().__init__(
+			f"the store refused to record message {shown!r} ({_database_error(error)}) while it "
+			f"accepted other messages; it was dead-lettered alone: fix the store's constraint or the "
+			f"message and replay it"
+		)
+
+
 # --- handlers and replay --------------------------------------------------------------------------
 
 
@@ -383,3 +411,12 @@ class MessageNotFound(EdaError):
 
 class ReplayRefused(EdaError):
 	"""Replaying would run a handler again on a message it already processed; pass force to do it."""
+
+
+def _database_error(error: BaseException) -> str:
+	"""The driver's own error, first line: a SQLAlchemy error's text goes on to quote the statement and
+	its parameters, which hold payloads, and error texts travel to alerts."""
+	cause = getattr(error, "orig", None) or error
+	lines = str(cause).splitlines()
+	text = lines[0] if lines else type(cause).__name__
+	return f"{type(cause).__name__}: {text[:500]}"

@@ -5,6 +5,17 @@ decodes, checks the inbox, validates, runs the handler and records the outcome. 
 ``Decision`` per delivery; the worker then carries the decisions out on the broker (republish to a
 retry tier or the dead-letter queue, then ack) only after the transaction committed. The test helper
 runs the same processor without a broker, so users' tests see the same decisions as production.
+
+Poison isolation. Screening checks the record each delivery would produce against the store's declared
+limits (``storable``) before the inbox and the handler: one the store cannot hold is dead at once with
+``UnstorableMessage``, recorded with the closest record that fits, and its handler never runs. Every
+error text, traceback and header written here is cut to fit, never refused. When a batch still fails to
+record, the worker asks ``store_takes_writes``: a store that is down is waited for (nothing acked, nothing
+lost); otherwise it runs the batch's deliveries one at a time and a delivery that still fails alone is
+``refused``: dead with ``StoreRefused``, its handler not run again. The good messages of that batch ran
+their handler once in the failed batch (rolled back with it) and run it once more alone: a handler whose
+effects live in the store's transaction still commits them once; one that calls other systems may make
+that call twice (idempotency keys, as for any redelivery).
 """
 
 from __future__ import annotations
@@ -12,16 +23,24 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from frappe_eda.messaging.context import HandlerContext, handler_context
 from frappe_eda.messaging.envelope import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, Message, decode
-from frappe_eda.messaging.errors import InvalidHeader, InvalidMessage, PermanentFailure, UnknownMessageType
+from frappe_eda.messaging.errors import (
+	InvalidHeader,
+	InvalidMessage,
+	PermanentFailure,
+	StoreRefused,
+	UnknownMessageType,
+	UnstorableMessage,
+)
 from frappe_eda.messaging.failure import error_record
 from frappe_eda.messaging.registry import HandlerRegistry, Subscription
 from frappe_eda.messaging.retry import RetryPolicy
 from frappe_eda.messaging.schema import SchemaRegistry
+from frappe_eda.messaging.storable import check_key, check_message, fit_error, storable_record
 from frappe_eda.messaging.store import Direction, ErrorRecord, MessageRecord, MessageStore, Status
 
 log = logging.getLogger(__name__)
@@ -34,6 +53,8 @@ REPLAYED_BY = "x-eda-replayed-by"
 REPLAYED_AT = "x-eda-replayed-at"
 REPLAY_COUNT = "x-eda-replay-count"
 REPLAY_OF = "x-eda-replay-of"
+# The id of a row written only to learn whether the store takes writes; always rolled back.
+PROBE_ID = "frappe-eda-store-probe"
 
 
 class Outcome(str, enum.Enum):
@@ -79,6 +100,8 @@ class Decision:
 	handler: str = ""
 	# Set by the worker when the broker refused the follow-up copy: reject so the queue dead-letters it.
 	reject: bool = False
+	# False when not even a minimal record could be stored: the dead-letter copy and the alert are all.
+	recorded: bool = True
 
 	@property
 	def message_id(self) -> str:
@@ -93,6 +116,8 @@ class _Accepted:
 	subscription: Subscription
 	attempt: int
 	message: Message
+	# The PROCESSED record it will produce, already checked against the store's limits.
+	record: MessageRecord
 
 
 @dataclass(frozen=True)
@@ -145,15 +170,17 @@ class DeliveryProcessor:
 		Decoding comes first for the whole batch so the inbox is asked once per queue, not per message.
 		"""
 		with self.store.transaction():
-			checked = [self._admit(item) for item in deliveries]
+			checked = [self.screen(item) if isinstance(item, Delivery) else item for item in deliveries]
 			wanted: dict[str, list[str]] = {}
 			for item in checked:
-				if isinstance(item, _Accepted):
-					wanted.setdefault(item.delivery.queue, []).append(item.message.id)
+				message = item.message
+				if message is not None and (isinstance(item, _Accepted) or self._can_look_up(message.id)):
+					wanted.setdefault(item.delivery.queue, []).append(message.id)
 			done = {queue: self.store.processed_ids(queue, ids) for queue, ids in wanted.items()}
 			processed: list[MessageRecord] = []
 			decisions = [
-				item if isinstance(item, Decision) else self._run(item, done, processed) for item in checked
+				self._run(item, done, processed) if isinstance(item, _Accepted) else self._reject(item, done)
+				for item in checked
 			]
 			# In the same transaction as the handlers' own writes: one statement for the whole batch.
 			self.store.save(processed)
@@ -178,16 +205,29 @@ class DeliveryProcessor:
 		if subscription is None or not subscription.accepts(delivery.original_routing_key):
 			error = UnknownMessageType(delivery.original_routing_key, delivery.queue)
 			return _Rejected(delivery, message, error, attempt, handler)
-		return _Accepted(delivery, subscription, attempt, message)
+		record = self._record(delivery, message, Status.PROCESSED, attempt, handler)
+		try:
+			check_message(record, self.store)
+		except UnstorableMessage as e:
+			return _Rejected(delivery, message, e, attempt, handler)
+		return _Accepted(delivery, subscription, attempt, message, record)
 
-	def _admit(self, item: Delivery | Screened) -> Decision | _Accepted:
-		"""Bad input is dead here, recorded in the batch's transaction."""
-		screened = self.screen(item) if isinstance(item, Delivery) else item
-		if isinstance(screened, _Rejected):
-			return self._dead(
-				screened.delivery, screened.message, screened.error, screened.attempt, screened.handler
+	def _reject(self, item: _Rejected, done: dict[str, set[str]]) -> Decision:
+		"""Bad input is dead, recorded in the batch's transaction; unless its id was processed already:
+		then it is a duplicate, and the processed record (the inbox) is not overwritten."""
+		if item.message is not None and item.message.id in done.get(item.delivery.queue, ()):
+			return Decision(
+				item.delivery, Outcome.DUPLICATE, item.attempt, item.message, handler=item.handler
 			)
-		return screened
+		return self._dead(item.delivery, item.message, item.error, item.attempt, item.handler)
+
+	def _can_look_up(self, message_id: str) -> bool:
+		"""An id the store cannot hold cannot be in its inbox either (and may not even be sent to it)."""
+		try:
+			check_key("message_id", message_id, self.store)
+		except UnstorableMessage:
+			return False
+		return True
 
 	def _run(self, item: _Accepted, done: dict[str, set[str]], processed: list[MessageRecord]) -> Decision:
 		delivery, subscription, attempt, message = (
@@ -215,7 +255,7 @@ class DeliveryProcessor:
 		except Exception as e:
 			return self._failed(delivery, message, e, attempt, subscription)
 		seen.add(message.id)
-		processed.append(self._record(delivery, message, Status.PROCESSED, attempt, handler))
+		processed.append(item.record)
 		return Decision(delivery, Outcome.PROCESSED, attempt, message, handler=handler)
 
 	def _failed(
@@ -227,7 +267,7 @@ class DeliveryProcessor:
 		record = error_record(
 			error, message.id, Direction.INCOMING, attempt, delivery.queue, subscription.name
 		)
-		self._store_failure(delivery, message, Status.FAILED, attempt, subscription.name, record)
+		record = self._store_failure(delivery, message, Status.FAILED, attempt, subscription.name, record)
 		return Decision(
 			delivery,
 			Outcome.RETRY,
@@ -243,7 +283,7 @@ class DeliveryProcessor:
 	) -> Decision:
 		message_id = message.id if message else _fallback_id(delivery)
 		record = error_record(error, message_id, Direction.INCOMING, attempt, delivery.queue, handler)
-		self._store_failure(delivery, message, Status.DEAD, attempt, handler, record)
+		record = self._store_failure(delivery, message, Status.DEAD, attempt, handler, record)
 		return Decision(delivery, Outcome.DEAD, attempt, message, record, handler=handler)
 
 	def _store_failure(
@@ -254,12 +294,83 @@ class DeliveryProcessor:
 		attempt: int,
 		handler: str,
 		error: ErrorRecord,
-	) -> None:
+	) -> ErrorRecord:
+		"""Record a failure with the closest record the store holds; returns the error as stored."""
 		record = self._record(delivery, message, status, attempt, handler)
 		record.message_id = error.message_id
 		record.last_error = f"{error.exception_type}: {error.error}"
+		record = storable_record(record, self.store, _fallback_id(delivery))
+		error = fit_error(replace(error, message_id=record.message_id), self.store)
 		self.store.save([record])
 		self.store.add_error(error)
+		return error
+
+	def store_takes_writes(self, queue: str) -> bool:
+		"""Whether the store is up: a write of a probe row, always rolled back. Tells a store that is down
+		(wait, lose nothing) from one that refuses a particular message (dead-letter that one)."""
+		probe = MessageRecord(PROBE_ID, Direction.INCOMING, Status.RECEIVED, "", "", queue=queue)
+		try:
+			with self.store.transaction():
+				self.store.save([probe])
+				raise _ProbeDone()
+		except _ProbeDone:
+			return True
+		except Exception as e:
+			log.warning("the store takes no writes (%s: %s)", type(e).__name__, e)
+			return False
+
+	def refused(self, item: Delivery | Screened, error: Exception) -> Decision:
+		"""A delivery the store would not record although it takes writes: dead with ``StoreRefused``, its
+		handler not run again. Recorded with the closest record the store takes, each try in a transaction
+		of its own: the full dead record, then a minimal one (no body, headers or keys) under its id, then
+		under the fallback id. If none is taken, the decision says so (``recorded=False``) and the worker's
+		dead-letter copy and alert are all that is left of it."""
+		delivery = item if isinstance(item, Delivery) else item.delivery
+		message = item.message if not isinstance(item, Delivery) else None
+		attempt = item.attempt if not isinstance(item, Delivery) else _attempt_or_first(delivery)
+		subscription = self.registry.for_queue(delivery.queue)
+		handler = subscription.name if subscription else ""
+		fallback = _fallback_id(delivery)
+		message_id = message.id if message else fallback
+		failure = error_record(
+			StoreRefused(message_id, error), message_id, Direction.INCOMING, attempt, delivery.queue, handler
+		)
+		last_error = f"{failure.exception_type}: {failure.error}"
+		full = self._record(delivery, message, Status.DEAD, attempt, handler)
+		full.last_error = last_error
+		minimal = MessageRecord(
+			message_id,
+			Direction.INCOMING,
+			Status.DEAD,
+			routing_key="",
+			body="",
+			queue=delivery.queue,
+			handler=handler,
+			attempts=attempt,
+			last_error=f"{last_error} (body, key and headers not stored: see {delivery.queue}.dead)",
+		)
+		problem: Exception = error
+		for candidate in (full, minimal, replace(minimal, message_id=fallback)):
+			try:
+				record = storable_record(candidate, self.store, fallback)
+				stored = fit_error(replace(failure, message_id=record.message_id), self.store)
+				with self.store.transaction():
+					self.store.save([record])
+					self.store.add_error(stored)
+			except Exception as e:
+				problem = e
+				continue
+			return Decision(delivery, Outcome.DEAD, attempt, message, stored, handler=handler)
+		log.error("not even a minimal record of %s could be stored", message_id, exc_info=problem)
+		unrecorded = fit_error(
+			replace(
+				failure,
+				error=f"{failure.error}; not even a minimal record could be stored "
+				f"({type(problem).__name__}): the message and this error are only in {delivery.queue}.dead",
+			),
+			self.store,
+		)
+		return Decision(delivery, Outcome.DEAD, attempt, message, unrecorded, handler=handler, recorded=False)
 
 	def _record(
 		self, delivery: Delivery, message: Message | None, status: Status, attempt: int, handler: str
@@ -284,11 +395,23 @@ class DeliveryProcessor:
 		return record
 
 
+class _ProbeDone(Exception):
+	"""Raised inside the probe's transaction to roll it back."""
+
+
+def _attempt_or_first(delivery: Delivery) -> int:
+	try:
+		return attempt_of(delivery)
+	except InvalidHeader:
+		return 1
+
+
 def _fallback_id(delivery: Delivery) -> str:
 	"""Bad input may have no usable id; derive a stable one so a redelivery updates the same record."""
 	import hashlib
 
-	digest = hashlib.sha1(delivery.body + delivery.queue.encode() + delivery.routing_key.encode()).hexdigest()
+	names = (delivery.queue + delivery.routing_key).encode("utf-8", "backslashreplace")
+	digest = hashlib.sha1(delivery.body + names).hexdigest()
 	return f"invalid-{digest[:24]}"
 
 

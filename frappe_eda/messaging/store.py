@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from frappe_eda.messaging.envelope import utcnow
@@ -104,8 +104,42 @@ class MessageFilter:
 	limit: int = 1000
 
 
+MIN_TIME = datetime.min.replace(tzinfo=timezone.utc)
+MAX_TIME = datetime.max.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class StoreLimits:
+	"""What a store can hold, declared so the core can check a delivery before its handler runs.
+
+	``key_chars``: identifier fields of ``MessageRecord``/``ErrorRecord`` (message_id, queue, routing_key,
+	exchange, handler, message_type, replay_of, reference_doctype, reference_name, exception_type,
+	fingerprint) -> the most the store holds, in units of its ``stored_length``; a longer value makes the
+	message unstorable. ``text_chars``: display-only fields (last_error, error, traceback, and the
+	serialized ``headers``) -> the same; a longer value is truncated with a visible marker, never
+	refused. ``min_time``/``max_time``: the instants (aware UTC) the store's timestamps hold;
+	``max_int``: the largest integer its counters (attempts, replay_count) hold. Absent means unbounded:
+	every store also refuses what none can hold (text that is not UTF-8, NUL in identifiers, times
+	that cannot be converted to UTC); see ``frappe_eda.messaging.storable``.
+	"""
+
+	key_chars: Mapping[str, int] = field(default_factory=dict)
+	text_chars: Mapping[str, int] = field(default_factory=dict)
+	min_time: datetime = MIN_TIME
+	max_time: datetime = MAX_TIME
+	max_int: int | None = None
+
+
 class MessageStore(ABC):
 	"""Durable home of every message and error. Writes inside ``transaction()`` commit together."""
+
+	# What the store can hold; a store with narrower columns declares them (class or instance attribute).
+	limits: StoreLimits = StoreLimits()
+
+	def stored_length(self, field: str, value: str) -> int:
+		"""How long ``value`` is as this store writes ``field``, in the units of ``limits`` (a store that
+		escapes text on write, or counts bytes, measures that)."""
+		return len(value)
 
 	@abstractmethod
 	def transaction(self) -> AbstractContextManager[Any]:

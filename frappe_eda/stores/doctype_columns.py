@@ -15,7 +15,8 @@ routing-key LIKE pre-filter escapes its literal ends). The body (``payload``), `
 
 Lengths are the column's: a varchar counts characters, MariaDB's TEXT and LONGTEXT count bytes, so
 the limits reported to the core count a TEXT column as 4 bytes a character (utf8mb4's worst case).
-Identifier fields over their column are refused (``key_refusal``); display text is truncated to fit
+Identifier fields over their column are refused (the core's ``storable`` check against ``limits``);
+display text is truncated to fit
 with a visible marker (``display_value``), so a long error never makes a record unstorable.
 """
 
@@ -172,23 +173,6 @@ def _fits(value: str, size: int, in_bytes: bool) -> bool:
 # --- writing values ---------------------------------------------------------------------------------
 
 
-def key_refusal(field: str, value: str) -> str | None:
-	"""Why identifier ``value`` cannot be stored in its columns, or None when it can."""
-	if not value:
-		return None
-	if _SURROGATE.search(value):
-		return "holds a lone UTF-16 surrogate, which UTF-8 cannot encode"
-	if "\x00" in value:
-		return "holds a NUL character, which PostgreSQL text cannot store"
-	stored = to_column(field, value)
-	for doctype, column in KEY_COLUMNS.get(field, ()):
-		# The declared limit (``chars``), not the exact byte count: what the core checks is what holds.
-		if len(stored) > (limit := chars(doctype, column)):
-			escaped = " once HTML-escaped" if stored != value else ""
-			return f"is {len(stored)} characters{escaped}, over the {limit} that {doctype}.{column} holds"
-	return None
-
-
 def display_value(field: str, text: str | None) -> str:
 	"""The column value of display text: encodable, escaped where shown as HTML, and cut to fit with
 	a visible marker when it is too long, so it never makes the record unstorable."""
@@ -236,15 +220,3 @@ def naive_utc(value: datetime) -> datetime:
 			value = datetime.min if value.year == datetime.min.year else datetime.max
 	low, high = time_range()
 	return min(max(value, low), high)
-
-
-def time_refusal(value: datetime) -> str | None:
-	"""Why a message time cannot be stored as it is, or None."""
-	low, high = aware_time_range()
-	try:
-		aware = value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
-	except OverflowError:
-		return f"{value.isoformat()} has no UTC representation"
-	if not low <= aware <= high:
-		return f"{aware.isoformat()} is outside {low.isoformat()} .. {high.isoformat()}"
-	return None

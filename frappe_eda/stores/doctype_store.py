@@ -18,7 +18,7 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -35,10 +35,10 @@ from frappe_eda.messaging.envelope import utcnow
 from frappe_eda.messaging.errors import (
 	HandlerCommitted,
 	HandlerEndedTransaction,
-	InvalidMessage,
 	TransactionLost,
 )
 from frappe_eda.messaging.routing import topic_matches
+from frappe_eda.messaging.storable import check_error, check_message
 from frappe_eda.messaging.store import (
 	Direction,
 	ErrorRecord,
@@ -46,62 +46,27 @@ from frappe_eda.messaging.store import (
 	MessageRecord,
 	MessageStore,
 	Status,
+	StoreLimits,
 )
 from frappe_eda.stores.doctype_claim import site_relay_claim
 from frappe_eda.stores.doctype_columns import (
-	KEY_COLUMNS,
 	aware_time_range,
 	display_value,
 	from_column,
 	headers_value,
 	key_chars,
-	key_refusal,
 	naive_utc,
 	text_chars,
-	time_refusal,
 	to_column,
 )
 from frappe_eda.stores.doctype_columns import stored_length as _stored_length
 
 log = logging.getLogger(__name__)
 
-# --- PLACEHOLDER until the core's poison-isolation branch is merged ---------------------------------
-# StoreLimits belongs in frappe_eda.messaging.store and UnstorableMessage in frappe_eda.messaging.errors
-# (built in another branch). Lead: delete this block and import both from there; DocTypeStore.limits,
-# stored_length() and check_storable() keep their names and meaning.
-
-
-_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
-_LATEST = datetime.max.replace(tzinfo=timezone.utc)
-
-
-@dataclass(frozen=True)
-class StoreLimits:
-	"""What a store can hold: identifier fields longer than ``key_chars`` are refused, display text
-	longer than ``text_chars`` is truncated, times outside ``min_time``..``max_time`` are refused."""
-
-	key_chars: Mapping[str, int] = field(default_factory=dict)
-	text_chars: Mapping[str, int] = field(default_factory=dict)
-	min_time: datetime = _EARLIEST
-	max_time: datetime = _LATEST
-
-
-class UnstorableMessage(InvalidMessage):
-	"""A field of a message that the store cannot hold: the message is dead-lettered, not retried."""
-
-	def __init__(self, field: str, reason: str) -> None:
-		self.field = field
-		self.reason = reason
-		super().__init__(
-			f"{field} {reason}; the message cannot be recorded as it is: have the producer send a "
-			f"shorter or valid value"
-		)
-
-
-# --- end of PLACEHOLDER -----------------------------------------------------------------------------
 
 MESSAGE = "EDA Message"
 INSERT_CHUNK = 100
+INT_MAX = 2**31 - 1  # Int fields (attempts, replay_count) are INT(11)
 ERROR = "EDA Error"
 DIRECTION_LABELS = {Direction.OUTGOING: "Outgoing", Direction.INCOMING: "Incoming"}
 STATUS_LABELS = {status: status.value.title() for status in Status}
@@ -209,9 +174,9 @@ class DocTypeStore(MessageStore):
 	@property
 	def limits(self) -> StoreLimits:
 		"""The EDA Message / EDA Error columns as this site's database holds them (read from the
-		DocTypes' field types and lengths), for the core's check before a handler runs."""
-		low, high = aware_time_range()
-		return StoreLimits(key_chars=key_chars(), text_chars=text_chars(), min_time=low, max_time=high)
+		DocTypes' field types and lengths), for the core's check before a handler runs. Read once per
+		site and process: the core asks for every delivery, and the columns change only on migrate."""
+		return _site_limits(frappe.local.site)
 
 	def stored_length(self, field: str, value: str) -> int:
 		"""The length of ``value`` as written: producer text is stored HTML-escaped (see doctype_columns)."""
@@ -588,15 +553,21 @@ def _escape_like(text: str) -> str:
 	return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+@functools.lru_cache(maxsize=8)
+def _site_limits(site: str) -> StoreLimits:
+	low, high = aware_time_range()
+	return StoreLimits(
+		key_chars=key_chars(), text_chars=text_chars(), min_time=low, max_time=high, max_int=INT_MAX
+	)
+
+
 def _check_storable(record: MessageRecord | ErrorRecord) -> None:
-	for name in KEY_COLUMNS:
-		value = getattr(record, name, None)
-		if isinstance(value, str) and (reason := key_refusal(name, value)):
-			raise UnstorableMessage(name, reason)
-	for name in ("created_at", "occurred_at"):
-		value = getattr(record, name, None)
-		if isinstance(value, datetime) and (reason := time_refusal(value)):
-			raise UnstorableMessage(name, reason)
+	"""The core's check against this store's limits, run again on every write: a caller that skipped
+	it (the outbox, a replay) gets ``UnstorableMessage`` instead of the database's error."""
+	if isinstance(record, ErrorRecord):
+		check_error(record, DocTypeStore())
+	else:
+		check_message(record, DocTypeStore())
 
 
 def _column_values(field: str, values: Iterable[str]) -> list[str]:

@@ -53,6 +53,7 @@ from frappe_eda.stores.sql_schema import (
 	message_record,
 	message_row,
 	naive_utc,
+	store_limits,
 )
 
 T = TypeVar("T")
@@ -96,12 +97,18 @@ class SqlStore(MessageStore):
 	def _setup(self, engine: Engine, create_tables: bool, table_prefix: str) -> None:
 		self.engine = engine
 		self.metadata, self.messages, self.error_table = build_tables(table_prefix)
+		self.limits = store_limits(self.messages, self.error_table, engine.dialect.name)
+		self._byte_fields = frozenset(self.limits.text_chars)
 		self._local = threading.local()
 		self._relay_claim = RelayClaim(engine, self.messages.name)
 		event.listen(engine, "commit", lambda connection: self._transaction_ended(connection, "commit"))
 		event.listen(engine, "rollback", lambda connection: self._transaction_ended(connection, "rollback"))
 		if create_tables:
 			self.metadata.create_all(self.engine)
+
+	def stored_length(self, field: str, value: str) -> int:
+		"""MariaDB's TEXT columns are limited in bytes; every other column in characters."""
+		return len(value.encode("utf-8")) if field in self._byte_fields else len(value)
 
 	def __repr__(self) -> str:
 		return f"SqlStore({self.engine.url.render_as_string(hide_password=True)!r})"

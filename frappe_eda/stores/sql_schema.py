@@ -5,6 +5,9 @@ Times are stored as naive UTC with microseconds (MariaDB's DATETIME has no time 
 back on read. Bodies may be megabytes, which MariaDB's TEXT (64 KiB) cannot hold. MariaDB/MySQL tables
 use ``utf8mb4_bin``: ids, queues and routing keys are case-sensitive on the broker, and a
 case-insensitive collation would merge two keys in the unique index.
+
+``store_limits`` reads what the tables can hold from these columns, so the worker refuses a message the
+store could not record before its handler runs (see ``frappe_eda.messaging.storable``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql
 
-from frappe_eda.messaging.store import Direction, ErrorRecord, MessageRecord, Status
+from frappe_eda.messaging.store import MAX_TIME, Direction, ErrorRecord, MessageRecord, Status, StoreLimits
 
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -36,6 +39,13 @@ KEY_LENGTH = 255
 MYSQL_OPTIONS: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 MESSAGE_FIELDS = tuple(f.name for f in fields(MessageRecord))
 ERROR_FIELDS = tuple(f.name for f in fields(ErrorRecord))
+# MariaDB/MySQL: TEXT holds 65,535 bytes (last_error, error); DATETIME holds years 1000 to 9999.
+MYSQL_TEXT_BYTES = 65_535
+MYSQL_TEXT_FIELDS = ("last_error", "error")
+MYSQL_MIN_TIME = datetime(1000, 1, 1, tzinfo=timezone.utc)
+# INTEGER columns (attempts, replay_count): 32 bits on MariaDB and PostgreSQL, 64 on SQLite.
+MAX_INT = {"sqlite": 2**63 - 1}
+MAX_INT_32 = 2**31 - 1
 
 
 def build_tables(prefix: str = "eda_") -> tuple[MetaData, Table, Table]:
@@ -146,3 +156,24 @@ def error_record(row: Any) -> ErrorRecord:
 		resolved=bool(row["resolved"]),
 	)
 	return ErrorRecord(**values)
+
+
+def store_limits(messages: Table, errors: Table, dialect: str) -> StoreLimits:
+	"""What these tables hold: the length of every bounded text column of a record field (the same on
+	every dialect, though SQLite does not enforce it, so data moves between databases), and MariaDB's
+	TEXT and DATETIME ranges. MariaDB TEXT is counted in UTF-8 bytes (``SqlStore.stored_length``)."""
+	record_fields = set(MESSAGE_FIELDS) | set(ERROR_FIELDS)
+	key_chars: dict[str, int] = {}
+	for table in (messages, errors):
+		for column in table.columns:
+			length = getattr(column.type, "length", None)
+			if column.name in record_fields and isinstance(column.type, String) and length:
+				key_chars[column.name] = min(length, key_chars.get(column.name, length))
+	mysql_like = dialect in ("mysql", "mariadb")
+	return StoreLimits(
+		key_chars=key_chars,
+		text_chars=dict.fromkeys(MYSQL_TEXT_FIELDS, MYSQL_TEXT_BYTES) if mysql_like else {},
+		min_time=MYSQL_MIN_TIME if mysql_like else StoreLimits().min_time,
+		max_time=MAX_TIME,
+		max_int=MAX_INT.get(dialect, MAX_INT_32),
+	)

@@ -17,6 +17,15 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from frappe_eda.messaging.errors import UnstorableMessage
+from frappe_eda.messaging.storable import (
+	ERROR_KEYS,
+	MESSAGE_KEYS,
+	check_error,
+	check_message,
+	fit_error,
+	fit_message,
+)
 from frappe_eda.messaging.store import (
 	Direction,
 	ErrorRecord,
@@ -576,3 +585,115 @@ class StoreContract:
 		got = self.store.get("m", Direction.INCOMING, "q")
 		assert got is not None
 		self.t.assertEqual((got.status, got.replay_count, got.created_at), (Status.RECEIVED, 1, T0))
+
+	# --- declared limits (what the worker checks before a handler runs) ---------------------------
+
+	def _at_limit(self, name: str, limit: int) -> str:
+		"""A value of ``name`` exactly at ``limit`` as the store measures it, with a non-ASCII first character
+		(a store counting bytes and one counting characters both get a value at the edge)."""
+		value = "ü" + "k" * (limit - 1)
+		while self.store.stored_length(name, value) > limit:
+			value = value[:-1]
+		return value
+
+	def test_a_record_at_every_declared_limit_round_trips_exactly(self) -> None:
+		limits = self.store.limits
+		values = {
+			name: self._at_limit(name, limits.key_chars[name])
+			for name in MESSAGE_KEYS
+			if name in limits.key_chars
+		}
+		record = incoming(values.pop("message_id", "at-the-limit"), values.pop("queue", "q"), **values)
+		record.created_at = limits.max_time
+		if limits.max_int is not None:
+			record.attempts = record.replay_count = limits.max_int
+		check_message(record, self.store)
+		self.store.save([record])
+		got = self.store.get(record.message_id, Direction.INCOMING, record.queue)
+		assert got is not None
+		for name in (*MESSAGE_KEYS, "attempts", "replay_count"):
+			self.t.assertEqual(getattr(got, name), getattr(record, name), name)
+		self.t.assertEqual(got.created_at, limits.max_time)
+		oldest = incoming("oldest", "q", created_at=limits.min_time)
+		check_message(oldest, self.store)
+		self.store.save([oldest])
+		got = self.store.get("oldest", Direction.INCOMING, "q")
+		assert got is not None
+		self.t.assertEqual(got.created_at, limits.min_time)
+
+	def test_an_error_at_every_declared_limit_round_trips_exactly(self) -> None:
+		limits = self.store.limits
+		values: dict[str, Any] = {
+			name: self._at_limit(name, limits.key_chars[name])
+			for name in ERROR_KEYS
+			if name in limits.key_chars
+		}
+		texts: dict[str, Any] = {
+			name: self._at_limit(name, limits.text_chars[name])
+			for name in ("error", "traceback")
+			if name in limits.text_chars
+		}
+		failure = error(values.pop("message_id", "m"), values.pop("queue", "q"), **values, **texts)
+		check_error(failure, self.store)
+		self.store.add_error(failure)
+		[got] = self.store.errors(failure.message_id, failure.queue)
+		for name in (*ERROR_KEYS, "error", "traceback"):
+			self.t.assertEqual(getattr(got, name), getattr(failure, name), name)
+
+	def test_the_check_refuses_a_value_over_each_declared_limit(self) -> None:
+		limits = self.store.limits
+		for name in MESSAGE_KEYS:
+			if name not in limits.key_chars:
+				continue
+			over: dict[str, Any] = {name: self._at_limit(name, limits.key_chars[name]) + "k"}
+			record = replace(incoming("m", "q"), **over)
+			with self.t.assertRaises(UnstorableMessage) as caught:
+				check_message(record, self.store)
+			self.t.assertEqual(caught.exception.field, name)
+			self.t.assertIn(f"limit of {limits.key_chars[name]}", str(caught.exception))
+		if limits.max_int is not None:
+			with self.t.assertRaises(UnstorableMessage):
+				check_message(incoming("m", "q", attempts=limits.max_int + 1), self.store)
+		if limits.min_time > datetime.min.replace(tzinfo=timezone.utc):
+			with self.t.assertRaises(UnstorableMessage):
+				check_message(
+					incoming("m", "q", created_at=limits.min_time - timedelta(microseconds=1)), self.store
+				)
+
+	def test_the_check_refuses_what_no_store_can_hold(self) -> None:
+		year_one = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
+		year_9999 = datetime(9999, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-14)))
+		for field, record in (
+			("message_id", incoming("nul\x00id", "q")),
+			("message_id", incoming("lone\ud800surrogate", "q")),
+			("routing_key", incoming("m", "q", routing_key="a\x00b")),
+			("message_type", incoming("m", "q", message_type="\udfff")),
+			("created_at", incoming("m", "q", created_at=year_one)),
+			("created_at", incoming("m", "q", created_at=year_9999)),
+		):
+			with self.t.assertRaises(UnstorableMessage) as caught:
+				check_message(record, self.store)
+			self.t.assertEqual(caught.exception.field, field)
+
+	def test_display_fields_are_cut_to_fit_never_refused(self) -> None:
+		limits = self.store.limits
+		huge = "é<b>" * 40_000 + "\ud800\x00"
+		record = fit_message(
+			incoming("m", "q", last_error=huge, headers={"x-note": huge, "n": 1}), self.store
+		)
+		failure = fit_error(error("m", "q", error=huge, traceback=huge), self.store)
+		for name, value in (
+			("last_error", record.last_error),
+			("error", failure.error),
+			("traceback", failure.traceback),
+		):
+			if name in limits.text_chars:
+				self.t.assertLessEqual(self.store.stored_length(name, value), limits.text_chars[name])
+				self.t.assertIn("cut by frappe_eda", value)
+		self.store.save([record])
+		self.store.add_error(failure)
+		got = self.store.get("m", Direction.INCOMING, "q")
+		[stored] = self.store.errors("m", "q")
+		assert got is not None
+		self.t.assertEqual((got.last_error, got.headers), (record.last_error, record.headers))
+		self.t.assertEqual((stored.error, stored.traceback), (failure.error, failure.traceback))

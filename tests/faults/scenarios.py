@@ -8,11 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
 import pika
+from sqlalchemy import text
 
 from frappe_eda.messaging.connection import BrokerConnection, BrokerSettings
 from frappe_eda.messaging.envelope import Message, encode
@@ -253,6 +255,50 @@ def poison(lab: FaultLab, count: int) -> tuple[Outcome, int]:
 	)
 	assert unknown.id not in lab.effects() and not Path("/tmp/eda-pwned").exists()
 	return outcome, len(POISON) + 1
+
+
+def store_refuses(lab: FaultLab, count: int) -> tuple[Outcome, int]:
+	"""The store refuses some messages (a trigger refuses to record them as processed) and cannot hold
+	others (an id over its column, a time with no UTC equivalent), interleaved with good ones: each bad
+	one is dead alone with a record, the good ones are processed once, the worker never backs off."""
+	with lab.engine.begin() as db:
+		db.execute(
+			text(
+				"CREATE TRIGGER eda_refuse_some BEFORE INSERT ON eda_message "
+				"WHEN NEW.status = 'processed' AND NEW.message_id LIKE 'refuse-%' "
+				"BEGIN SELECT RAISE(ABORT, 'refused by policy'); END"
+			)
+		)
+	lab.start_worker(EDA_FAULT_HANDLER_SECONDS="0.001")
+	good = lab.messages(count)
+	refused = [Message("fault.item", {"n": -n}, id=f"refuse-{uuid.uuid4().hex}") for n in range(1, 6)]
+	step = max(1, count // len(refused))
+	mixed = list(good)
+	for index, message in enumerate(refused):
+		mixed.insert(index * step + index, message)
+	too_early = Message("fault.item", {"n": 0})
+	document = json.loads(encode(too_early))
+	document["created_at"] = "0001-01-01T00:00:00+14:00"
+	long_id = Message("fault.item", {"n": 0}, id="i" * 300)
+	properties = pika.BasicProperties(content_type="application/json", delivery_mode=2)
+	lab.publish(mixed[: len(mixed) // 2])
+	lab.publish_raw(json.dumps(document).encode(), properties)
+	lab.publish_raw(encode(long_id), properties)
+	lab.publish(mixed[len(mixed) // 2 :])
+	ids = {m.id for m in mixed} | {too_early.id}
+	lab.settle(ids)
+	lab.wait_for(lambda: _dead_count(lab) >= len(refused) + 2, 60, "the unstorable id to be dead")
+	lab.stop_worker()
+	outcome = lab.reconcile("store refuses or cannot hold a message, among good ones", ids)
+	outcome.dead = _dead_count(lab)
+	outcome.sent += 1
+	backoffs = sum("retrying in" in log.read_text() for log in lab.logs)
+	outcome.notes.append(
+		f"{len(refused)} refused by a trigger (StoreRefused), 2 unstorable (UnstorableMessage): each dead "
+		f"alone with a record; worker back-offs: {backoffs}"
+	)
+	assert backoffs == 0, "a refused message must not make the worker back off"
+	return outcome, len(refused) + 2
 
 
 def _dead_count(lab: FaultLab) -> int:

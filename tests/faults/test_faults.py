@@ -80,6 +80,11 @@ def test_handlers_that_commit_or_roll_back_are_recorded_and_nothing_runs_twice(l
 	outcome.check(expected_dead)
 
 
+def test_messages_the_store_refuses_are_dead_alone_while_good_ones_flow(lab: FaultLab) -> None:
+	outcome, expected_dead = scenarios.store_refuses(lab, COUNT)
+	outcome.check(expected_dead=expected_dead)
+
+
 def test_refused_publishes_are_failed_never_sent(lab: FaultLab) -> None:
 	scenarios.publish_refused(lab).check()
 

@@ -34,7 +34,9 @@ frappe_eda.stored_text = function (value) {
 // DOMParser document (never the page's: nothing in it runs or loads), then show it with stored_text.
 frappe_eda.show_stored_text = function (frm, fieldnames) {
 	const formatter = (value) =>
-		frappe_eda.stored_text(new DOMParser().parseFromString(String(value ?? ""), "text/html").body.textContent);
+		frappe_eda.stored_text(
+			new DOMParser().parseFromString(String(value ?? ""), "text/html").body.textContent
+		);
 	for (const fieldname of fieldnames) {
 		const field = frm.fields_dict[fieldname];
 		if (!field || field.df.fieldtype !== "Data") continue;
