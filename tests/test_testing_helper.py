@@ -155,13 +155,16 @@ def test_duplicate_delivery_runs_the_handler_once(registry: HandlerRegistry) -> 
 	assert again.message is not None and again.message.id == first.message.id
 
 
-def test_a_message_that_failed_runs_again_when_redelivered(registry: HandlerRegistry) -> None:
+def test_a_dead_message_is_settled_and_not_run_again_when_redelivered(registry: HandlerRegistry) -> None:
+	"""Dead is final until a replay reopens it: a handler that committed part of its work before it
+	failed must not apply it again because the broker redelivered a copy after a lost ack."""
 	handler = Flaky(failures=1)
 	registry.subscribe("order.*", queue="q", max_attempts=1)(handler)
 	broker = TestBroker(registry)
 	[dead] = broker.publish("order.created", {})
-	assert broker.redeliver(dead).outcome is Outcome.PROCESSED
-	assert len(handler.calls) == 2
+	assert dead.outcome is Outcome.DEAD
+	assert broker.redeliver(dead).outcome is Outcome.DUPLICATE
+	assert len(handler.calls) == 1
 
 
 def test_malformed_raw_body_is_dead_with_its_specific_error(registry: HandlerRegistry) -> None:

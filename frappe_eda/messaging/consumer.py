@@ -301,7 +301,7 @@ class Worker:
 			# The broker's copy of a delivery this worker refused before (its ack was lost) is not run again.
 			if not (delivery.redelivered and identity in self._refusals):
 				try:
-					self._settle(self._run_on_handler_thread(self._process, [item]))
+					self._settle(self._run_on_handler_thread(self._process, [item], True))
 					continue
 				except CONNECTION_ERRORS:
 					raise
@@ -375,10 +375,10 @@ class Worker:
 			raw.process_data_events(time_limit=self.options.poll_seconds)
 		return future.result()
 
-	def _process(self, batch: Sequence[Delivery | Screened]) -> list[Decision]:
+	def _process(self, batch: Sequence[Delivery | Screened], again: bool = False) -> list[Decision]:
 		if self._before_batch is not None:
 			self._before_batch()
-		return self.processor.process(batch)
+		return self.processor.process(batch, again=again)
 
 	def _republish(self, decisions: Sequence[Decision]) -> None:
 		envelopes = {}

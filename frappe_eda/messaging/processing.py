@@ -29,10 +29,12 @@ from typing import Any
 from frappe_eda.messaging.context import HandlerContext, handler_context
 from frappe_eda.messaging.envelope import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, Message, decode
 from frappe_eda.messaging.errors import (
+	HandlerCommitted,
 	InvalidHeader,
 	InvalidMessage,
 	PermanentFailure,
 	StoreRefused,
+	TransactionLost,
 	UnknownMessageType,
 	UnstorableMessage,
 )
@@ -164,10 +166,12 @@ class DeliveryProcessor:
 		self.schemas = schemas or SchemaRegistry()
 		self.limits = limits or Limits()
 
-	def process(self, deliveries: Sequence[Delivery | Screened]) -> list[Decision]:
+	def process(self, deliveries: Sequence[Delivery | Screened], *, again: bool = False) -> list[Decision]:
 		"""Run a batch in one transaction; each delivery in a savepoint of its own.
 
 		Decoding comes first for the whole batch so the inbox is asked once per queue, not per message.
+		``again``: the worker runs deliveries of a batch that failed to record, so messages settled dead
+		meanwhile (a handler that committed) are duplicates, as in a redelivered batch.
 		"""
 		with self.store.transaction():
 			checked = [self.screen(item) if isinstance(item, Delivery) else item for item in deliveries]
@@ -177,6 +181,11 @@ class DeliveryProcessor:
 				if message is not None and (isinstance(item, _Accepted) or self._can_look_up(message.id)):
 					wanted.setdefault(item.delivery.queue, []).append(message.id)
 			done = {queue: self.store.processed_ids(queue, ids) for queue, ids in wanted.items()}
+			if again or any(item.delivery.redelivered for item in checked):
+				# A batch seen before (redelivered, or run again after it failed to record) may hold
+				# messages already settled dead, whose handler must not run again.
+				for queue, ids in wanted.items():
+					done[queue] |= self.store.dead_ids(queue, ids)
 			processed: list[MessageRecord] = []
 			decisions = [
 				self._run(item, done, processed) if isinstance(item, _Accepted) else self._reject(item, done)
@@ -250,8 +259,19 @@ class DeliveryProcessor:
 		try:
 			with self.store.transaction(), handler_context(context):
 				subscription.handler(message)
+		except HandlerCommitted as e:
+			# The handler's commit made the effects of the batch so far durable without their records:
+			# record them (and this message, dead) and make that durable too, before anything later in the
+			# batch can roll it back and have those messages run again.
+			decision = self._dead(delivery, message, e, attempt, handler)
+			self.store.save(processed)
+			processed.clear()
+			self.store.checkpoint()
+			return decision
 		except (PermanentFailure, InvalidMessage) as e:
 			return self._dead(delivery, message, e, attempt, handler)
+		except TransactionLost:
+			raise  # the batch's transaction is gone: nothing of it can be recorded (the worker runs it again)
 		except Exception as e:
 			return self._failed(delivery, message, e, attempt, subscription)
 		seen.add(message.id)

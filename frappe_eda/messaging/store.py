@@ -171,6 +171,23 @@ class MessageStore(ABC):
 	def processed_ids(self, queue: str, message_ids: Iterable[str]) -> set[str]:
 		"""The inbox: which of ``message_ids`` were already PROCESSED by ``queue``'s handler."""
 
+	def dead_ids(self, queue: str, message_ids: Iterable[str]) -> set[str]:
+		"""Which of ``message_ids`` ``queue``'s handler already settled as DEAD. The worker asks for a
+		redelivered batch, and for a batch it runs again one by one: a dead message is not run again
+		unless a replay reopens it (to RECEIVED) first, so a handler that committed before it failed
+		never applies its effect twice. Stores may answer faster than this ``find``."""
+		ids = tuple(dict.fromkeys(message_ids))
+		if not ids:
+			return set()
+		query = MessageFilter(
+			direction=Direction.INCOMING,
+			statuses=(Status.DEAD,),
+			queue=queue,
+			message_ids=ids,
+			limit=len(ids),
+		)
+		return {record.message_id for record in self.find(query)}
+
 	@abstractmethod
 	def add_error(self, error: ErrorRecord) -> None: ...
 
@@ -185,6 +202,14 @@ class MessageStore(ABC):
 	def delete_finished(self, before: datetime) -> int:
 		"""Retention: delete PROCESSED and PUBLISHED records (and their errors) last updated before
 		``before``; FAILED and DEAD stay until resolved. Returns how many messages were deleted."""
+
+	def checkpoint(self) -> None:  # noqa: B027 - optional hook
+		"""Make what the open outermost transaction holds durable now, and go on in a new one.
+
+		For when a handler already committed part of a batch (``HandlerCommitted``): the processor records
+		what that commit made durable and checkpoints, so a later failure in the batch cannot roll those
+		records back while their effects stay. A store whose transactions a handler cannot end, or that
+		does not own the transaction (a web request's), does nothing."""
 
 	def close(self) -> None:  # noqa: B027 - optional hook
 		"""Release connections; a store without any needs nothing here."""

@@ -17,10 +17,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,13 +28,7 @@ from frappe.query_builder import Order
 from frappe.query_builder.functions import Count
 from pypika.terms import Criterion, Parameter, Tuple
 
-from frappe_eda.messaging.callsite import call_site
 from frappe_eda.messaging.envelope import utcnow
-from frappe_eda.messaging.errors import (
-	HandlerCommitted,
-	HandlerEndedTransaction,
-	TransactionLost,
-)
 from frappe_eda.messaging.routing import topic_matches
 from frappe_eda.messaging.storable import check_error, check_message
 from frappe_eda.messaging.store import (
@@ -60,6 +52,7 @@ from frappe_eda.stores.doctype_columns import (
 	to_column,
 )
 from frappe_eda.stores.doctype_columns import stored_length as _stored_length
+from frappe_eda.stores.doctype_transaction import checkpoint, site_transaction
 
 log = logging.getLogger(__name__)
 
@@ -101,69 +94,19 @@ PATTERN_PAGE = 5000
 DELETE_CHUNK = 1000
 
 
-@dataclass
-class _Level:
-	"""One savepoint level, told by Frappe's before_commit / before_rollback callbacks when code inside
-	it (a handler) ended the whole transaction: Frappe runs those callbacks for ``frappe.db.commit()``
-	and ``frappe.db.rollback()`` and never for a savepoint, so the store's own savepoints do not count."""
-
-	first: bool  # the first level of its outermost transaction: nothing the store wrote came before it
-	open: bool = True
-	ended: str = ""  # "commit" or "rollback"
-	where: str = ""
-	handler: str = ""
-	contained: bool = False  # a rollback took nothing but this level's own writes with it
-
-
-@dataclass
-class _Open:
-	"""The store transaction open on this site connection, shared by every DocTypeStore instance."""
-
-	depth: int = 0
-	lost: bool = False
-	owned: bool = False  # the store owns the outermost transaction (commit=True): no caller's writes in it
-	opened: int = 0  # savepoint levels opened in this outermost transaction
-	levels: list[_Level] = field(default_factory=list)
-
-
 class DocTypeStore(MessageStore):
 	def __init__(self, commit: bool = True) -> None:
 		self.commit = commit
 
 	# --- transactions -----------------------------------------------------------------------------
 
-	@contextmanager
-	def transaction(self) -> Iterator[None]:
-		state: _Open | None = getattr(frappe.local, "eda_transaction", None)
-		if state is None:
-			state = frappe.local.eda_transaction = _Open()
-		outermost = state.depth == 0
-		if outermost:
-			state.lost, state.owned, state.opened = False, self.commit, 0
-		savepoint = (
-			None if outermost and self.commit else f"eda_{state.depth}_{frappe.generate_hash(length=8)}"
-		)
-		level = None
-		if savepoint:
-			frappe.db.savepoint(savepoint)
-			level = _watch(state)
-		state.depth += 1
-		try:
-			yield
-		except BaseException as e:
-			if level is not None and level.ended and isinstance(e, Exception):
-				_ended(level, state, e)
-			_undo(savepoint, state)
-			raise
-		else:
-			if level is not None and level.ended:
-				_ended(level, state, None)
-			_finish(savepoint, state, outermost)
-		finally:
-			state.depth -= 1
-			if level is not None:
-				level.open = False
-				state.levels.remove(level)
+	def transaction(self) -> AbstractContextManager[None]:
+		"""Savepoint levels on the site's transaction; the outermost commits when the store owns it
+		(``commit=True``). See ``doctype_transaction``."""
+		return site_transaction(self.commit)
+
+	def checkpoint(self) -> None:
+		checkpoint()
 
 	def _write(self) -> Any:
 		"""Writes outside a transaction() get one of their own."""
@@ -346,6 +289,12 @@ class DocTypeStore(MessageStore):
 		return [_message_record(row) for row in rows.run(as_dict=True)]
 
 	def processed_ids(self, queue: str, message_ids: Iterable[str]) -> set[str]:
+		return self._inbox_ids(queue, message_ids, Status.PROCESSED)
+
+	def dead_ids(self, queue: str, message_ids: Iterable[str]) -> set[str]:
+		return self._inbox_ids(queue, message_ids, Status.DEAD)
+
+	def _inbox_ids(self, queue: str, message_ids: Iterable[str], status: Status) -> set[str]:
 		ids = list(dict.fromkeys(message_ids))
 		if not ids:
 			return set()
@@ -356,7 +305,7 @@ class DocTypeStore(MessageStore):
 			.where(
 				(m.direction == DIRECTION_LABELS[Direction.INCOMING])
 				& (m.queue == to_column("queue", queue))
-				& (m.status == STATUS_LABELS[Status.PROCESSED])
+				& (m.status == STATUS_LABELS[status])
 				& m.message_id.isin(_column_values("message_id", ids))
 			)
 			.run(pluck=True)
@@ -411,97 +360,6 @@ class DocTypeStore(MessageStore):
 			): r.name
 			for r in rows
 		}
-
-
-def _undo(savepoint: str | None, state: _Open) -> None:
-	if savepoint is None:
-		frappe.db.rollback()
-		return
-	try:
-		frappe.db.rollback(save_point=savepoint)
-	except Exception as e:
-		# A deadlock (or a handler's own commit/rollback) ended the whole transaction; keep the
-		# original exception and let the outermost level refuse to commit what is left.
-		_lost(state, savepoint, e)
-
-
-def _finish(savepoint: str | None, state: _Open, outermost: bool) -> None:
-	if savepoint:
-		try:
-			frappe.db.release_savepoint(savepoint)
-		except Exception as e:
-			_lost(state, savepoint, e)
-	if outermost and state.lost:
-		if savepoint is None:
-			frappe.db.rollback()
-		raise TransactionLost(
-			"the database ended the transaction inside a savepoint (a deadlock, or code that called "
-			"frappe.db.commit() or rollback() inside a handler); nothing was recorded, retry the whole batch"
-		)
-	if savepoint is None:
-		frappe.db.commit()
-
-
-def _lost(state: _Open, savepoint: str, error: Exception) -> None:
-	log.warning("savepoint %s is gone (%s): the store transaction is lost", savepoint, error)
-	state.lost = True
-
-
-def _watch(state: _Open) -> _Level:
-	"""Open a level and ask Frappe to tell it about a commit or rollback of the whole transaction.
-
-	The callbacks stay queued after the level closes (Frappe has no way to remove one) and do nothing
-	then; Frappe drops them at the next commit or rollback, so they never outlive one transaction.
-	"""
-	level = _Level(first=state.opened == 0)
-	state.opened += 1
-	state.levels.append(level)
-	frappe.db.before_commit.add(lambda: _observe(state, level, "commit"))
-	frappe.db.before_rollback.add(lambda: _observe(state, level, "rollback"))
-	return level
-
-
-def _observe(state: _Open, level: _Level, action: str) -> None:
-	if not level.open or level.ended:
-		return
-	level.ended = action
-	level.handler, level.where = _call_site()
-	level.contained = state.owned and bool(state.levels) and state.levels[0].first
-
-
-def _ended(level: _Level, state: _Open, error: BaseException | None) -> None:
-	"""Code inside this level committed or rolled back the transaction: its savepoint is gone.
-
-	Raises ``HandlerCommitted`` or ``HandlerEndedTransaction`` so the worker records the message (Dead
-	or Failed) in the new transaction instead of losing the batch. What was written since the end
-	belongs to this level alone, and is rolled back unless a commit's handler returned normally: after
-	a rollback the retry must start clean, and a handler that raised keeps nothing. A rollback that also
-	took writes from before this level (other messages of the batch, a request's own writes) cannot be
-	recorded around: the transaction is lost, as before.
-	"""
-	if isinstance(error, HandlerEndedTransaction):
-		raise error  # a nested level already turned it into the error and cleaned up
-	committed = level.ended == "commit"
-	if not committed and not level.contained:
-		state.lost = True
-	if error is not None or not committed:
-		frappe.db.rollback()
-	kind = HandlerCommitted if committed else HandlerEndedTransaction
-	raise kind(f"frappe.db.{level.ended}()", level.where, level.handler) from error
-
-
-def _call_site() -> tuple[str, str]:
-	"""(handler, "file:line in function") of the code that ended the transaction: the first frame
-	outside Frappe's database layer, its callback manager and this module. Runs only when one ended."""
-	return call_site(_is_machinery)
-
-
-def _is_machinery(filename: str) -> bool:
-	return (
-		filename == __file__
-		or f"frappe{os.sep}database{os.sep}" in filename
-		or filename.endswith(f"frappe{os.sep}utils{os.sep}__init__.py")
-	)
 
 
 def _criteria(m: Any, query: MessageFilter) -> list[Any]:

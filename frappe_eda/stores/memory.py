@@ -101,12 +101,18 @@ class MemoryStore(MessageStore):
 		return [copy.deepcopy(r) for r in found[: query.limit]]
 
 	def processed_ids(self, queue: str, message_ids: Iterable[str]) -> set[str]:
+		return self._inbox_ids(queue, message_ids, Status.PROCESSED)
+
+	def dead_ids(self, queue: str, message_ids: Iterable[str]) -> set[str]:
+		return self._inbox_ids(queue, message_ids, Status.DEAD)
+
+	def _inbox_ids(self, queue: str, message_ids: Iterable[str], status: Status) -> set[str]:
 		with self._lock:
 			return {
 				i
 				for i in message_ids
 				if (r := self._messages.get((i, Direction.INCOMING, queue))) is not None
-				and r.status is Status.PROCESSED
+				and r.status is status
 			}
 
 	def add_error(self, error: ErrorRecord) -> None:

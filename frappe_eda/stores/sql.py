@@ -179,6 +179,17 @@ class SqlStore(MessageStore):
 			finally:
 				state.connection = None
 
+	def checkpoint(self) -> None:
+		"""Commit the open transaction between two messages of a batch and begin the next one."""
+		state = self._state()
+		connection = state.connection
+		if connection is None or state.levels or state.lost:
+			return
+		if connection.in_transaction():
+			connection.commit()
+		connection.begin()
+		state.wrote = False
+
 	def _transaction_ended(self, connection: Connection, action: str) -> None:
 		"""SQLAlchemy's commit/rollback event: while a nested level is open, code inside it (a handler)
 		ended the whole transaction; the store's own commits and rollbacks happen with none open."""
@@ -370,11 +381,17 @@ class SqlStore(MessageStore):
 		return self._read(work)
 
 	def processed_ids(self, queue: str, message_ids: Iterable[str]) -> set[str]:
+		return self._inbox_ids(queue, message_ids, Status.PROCESSED)
+
+	def dead_ids(self, queue: str, message_ids: Iterable[str]) -> set[str]:
+		return self._inbox_ids(queue, message_ids, Status.DEAD)
+
+	def _inbox_ids(self, queue: str, message_ids: Iterable[str], status: Status) -> set[str]:
 		ids = list(message_ids)
 		if not ids:
 			return set()
 		incoming = Direction.INCOMING.value
-		processed = Status.PROCESSED.value
+		processed = status.value
 
 		def work(c: Connection) -> set[str]:
 			found: set[str] = set()
@@ -434,7 +451,13 @@ def _after_end(state: _ThreadState, level: _Level, error: BaseException | None) 
 	if not connection.in_transaction():
 		connection.begin()
 	if not committed and level.wrote_before:
+		# Stop the batch here: going on would record the messages after it while those before it lost
+		# their writes, and a commit further on could make that half durable.
 		state.lost = True
+		raise TransactionLost(
+			f"a handler called connection.rollback() at {level.where} and rolled back what other messages "
+			f"of the batch had written; nothing of the batch was recorded, run it again"
+		) from error
 	kind = HandlerCommitted if committed else HandlerEndedTransaction
 	raise kind(f"connection.{level.ended}()", level.where, level.handler) from error
 

@@ -280,6 +280,20 @@ class StoreContract:
 		found = self.store.processed_ids("q", ["done", "failed", "dead", "elsewhere", "done-out", "unknown"])
 		self.t.assertEqual(found, {"done"})
 
+	def test_dead_ids_returns_only_dead_messages_of_that_queue(self) -> None:
+		self.store.save(
+			[
+				incoming("done", "q"),
+				incoming("failed", "q", status=Status.FAILED),
+				incoming("dead", "q", status=Status.DEAD),
+				incoming("dead-elsewhere", "other", status=Status.DEAD),
+				incoming("reopened", "q", status=Status.RECEIVED),
+			]
+		)
+		found = self.store.dead_ids("q", ["done", "failed", "dead", "dead-elsewhere", "reopened", "unknown"])
+		self.t.assertEqual(found, {"dead"})
+		self.t.assertEqual(self.store.dead_ids("q", []), set())
+
 	def test_processed_ids_of_many_ids_at_once(self) -> None:
 		self.store.save([incoming(f"m-{n}", "q") for n in range(0, 1200, 2)])
 		found = self.store.processed_ids("q", [f"m-{n}" for n in range(1200)])

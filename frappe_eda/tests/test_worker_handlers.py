@@ -17,14 +17,14 @@ import frappe_eda
 from frappe_eda.consumer import build_worker
 from frappe_eda.desk.notifications import site_notifier
 from frappe_eda.messaging.connection import BrokerConnection
-from frappe_eda.messaging.errors import HandlerCommitted, HandlerEndedTransaction
+from frappe_eda.messaging.errors import HandlerCommitted, HandlerEndedTransaction, TransactionLost
 from frappe_eda.messaging.publisher import Publisher
 from frappe_eda.messaging.registry import default_registry
 from frappe_eda.messaging.topology import Exchange, Topology, TopologyDeclarer, dead_letter_queue, retry_queue
 from frappe_eda.outbox.relay import drain
 from frappe_eda.outbox.rules import clear_rules_cache
 from frappe_eda.settings import load_settings
-from frappe_eda.stores.doctype_store import DocTypeStore, TransactionLost
+from frappe_eda.stores.doctype_store import DocTypeStore
 from frappe_eda.testing.store_contract import incoming
 
 MANAGER = "eda-handler-tests@example.com"

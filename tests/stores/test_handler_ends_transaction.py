@@ -9,6 +9,7 @@ committing the handler's effect once more.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -117,3 +118,41 @@ def test_a_rollback_that_took_other_messages_writes_fails_the_batch_unrecorded(s
 def test_the_errors_say_which_call_to_remove(end: Callable[..., Exception]) -> None:
 	error = end("connection.commit()", "myservice/handlers.py:12 in reserve", "myservice.handlers.reserve")
 	assert "myservice.handlers.reserve" in str(error) and "myservice/handlers.py:12" in str(error)
+
+
+def test_a_commit_makes_the_records_of_the_batch_so_far_durable_before_a_later_rollback(
+	store: SqlStore,
+) -> None:
+	"""The commit made message 0's effect durable; a later rollback in the batch must not take its
+	record back, or the batch would run again and apply that effect twice."""
+	messages, deliveries = _batch(4)
+	decisions = _processor(store, {"1": "commit", "2": "rollback"}).process(deliveries)
+
+	assert [d.outcome for d in decisions] == [
+		Outcome.PROCESSED,
+		Outcome.DEAD,
+		Outcome.RETRY,
+		Outcome.PROCESSED,
+	]
+	assert sorted(_effects(store)) == sorted([messages[0].id, messages[1].id, messages[3].id])
+	assert [_status(store, m) for m in messages] == [
+		Status.PROCESSED,
+		Status.DEAD,
+		Status.FAILED,
+		Status.PROCESSED,
+	]
+	again = _processor(store, {}).process(deliveries)  # the whole batch redelivered, now well-behaved
+	assert [d.outcome for d in again][:1] == [Outcome.DUPLICATE]
+	assert sorted(_effects(store)).count(messages[0].id) == 1
+
+
+def test_a_redelivered_message_whose_handler_committed_does_not_run_again(store: SqlStore) -> None:
+	"""The worker died after recording it dead, before the ack: the broker's copy must not commit again."""
+	messages, deliveries = _batch(2)
+	_processor(store, {"1": "commit"}).process(deliveries)
+	redelivered = [dataclasses.replace(d, redelivered=True) for d in deliveries]
+
+	again = _processor(store, {"1": "commit"}).process(redelivered)
+
+	assert [d.outcome for d in again] == [Outcome.DUPLICATE, Outcome.DUPLICATE]
+	assert sorted(_effects(store)) == sorted(m.id for m in messages)

@@ -8,9 +8,10 @@ from unittest.mock import patch
 import frappe
 from frappe.tests.utils import FrappeTestCase
 
+from frappe_eda.messaging.errors import TransactionLost
 from frappe_eda.messaging.store import Direction, MessageFilter, Status
 from frappe_eda.stores import doctype_store
-from frappe_eda.stores.doctype_store import DocTypeStore, TransactionLost
+from frappe_eda.stores.doctype_store import DocTypeStore
 from frappe_eda.testing.store_contract import StoreContract, error, incoming, outgoing
 
 

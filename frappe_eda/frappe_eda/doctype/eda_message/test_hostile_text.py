@@ -18,11 +18,12 @@ from frappe.tests.utils import FrappeTestCase
 from frappe_eda.desk import notifications
 from frappe_eda.desk.notifications import DeskNotifier, digest_rows
 from frappe_eda.frappe_eda.report.eda_failure_groups.eda_failure_groups import execute as failure_groups
+from frappe_eda.messaging.errors import UnstorableMessage
 from frappe_eda.messaging.notify import DEAD_LETTERED, FailureNotice
 from frappe_eda.messaging.store import Direction, MessageFilter, Status
 from frappe_eda.stores import doctype_columns
 from frappe_eda.stores.doctype_columns import TRUNCATED, escape
-from frappe_eda.stores.doctype_store import DocTypeStore, UnstorableMessage
+from frappe_eda.stores.doctype_store import DocTypeStore
 from frappe_eda.testing.store_contract import error, incoming
 
 HOSTILE = "<img src=x onerror=\"window.__eda_xss=1\"> & 'q' <script>alert(1)</script>"
