@@ -154,7 +154,10 @@ def check_key(name: str, value: Any, store: MessageStore) -> None:
 	if limit is not None:
 		length = store.stored_length(name, value)
 		if length > limit:
-			raise UnstorableMessage(name, f"is {length} characters, over the store's limit of {limit}")
+			written = "" if length == len(value) else f" as the store writes it ({len(value)} as sent)"
+			raise UnstorableMessage(
+				name, f"is {length} characters{written}, over the store's limit of {limit}"
+			)
 
 
 def _check_time(name: str, value: datetime, store: MessageStore) -> None:

@@ -76,6 +76,10 @@ TRUNCATED_HEADERS = "x-eda-truncated-headers"
 # Bytes a text column of each database type holds (PostgreSQL: 1 GB for any text value).
 TEXT_BYTES = {"text": 65_535, "mediumtext": 16_777_215, "longtext": 4_294_967_295}
 POSTGRES_TEXT_BYTES = 1_073_741_823
+# What a display text column (a traceback, headers) is given at most, whatever LONGTEXT could hold: one
+# statement must stay under the server's max_allowed_packet (16 MiB by default on MariaDB), and nobody
+# reads a traceback of four million characters.
+DISPLAY_TEXT_BYTES = 4 * 1024 * 1024
 UTF8MB4_MAX_BYTES = 4
 # DATETIME(6) on MariaDB; PostgreSQL's timestamp holds every time Python can.
 MARIADB_TIMES = (datetime(1000, 1, 1), datetime(9999, 12, 31, 23, 59, 59, 999999))
@@ -133,9 +137,9 @@ def capacity(doctype: str, column: str) -> tuple[int, bool]:
 		if sql_type == "varchar":
 			_capacities[key] = (int(df.length or frappe.db.VARCHAR_LEN), False)
 		elif frappe.db.db_type == "postgres":
-			_capacities[key] = (POSTGRES_TEXT_BYTES, True)
+			_capacities[key] = (min(POSTGRES_TEXT_BYTES, DISPLAY_TEXT_BYTES), True)
 		else:
-			_capacities[key] = (TEXT_BYTES[sql_type], True)
+			_capacities[key] = (min(TEXT_BYTES[sql_type], DISPLAY_TEXT_BYTES), True)
 	return _capacities[key]
 
 

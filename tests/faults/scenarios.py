@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -23,7 +20,8 @@ from frappe_eda.messaging.publisher import Publisher
 from frappe_eda.messaging.store import Direction, MessageRecord, Status
 from frappe_eda.messaging.topology import Exchange, Queue, Topology, TopologyDeclarer
 from frappe_eda.stores import open_store
-from tests.faults.harness import REPO, FaultLab, Outcome, in_background, lock_out, mariadb_store, rabbitmqctl
+from tests.faults.harness import FaultLab, Outcome, in_background, lock_out, mariadb_store, rabbitmqctl
+from tests.fixtures.relay_process import start_relays
 
 
 def broker_restart(lab: FaultLab, count: int) -> Outcome:
@@ -377,26 +375,15 @@ def concurrent_relays(lab: FaultLab, count: int, relays: int = 4) -> Outcome:
 	)
 	store.close()
 	go = lab.workdir / "relays-go"
-	env = {
-		**os.environ,
-		"PYTHONPATH": str(REPO),
-		"EDA_RELAY_STORE": lab.store_url,
-		"EDA_RELAY_PREFIX": "eda_",
-		"EDA_RELAY_AMQP": lab.amqp_url,
-		"EDA_RELAY_EXCHANGE": lab.exchange,
-		"EDA_RELAY_GO": str(go),
-		"EDA_RELAY_BATCH": "100",
-	}
-	processes = [
-		subprocess.Popen(
-			[sys.executable, "-m", "tests.fixtures.relay_process"],
-			env=env,
-			cwd=REPO,
-			stdout=subprocess.PIPE,
-			stderr=subprocess.PIPE,
-		)
-		for _ in range(relays)
-	]
+	processes = start_relays(
+		relays,
+		go,
+		STORE=lab.store_url,
+		PREFIX="eda_",
+		AMQP=lab.amqp_url,
+		EXCHANGE=lab.exchange,
+		BATCH="100",
+	)
 	time.sleep(1.5)  # every relay connected and waiting
 	go.touch()
 	shares = []

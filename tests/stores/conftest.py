@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
+
+from frappe_eda.stores.sql import SqlStore
 
 MARIADB_SERVER = os.environ.get("EDA_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
 POSTGRES_SERVER = os.environ.get("EDA_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432")
@@ -44,3 +47,21 @@ def mariadb_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
 	yield from _throwaway_database(POSTGRES_SERVER, "postgres", "CREATE DATABASE {name}", "{server}/{name}")
+
+
+# One SQL store per test on each database, with tables of its own (a unique prefix), dropped after it.
+
+
+@pytest.fixture(params=["sqlite", "mariadb", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+	if request.param == "sqlite":
+		return f"sqlite:///{tmp_path / 'eda.sqlite3'}"
+	return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[SqlStore]:
+	store = SqlStore(url, table_prefix=f"eda_{uuid.uuid4().hex[:8]}_")
+	yield store
+	store.metadata.drop_all(store.engine)
+	store.close()

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -25,26 +24,12 @@ import pytest
 from frappe_eda.messaging.envelope import Message, encode
 from frappe_eda.messaging.store import Direction, MessageRecord, Status
 from frappe_eda.stores.sql import SqlStore
+from tests.fixtures.relay_process import start_relays
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=timezone.utc)
 ROWS = 3000
 RELAYS = 4
-
-
-@pytest.fixture(params=["sqlite", "mariadb", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-	if request.param == "sqlite":
-		return f"sqlite:///{tmp_path / 'eda.sqlite3'}"
-	return str(request.getfixturevalue(f"{request.param}_url"))
-
-
-@pytest.fixture
-def store(url: str) -> Iterator[SqlStore]:
-	store = SqlStore(url, table_prefix=f"eda_{uuid.uuid4().hex[:8]}_")
-	yield store
-	store.metadata.drop_all(store.engine)
-	store.close()
 
 
 @pytest.fixture
@@ -98,36 +83,21 @@ def _received(channel, queue: str, expected: int, timeout: float = 60) -> list[s
 	return ids
 
 
-def _relay_env(store: SqlStore, url: str, amqp_url: str, exchange: str, go: Path) -> dict[str, str]:
-	return {
-		**os.environ,
-		"PYTHONPATH": str(REPO),
-		"EDA_RELAY_STORE": url,
-		"EDA_RELAY_PREFIX": store.messages.name.removesuffix("message"),
-		"EDA_RELAY_AMQP": amqp_url,
-		"EDA_RELAY_EXCHANGE": exchange,
-		"EDA_RELAY_GO": str(go),
-		"EDA_RELAY_BATCH": "100",
-	}
-
-
 def test_concurrent_relays_send_every_row_once_and_in_order(
 	store: SqlStore, url: str, amqp_url: str, audit, tmp_path: Path
 ) -> None:
 	exchange, queue, channel = audit
 	written = _fill(store, exchange, ROWS)
 	go = tmp_path / "go"
-	env = _relay_env(store, url, amqp_url, exchange, go)
-	relays = [
-		subprocess.Popen(
-			[sys.executable, "-m", "tests.fixtures.relay_process"],
-			env=env,
-			cwd=REPO,
-			stdout=subprocess.PIPE,
-			stderr=subprocess.PIPE,
-		)
-		for _ in range(RELAYS)
-	]
+	relays = start_relays(
+		RELAYS,
+		go,
+		STORE=url,
+		PREFIX=store.messages.name.removesuffix("message"),
+		AMQP=amqp_url,
+		EXCHANGE=exchange,
+		BATCH="100",
+	)
 	time.sleep(1.5)  # every relay imported, connected and waiting
 	go.touch()
 	results = []

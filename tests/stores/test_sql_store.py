@@ -4,8 +4,6 @@ the store's transaction, a transaction per thread. On SQLite, MariaDB and Postgr
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +13,6 @@ from sqlalchemy import Column, String, Table, create_engine, event, func, select
 from frappe_eda.messaging.errors import EdaError
 from frappe_eda.messaging.store import Direction, MessageFilter, MessageRecord, Status
 from frappe_eda.stores.sql import SqlStore
-
-
-@pytest.fixture(params=["sqlite", "mariadb", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-	if request.param == "sqlite":
-		return f"sqlite:///{tmp_path / 'eda.sqlite3'}"
-	return str(request.getfixturevalue(f"{request.param}_url"))
-
-
-@pytest.fixture
-def store(url: str) -> Iterator[SqlStore]:
-	store = SqlStore(url, table_prefix=f"eda_{uuid.uuid4().hex[:8]}_")
-	yield store
-	store.metadata.drop_all(store.engine)
-	store.close()
 
 
 @pytest.fixture
