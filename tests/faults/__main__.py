@@ -44,6 +44,7 @@ def main() -> None:
 				lambda lab: _with_dead(scenarios.handlers_that_end_the_transaction(lab, args.count)),
 			),
 			("store_refuses", lambda lab: _with_dead(scenarios.store_refuses(lab, args.count))),
+			("hostile_strings", lambda lab: _with_dead(scenarios.hostile_strings(lab, args.count))),
 			("publish_refused", lambda lab: scenarios.publish_refused(lab).check()),
 			("backlog", lambda lab: scenarios.backlog_with_restarts(lab, max(args.count, 1000)).check(0)),
 			("concurrent_relays", lambda lab: scenarios.concurrent_relays(lab, args.count).check(0)),

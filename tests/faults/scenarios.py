@@ -255,6 +255,61 @@ def poison(lab: FaultLab, count: int) -> tuple[Outcome, int]:
 	return outcome, len(POISON) + 1
 
 
+HOSTILE_TEXT = (
+	'<img src=x onerror="alert(1)">',
+	"'; DROP TABLE eda_message; --",
+	'"quoted" & <b>bold</b> &amp; &lt;',
+	"%s %(x)s {0} {doctype.__class__}",
+	"back\\slash \\n tab\t",
+	"ünïcødé ✓ 🙂",
+)
+
+
+def hostile_strings(lab: FaultLab, count: int) -> tuple[Outcome, int]:
+	"""Producer text meant to break what stores or shows it, among good messages: HTML, SQL, format
+	strings, quotes, entities, emoji in ids, types (so routing keys), headers and payloads, an id of the
+	full 255 characters, and a duplicated JSON key whose name is HTML. The valid ones are processed once
+	and stored byte for byte; the duplicated key is dead with its own error."""
+	lab.start_worker(EDA_FAULT_HANDLER_SECONDS="0.001")
+	good = lab.messages(count)
+	hostile = [
+		Message(f"fault.{n}.{text}", {"n": -n, "text": text, "nested": {text: [text]}}, id=f"h{n}-{text}")
+		for n, text in enumerate(HOSTILE_TEXT, 1)
+	]
+	hostile.append(Message("fault.item", {"n": -99}, id="h" * 255))
+	duplicated = b'{"id": "dup-html", "type": "fault.item", "payload": {"<img src=x>": 1, "<img src=x>": 2}}'
+	properties = pika.BasicProperties(content_type="application/json", delivery_mode=2)
+	lab.publish(good[: count // 2])
+	for message in hostile:
+		headers = {"x-note": HOSTILE_TEXT[0] * 200, "<b>": "&amp;"}
+		lab.publish_raw(
+			encode(message),
+			pika.BasicProperties(content_type="application/json", delivery_mode=2, headers=headers),
+			routing_key=message.type,
+		)
+	lab.publish_raw(duplicated, properties)
+	lab.publish(good[count // 2 :])
+	ids = {m.id for m in good} | {m.id for m in hostile}
+	lab.settle(ids)
+	lab.wait_for(lambda: _dead_count(lab) >= 1, 60, "the duplicated key to be dead")
+	lab.stop_worker()
+	outcome = lab.reconcile("hostile strings in ids, keys, headers and payloads", ids)
+	outcome.dead = _dead_count(lab)
+	outcome.sent += 1
+	store = open_store(lab.store_url)
+	try:
+		for message in hostile:
+			record = store.get(message.id, Direction.INCOMING, lab.queue)
+			assert record is not None and record.body == encode(message).decode(), message.id
+			assert record.routing_key == message.type, (record.routing_key, message.type)
+	finally:
+		store.close()
+	outcome.notes.append(
+		f"{len(hostile)} hostile messages processed once and stored byte for byte; 1 duplicated HTML key dead"
+	)
+	return outcome, 1
+
+
 def store_refuses(lab: FaultLab, count: int) -> tuple[Outcome, int]:
 	"""The store refuses some messages (a trigger refuses to record them as processed) and cannot hold
 	others (an id over its column, a time with no UTC equivalent), interleaved with good ones: each bad

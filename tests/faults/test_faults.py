@@ -85,6 +85,11 @@ def test_messages_the_store_refuses_are_dead_alone_while_good_ones_flow(lab: Fau
 	outcome.check(expected_dead=expected_dead)
 
 
+def test_hostile_strings_are_processed_once_and_stored_byte_for_byte(lab: FaultLab) -> None:
+	outcome, expected_dead = scenarios.hostile_strings(lab, COUNT)
+	outcome.check(expected_dead)
+
+
 def test_refused_publishes_are_failed_never_sent(lab: FaultLab) -> None:
 	scenarios.publish_refused(lab).check()
 
