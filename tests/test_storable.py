@@ -47,7 +47,10 @@ def _record(**fields: object) -> MessageRecord:
 def test_an_identifier_is_measured_as_the_store_writes_it() -> None:
 	store = EscapingStore()
 	check_message(_record(message_id="a" * 12), store)
-	with pytest.raises(UnstorableMessage, match="message_id is 20 characters, over the store's limit of 12"):
+	with pytest.raises(
+		UnstorableMessage,
+		match=r"message_id is 20 characters as the store writes it \(5 as sent\), over the store.s limit of 12",
+	):
 		check_message(_record(message_id="<<<<<"), store)
 
 

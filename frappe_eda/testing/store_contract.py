@@ -703,7 +703,7 @@ class StoreContract:
 		):
 			if name in limits.text_chars:
 				self.t.assertLessEqual(self.store.stored_length(name, value), limits.text_chars[name])
-				if self.store.stored_length(name, huge) > limits.text_chars[name]:
+				if len(huge) > limits.text_chars[name]:  # (stored_length may not take the surrogate)
 					self.t.assertIn("cut by frappe_eda", value)
 		self.store.save([record])
 		self.store.add_error(failure)
