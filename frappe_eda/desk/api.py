@@ -15,7 +15,7 @@ from typing import Any
 import frappe
 from frappe import _
 
-from frappe_eda.desk import notifications, replay
+from frappe_eda.desk import access, notifications, replay
 
 MANAGER_ROLE = "EDA Manager"
 MAX_NAMES = 1000  # one bulk action; the list view selects at most a few pages
@@ -25,6 +25,8 @@ JOB_ID = re.compile(r"^eda-[a-z-]+-[0-9a-f]{16}$")
 
 
 def _require_manager() -> None:
+	"""Actions (replay, resolve) take the EDA Manager role itself; reads also allow System Managers
+	(``access.is_manager``)."""
 	if MANAGER_ROLE not in frappe.get_roles() and frappe.session.user != "Administrator":
 		frappe.throw(_("Only an EDA Manager may do this."), frappe.PermissionError)
 
@@ -153,8 +155,10 @@ def mark_resolved(names: Any) -> int:
 
 @frappe.whitelist()
 def failure_groups(include_resolved: int | str = 0) -> list[dict[str, Any]]:
-	"""Failure groups carry sample error texts of any message, so they are for managers only."""
-	_require_manager()
+	"""Failure groups carry sample error texts of any message, so they are for managers only (the
+	readers the EDA Failure Groups report allows: EDA Manager or System Manager)."""
+	if not access.is_manager():
+		frappe.throw(_("Only an EDA Manager may see failure groups."), frappe.PermissionError)
 	return notifications.failure_groups(resolved=_flag(include_resolved, "include_resolved"))
 
 

@@ -16,7 +16,6 @@ import frappe
 from frappe_eda.messaging.errors import ConfigurationError, InvalidMessage, Unsendable
 from frappe_eda.outbox import publish
 from frappe_eda.outbox.payload import document_payload
-from frappe_eda.outbox.permlevels import without_restricted
 from frappe_eda.outbox.rules import PublishRule, routing_key_for, rules_for
 from frappe_eda.outbox.unsendable import record_unsendable
 
@@ -44,7 +43,7 @@ def on_document_event(doc: Any, method: str) -> None:
 
 def publish_document(doc: Any, rule: PublishRule) -> None:
 	"""Queue the message ``rule`` makes of ``doc``; a target that cannot work is recorded, not raised."""
-	payload = without_restricted(doc.doctype, document_payload(doc, rule.fields), rule.fields)
+	payload = document_payload(doc, rule.fields)
 	message_type = f"{frappe.scrub(doc.doctype)}.{rule.event}"
 	try:
 		routing_key = None

@@ -14,6 +14,8 @@ from typing import Any
 
 import frappe
 
+from frappe_eda.outbox.permlevels import restricted_fields
+
 log = logging.getLogger(__name__)
 
 ALWAYS_SENT = ("doctype", "name", "docstatus", "modified", "owner")
@@ -53,16 +55,20 @@ def hidden_by_hooks(declared: Any, doctype: str) -> set[str]:
 
 
 def document_payload(doc: Any, fields: Iterable[str] | None = None) -> dict[str, Any]:
-	"""A JSON-ready dict of ``doc``: the listed ``fields`` (or all) minus anything secret."""
+	"""A JSON-ready dict of ``doc``: the listed ``fields`` (or all) minus anything secret, and minus the
+	fields above permlevel 0 that ``fields`` does not name (``permlevels``; in child rows too, unless the
+	table field itself is named)."""
 	wanted = [f.strip() for f in fields or [] if f and f.strip()]
 	data = doc.as_dict(no_default_fields=False, convert_dates_to_str=True)
-	hidden = sensitive_fields(doc.doctype)
+	hidden = sensitive_fields(doc.doctype) | (restricted_fields(doc.doctype) - set(wanted))
 	if wanted:
 		data = {k: v for k, v in data.items() if k in wanted or k in ALWAYS_SENT}
 	payload = {k: v for k, v in data.items() if k not in hidden and not k.startswith("__")}
 	for df in frappe.get_meta(doc.doctype).get_table_fields():
 		if df.fieldname in payload and isinstance(payload[df.fieldname], list):
 			child_hidden = sensitive_fields(df.options)
+			if df.fieldname not in wanted:
+				child_hidden |= restricted_fields(df.options)
 			payload[df.fieldname] = [
 				{k: v for k, v in row.items() if k not in child_hidden and not k.startswith("__")}
 				for row in payload[df.fieldname]

@@ -10,30 +10,9 @@ table field itself. Password fields and ``eda_sensitive_fields`` are dropped wha
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
 import frappe
 
 
 def restricted_fields(doctype: str) -> set[str]:
 	"""The fieldnames of ``doctype`` (customisations included) above permlevel 0."""
 	return {df.fieldname for df in frappe.get_meta(doctype).fields if (df.permlevel or 0) > 0}
-
-
-def without_restricted(doctype: str, payload: dict[str, Any], listed: Iterable[str]) -> dict[str, Any]:
-	"""``payload`` minus the fields above permlevel 0 that are not in ``listed``, child rows too."""
-	named = {field.strip() for field in listed or () if field and field.strip()}
-	hidden = restricted_fields(doctype) - named
-	kept = {key: value for key, value in payload.items() if key not in hidden}
-	for df in frappe.get_meta(doctype).get_table_fields():
-		rows = kept.get(df.fieldname)
-		if df.fieldname in named or not isinstance(rows, list):
-			continue
-		child_hidden = restricted_fields(df.options)
-		if child_hidden:
-			kept[df.fieldname] = [
-				{k: v for k, v in row.items() if k not in child_hidden} if isinstance(row, dict) else row
-				for row in rows
-			]
-	return kept

@@ -172,3 +172,14 @@ class TestWhoReadsPayloads(FrappeTestCase):
 		frappe.set_user(MANAGER)
 		groups = run("EDA Failure Groups", ignore_prepared_report=True)["result"]
 		self.assertTrue(any(row.get("count") for row in groups))
+
+	def test_the_patch_takes_eda_user_off_the_report_of_an_older_site(self):
+		from frappe_eda.patches import failure_groups_for_managers
+
+		report = frappe.get_doc("Report", "EDA Failure Groups")
+		report.append("roles", {"role": "EDA User"})  # as an older version installed it
+		report.db_update_all()
+		failure_groups_for_managers.execute()
+		roles = frappe.get_all("Has Role", filters={"parent": "EDA Failure Groups"}, pluck="role")
+		self.assertNotIn("EDA User", roles)
+		self.assertIn("EDA Manager", roles)
