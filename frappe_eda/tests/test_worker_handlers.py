@@ -314,3 +314,58 @@ def _ensure_manager():
 		)
 		user.insert(ignore_permissions=True)
 		user.add_roles("EDA Manager")
+
+
+class TestDeliveriesTheSiteCannotStore(WorkerCase):
+	"""Issue #9: an id, a time or a header the EDA Message columns cannot hold made ``save`` raise
+	(``Data too long``, ``OverflowError``) after the handler ran, and the worker looped on the batch."""
+
+	def test_unstorable_deliveries_are_dead_at_once_and_good_ones_processed_once(self):
+		import json
+
+		import pika
+
+		from frappe_eda.messaging.envelope import Message, encode
+
+		calls = []
+		self.subscribe(lambda message: calls.append(message.id))
+		good = [Message(f"job.{n}", {"n": n}) for n in range(3)]
+		too_long = Message("job.long", {}, id="i" * 300)
+		long_once_escaped = Message("job.quoted", {}, id="'" * 60 + "x")  # 61 sent, 361 stored
+		too_early = json.loads(encode(Message("job.early", {})))
+		too_early["created_at"] = "0001-01-01T00:00:00+14:00"
+		big_header = Message("job.header", {})
+		bodies = [(encode(m), m.type, None) for m in (good[0], too_long, good[1], long_once_escaped)] + [
+			(json.dumps(too_early).encode(), "job.early", None),
+			(encode(big_header), big_header.type, {"x-note": "<b>" * 30_000}),  # under the frame size
+			(encode(good[2]), good[2].type, None),
+		]
+		with BrokerConnection(load_settings().broker) as connection:
+			worker = build_worker(connection, [self.queue])
+			try:
+				worker.declare()
+				channel = connection.channel()
+				for body, key, headers in bodies:
+					channel.basic_publish(
+						self.exchange,
+						key,
+						body,
+						pika.BasicProperties(
+							content_type="application/json", delivery_mode=2, headers=headers
+						),
+					)
+				deadline = time.monotonic() + 30
+				stats = worker.run(until=lambda s: s.handled >= 7 or time.monotonic() > deadline)
+			finally:
+				worker.close()
+		frappe.db.rollback()
+
+		self.assertEqual((stats.processed, stats.dead, stats.store_failures), (4, 3, 0))
+		self.assertEqual(sorted(calls), sorted([*(m.id for m in good), big_header.id]))
+		statuses = frappe.get_all(
+			"EDA Message", filters={"queue": self.queue}, fields=["status", "last_error"]
+		)
+		dead = [s for s in statuses if s.status == "Dead"]
+		self.assertEqual(len(dead), 3)
+		self.assertTrue(all("UnstorableMessage" in d.last_error for d in dead), dead)
+		self.assertEqual(self.queue_depth(dead_letter_queue(self.queue)), 3)
