@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 
 import click
 from frappe.commands import get_site, pass_context
@@ -35,30 +36,47 @@ def eda() -> None:
 @eda.command("status")
 @pass_context
 def status(context: click.Context) -> None:
-	"""Message counts per direction and status, and the depth of each handler's queues."""
+	"""Message counts per direction and status, and the depth of each handler's queues: the work queue,
+	its retry tiers (``<queue>.retry.<delay>``) and its dead-letter queue (``<queue>.dead``)."""
 	with _site(context):
+		import frappe
+		from frappe.query_builder.functions import Count
+
 		from frappe_eda.consumer import handler_modules
 		from frappe_eda.messaging.connection import BrokerConnection
 		from frappe_eda.messaging.errors import BrokerUnavailable
 		from frappe_eda.messaging.registry import default_registry, import_handler_modules
-		from frappe_eda.messaging.topology import TopologyDeclarer, dead_letter_queue
+		from frappe_eda.messaging.topology import TopologyDeclarer, dead_letter_queue, retry_queue
 		from frappe_eda.settings import load_settings
-		from frappe_eda.stores.doctype_store import DocTypeStore
 
-		counts = DocTypeStore(commit=False).counts()
+		# The labels the desk shows (the DocType's own options), so what is printed here is what
+		# ``--status`` and the list view's filters accept.
+		m = frappe.qb.DocType("EDA Message")
+		rows = (
+			frappe.qb.from_(m)
+			.select(m.direction, m.status, Count("*").as_("n"))
+			.groupby(m.direction, m.status)
+			.run(as_dict=True)
+		)
 		click.echo("EDA Messages:")
-		for (direction, state), count in sorted(
-			counts.items(), key=lambda kv: (kv[0][0].value, kv[0][1].value)
-		):
-			click.echo(f"  {direction.value:<4}{state.value:<11}{count:>8}")
+		for row in sorted(rows, key=lambda r: (r.direction, r.status)):
+			click.echo(f"  {row.direction:<10}{row.status:<11}{row.n:>8}")
+		if not rows:
+			click.echo("  (none)")
 		import_handler_modules(handler_modules())
 		settings = load_settings()
 		try:
 			with BrokerConnection(settings.broker) as connection:
 				declarer = TopologyDeclarer(connection)
-				click.echo(f"queues on {settings.broker.redacted_url()}:")
+				click.echo(f"queues on {settings.broker.redacted_url()} (ready messages):")
 				for subscription in default_registry:
-					for name in (subscription.queue, dead_letter_queue(subscription.queue)):
+					tiers = subscription.retry_policy(settings.retry).tiers()
+					names = [
+						subscription.queue,
+						*(retry_queue(subscription.queue, delay) for delay in tiers),
+						dead_letter_queue(subscription.queue),
+					]
+					for name in names:
 						depth = declarer.queue_depth(name)
 						click.echo(f"  {name:<40}{'missing' if depth is None else depth:>8}")
 				declarer.close()
@@ -66,25 +84,88 @@ def status(context: click.Context) -> None:
 			click.echo(f"broker unavailable: {e}")
 
 
+REPLAY_STATUSES = ("Failed", "Dead", "Pending", "Received", "Processed", "Published")
+
+
+def _utc_naive(value: str | None, option: str) -> datetime | None:
+	"""``--since``/``--until``: an ISO date or timestamp; with an offset (``+02:00``, ``Z``) it is
+	converted, without one it is taken as UTC, the zone ``created_at`` is stored in."""
+	if not value:
+		return None
+	try:
+		moment = datetime.fromisoformat(value.strip())
+		if moment.tzinfo is not None:
+			moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+	except ValueError as e:
+		raise click.BadParameter(
+			f"{value!r} is not an ISO date or timestamp ({e}); e.g. 2026-03-01T08:00:00+02:00",
+			param_hint=option,
+		)
+	except OverflowError:
+		raise click.BadParameter(f"{value!r} has no UTC equivalent a database can store", param_hint=option)
+	return moment
+
+
+def _resolve(refs: tuple[str, ...], queue: str | None) -> list[str]:
+	"""EDA Message names for ``refs``, each an EDA Message name or a message id (the id's incoming copy,
+	of ``queue`` when it reached several; else its outgoing record). Every unknown or ambiguous one is
+	reported together, before anything is replayed."""
+	import frappe
+
+	from frappe_eda.stores.doctype_columns import from_column, to_column
+
+	names: list[str] = []
+	problems: list[str] = []
+	for ref in refs:
+		if frappe.db.exists("EDA Message", ref):
+			names.append(ref)
+			continue
+		filters: dict = {"message_id": to_column("message_id", ref)}  # stored HTML-escaped
+		if queue:
+			filters["queue"] = to_column("queue", queue)
+		rows = frappe.get_all("EDA Message", filters=filters, fields=["name", "direction", "queue"])
+		incoming = [r for r in rows if r.direction == "Incoming"]
+		if len(incoming) > 1:
+			queues = ", ".join(sorted(from_column("queue", r.queue) for r in incoming))
+			problems.append(f"message id {ref!r} reached several queues ({queues}): name one with --queue")
+		elif rows:
+			names.append((incoming or rows)[0].name)
+		else:
+			where = f" in queue {queue!r}" if queue else ""
+			problems.append(f"no EDA Message is named {ref!r} or has message id {ref!r}{where}")
+	if problems:
+		raise click.ClickException("; ".join(problems))
+	return names
+
+
 @eda.command("replay")
-@click.argument("names", nargs=-1)
+@click.argument("refs", nargs=-1, metavar="[NAME_OR_MESSAGE_ID]...")
 @click.option(
 	"--status",
 	"statuses",
 	multiple=True,
-	type=click.Choice(["Failed", "Dead", "Pending", "Processed", "Published"]),
+	type=click.Choice(REPLAY_STATUSES, case_sensitive=False),
+	help="Filter (repeatable, any case); default Failed and Dead.",
 )
 @click.option("--routing-key", default=None, help="Exact key or a topic pattern.")
-@click.option("--queue", default=None)
-@click.option("--since", default=None, help="Datetime (UTC) the message was created at or after.")
-@click.option("--until", default=None)
+@click.option("--queue", default=None, help="The consuming queue (also picks the copy of a message id).")
+@click.option(
+	"--since",
+	default=None,
+	help="Created at or after, in UTC (created_at is UTC): 2026-03-01 08:00, or ISO with an offset.",
+)
+@click.option(
+	"--until",
+	default=None,
+	help="Created at or before, in UTC (created_at is UTC): 2026-03-01 18:00, or ISO with an offset.",
+)
 @click.option("--limit", default=500, show_default=True)
 @click.option("--force", is_flag=True, help="Also replay Processed/Published messages.")
 @click.option("--dry-run", is_flag=True)
 @pass_context
 def replay(
 	context: click.Context,
-	names: tuple[str, ...],
+	refs: tuple[str, ...],
 	statuses: tuple[str, ...],
 	routing_key: str | None,
 	queue: str | None,
@@ -94,23 +175,27 @@ def replay(
 	force: bool,
 	dry_run: bool,
 ) -> None:
-	"""Replay EDA Messages by NAMES, or every one matching the filters (default: Failed and Dead)."""
+	"""Replay EDA Messages given by name or message id, or every one matching the filters (default:
+	Failed and Dead). An unknown name or id is an error, and nothing is replayed."""
+	since_at, until_at = _utc_naive(since, "--since"), _utc_naive(until, "--until")
 	with _site(context):
 		import frappe
 
 		from frappe_eda.desk.replay import replay_records
 		from frappe_eda.stores.doctype_columns import from_column, to_column
 
-		if not names:
+		if refs:
+			names = _resolve(refs, queue)
+		else:
 			filters: dict = {"status": ["in", list(statuses or ("Failed", "Dead"))]}
 			if queue:
 				filters["queue"] = to_column(
 					"queue", queue
 				)  # stored HTML-escaped, like every producer string
-			if since and until:
-				filters["created_at"] = ["between", [since, until]]
-			elif since or until:
-				filters["created_at"] = [">=", since] if since else ["<=", until]
+			if since_at and until_at:
+				filters["created_at"] = ["between", [since_at, until_at]]
+			elif since_at or until_at:
+				filters["created_at"] = [">=", since_at] if since_at else ["<=", until_at]
 			candidates = frappe.get_all(
 				"EDA Message",
 				filters=filters,
@@ -126,13 +211,13 @@ def replay(
 					for c in candidates
 					if topic_matches(routing_key, from_column("routing_key", c.routing_key))
 				]
-			names = tuple(c.name for c in candidates)
+			names = [c.name for c in candidates]
 		if dry_run:
 			for name in names:
 				click.echo(f"would replay {name}")
 			click.echo(f"{len(names)} would be replayed")
 			return
-		results = replay_records(list(names), force=force)
+		results = replay_records(names, force=force)
 		for result in results:
 			click.echo(f"{result['name']}: {'sent' if result['sent'] else 'not sent'} ({result['detail']})")
 		click.echo(f"{sum(r['sent'] for r in results)} of {len(results)} replayed")
@@ -160,14 +245,31 @@ def relay(context: click.Context, once: bool) -> None:
 @click.option("--no-relay", is_flag=True, help="Do not relay the outbox from this process.")
 @pass_context
 def worker(context: click.Context, queues: tuple[str, ...], no_relay: bool) -> None:
-	"""Consume the queues of the handlers listed in installed apps' ``eda_handlers`` hooks."""
+	"""Consume the queues of the handlers listed in installed apps' ``eda_handlers`` hooks; prints the
+	site, the broker and each queue it consumes when it starts, and what it did when it stops."""
 	with _site(context):
-		from frappe_eda.consumer import run_worker
+		from frappe_eda.consumer import handler_modules, run_worker
+		from frappe_eda.messaging.errors import ConfigurationError
+		from frappe_eda.messaging.registry import default_registry
 
-		stats = run_worker(queues or None, relay=not no_relay)
+		if not handler_modules():
+			raise click.ClickException(NO_HANDLERS)
+		try:
+			stats = run_worker(queues or None, relay=not no_relay)
+		except (
+			ConfigurationError
+		) as e:  # no handler registered, or an unknown --queue: one line, no traceback
+			hint = f" (the modules listed register none: {NO_HANDLERS})" if not len(default_registry) else ""
+			raise click.ClickException(f"{e}{hint}")
 		click.echo(
 			f"stopped: {stats.processed} processed, {stats.duplicates} duplicates, {stats.retried} retried, {stats.dead} dead"
 		)
+
+
+NO_HANDLERS = (
+	"no handlers to consume: no installed app lists handler modules in the `eda_handlers` hook of its "
+	'hooks.py (eda_handlers = ["myapp.eda.handlers"]), and EDA_HANDLER_MODULES is not set'
+)
 
 
 @eda.command("declare")

@@ -52,6 +52,14 @@ class Context:
 
 
 pass_context = click.make_pass_decorator(Context)
+# click's own formats, and the same with a UTC offset (+02:00, Z): a time without one is UTC.
+TIME_FORMATS = (
+	"%Y-%m-%d",
+	"%Y-%m-%dT%H:%M:%S",
+	"%Y-%m-%d %H:%M:%S",
+	"%Y-%m-%dT%H:%M:%S%z",
+	"%Y-%m-%d %H:%M:%S%z",
+)
 
 
 @click.group()
@@ -181,13 +189,23 @@ def publish(
 	"--status",
 	"statuses",
 	multiple=True,
-	type=click.Choice([s.value for s in Status]),
-	help="Filter (repeatable); default dead and failed.",
+	type=click.Choice([s.value for s in Status], case_sensitive=False),
+	help="Filter (repeatable, any case); default dead and failed.",
 )
 @click.option("--direction", type=click.Choice(["in", "out"]), default=None)
 @click.option("--routing-key", default=None, help="Exact key or a topic pattern (sales_order.*).")
-@click.option("--since", type=click.DateTime(), default=None)
-@click.option("--until", type=click.DateTime(), default=None)
+@click.option(
+	"--since",
+	type=click.DateTime(TIME_FORMATS),
+	default=None,
+	help="Created at or after; UTC unless an offset is given.",
+)
+@click.option(
+	"--until",
+	type=click.DateTime(TIME_FORMATS),
+	default=None,
+	help="Created at or before; UTC unless an offset is given.",
+)
 @click.option("--limit", default=1000, show_default=True)
 @click.option("--force", is_flag=True, help="Also replay messages already processed or published.")
 @click.option("--dry-run", is_flag=True, help="List what would be replayed; send nothing.")

@@ -136,6 +136,7 @@ def run_worker(queues: Iterable[str] | None = None, relay: bool = True) -> Worke
 	with BrokerConnection(settings.broker) as connection:
 		worker = build_worker(connection, queues)
 		worker.install_signal_handlers()
+		_announce(worker, settings.broker.redacted_url(), settings.prefetch, relay)
 		stop = threading.Event()
 		if relay:
 			woken = threading.Event()
@@ -148,6 +149,23 @@ def run_worker(queues: Iterable[str] | None = None, relay: bool = True) -> Worke
 		finally:
 			stop.set()
 			worker.close()
+
+
+def _announce(worker: Worker, broker: str, prefetch: int, relay: bool) -> None:
+	"""One start-up report on stdout (the password masked), so whoever started the worker sees at once
+	whether it consumes and what: reconnects do not repeat it."""
+	import click
+
+	click.echo(f"eda worker for site {frappe.local.site}")
+	click.echo(f"  broker {broker}, prefetch {prefetch}")
+	click.echo(f"  relaying the outbox: {'yes' if relay else 'no (--no-relay)'}")
+	click.echo(f"  consuming {len(worker.subscriptions)} queue(s):")
+	for subscription in worker.subscriptions:
+		if subscription.exchange_type in ("fanout", "headers"):
+			binding = f"every message of {subscription.exchange_type} exchange {subscription.exchange}"
+		else:
+			binding = f"exchange {subscription.exchange} ({subscription.exchange_type}) with {', '.join(subscription.patterns)}"
+		click.echo(f"    {subscription.queue} <- {binding} -> {subscription.name}")
 
 
 def _listen_for_commits(connection: BrokerConnection, woken: threading.Event, stop: threading.Event) -> None:

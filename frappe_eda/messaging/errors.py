@@ -410,7 +410,8 @@ class MessageNotFound(EdaError):
 
 
 class ReplayRefused(EdaError):
-	"""Replaying would run a handler again on a message it already processed; pass force to do it."""
+	"""Replaying would run a handler again on a message it already processed; replay
+	with force (``--force`` on the command line) to do it."""
 
 
 def _database_error(error: BaseException) -> str:

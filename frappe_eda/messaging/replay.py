@@ -152,7 +152,8 @@ class Replayer:
 		if record.status in DONE_STATUSES and not force:
 			raise ReplayRefused(
 				f"message {record.message_id}{_in(record)} is already {record.status.value}; "
-				f"replaying would run its handler again: pass force to do it anyway"
+				"replaying would run its handler again: replay it with force (--force on the command line) "
+				"to do it anyway"
 			)
 		if dry_run:
 			return ReplayResult(
