@@ -89,3 +89,126 @@ frappe_eda.await_replay = function (job_id) {
 		setTimeout(poll, 1000);
 	});
 };
+
+// The EDA datetimes (created_at, updated_at, occurred_at) are written by the core in naive UTC, while
+// Frappe stores every other datetime in the system time zone and its formatter converts from that to
+// the user's. Converting UTC to the system time zone first makes them show exactly like every other
+// datetime in the desk (and the user's time zone setting applies to them too). Unparseable: as stored.
+frappe_eda.utc_to_system = function (value) {
+	if (!value) return value;
+	const system = frappe.boot.time_zone && frappe.boot.time_zone.system;
+	const utc = moment.utc(String(value));
+	if (!system || !utc.isValid() || !moment.tz) return value;
+	return utc.tz(system).format("YYYY-MM-DD HH:mm:ss.SSSSSS");
+};
+
+// An EDA datetime as Frappe formats any datetime (user's format and time zone), as HTML-safe text.
+frappe_eda.format_utc = function (value) {
+	return value ? frappe.utils.escape_html(frappe.form.formatters.Datetime(frappe_eda.utc_to_system(value))) : "";
+};
+
+// How long ago an EDA datetime was ("3 hours ago"), with the full time as its tooltip.
+frappe_eda.utc_age = function (value) {
+	if (!value) return "";
+	const system = frappe.utils.escape_html(frappe_eda.utc_to_system(value));
+	return `<span title="${frappe_eda.format_utc(value)}">${frappe.utils.escape_html(
+		frappe.datetime.prettyDate(system)
+	)}</span>`;
+};
+
+// Read-only Datetime fields of a form holding UTC: shown in the system time zone.
+frappe_eda.show_utc_datetimes = function (frm, fieldnames) {
+	for (const fieldname of fieldnames) {
+		const field = frm.fields_dict[fieldname];
+		if (!field || field.df.fieldtype !== "Datetime") continue;
+		field.df.formatter = (value) => frappe_eda.format_utc(value);
+		field.refresh();
+	}
+};
+
+// Largest text pretty-printed in the form; beyond it the raw text is shown (the browser stays responsive).
+const PRETTY_MAX_CHARS = 2 * 1024 * 1024;
+
+// JSON text re-indented token by token, every token kept exactly as stored: numbers keep their digits
+// (JSON.parse would round 2^53 + 1 and turn 1.0 into 1) and string escapes stay as they are. Only text
+// that parses as JSON is re-indented; anything else (not JSON, too large) comes back unchanged.
+frappe_eda.pretty_json = function (text) {
+	text = String(text ?? "");
+	if (!text || text.length > PRETTY_MAX_CHARS) return text;
+	try {
+		JSON.parse(text);
+	} catch (e) {
+		return text;
+	}
+	const out = [];
+	let depth = 0;
+	let in_string = false;
+	const newline = () => "\n" + "  ".repeat(depth);
+	for (let i = 0; i < text.length; i++) {
+		const c = text[i];
+		if (in_string) {
+			out.push(c);
+			if (c === "\\") out.push(text[++i]);
+			else if (c === '"') in_string = false;
+			continue;
+		}
+		if (c === " " || c === "\t" || c === "\n" || c === "\r") continue;
+		if (c === '"') {
+			in_string = true;
+			out.push(c);
+		} else if (c === "{" || c === "[") {
+			let j = i + 1;
+			while (" \t\n\r".includes(text[j])) j++;
+			if (text[j] === "}" || text[j] === "]") {
+				out.push(c + text[j]); // an empty object or list stays on one line
+				i = j;
+			} else {
+				depth++;
+				out.push(c + newline());
+			}
+		} else if (c === "}" || c === "]") {
+			depth--;
+			out.push(newline() + c);
+		} else if (c === ",") {
+			out.push("," + newline());
+		} else if (c === ":") {
+			out.push(": ");
+		} else {
+			out.push(c);
+		}
+	}
+	return out.join("");
+};
+
+// A Code field's stored text (the body, headers: stored byte for byte, never escaped by the store)
+// as an inert, readable block: escaped once, so markup in it shows as text.
+frappe_eda.json_block = function (text) {
+	if (!text) return `<p class="text-muted">${__("Empty")}</p>`;
+	return `<pre class="eda-json" style="white-space: pre-wrap; word-break: break-word; max-height: 60vh; overflow: auto; padding: var(--padding-sm); background: var(--control-bg); border-radius: var(--border-radius)">${frappe.utils.escape_html(
+		frappe_eda.pretty_json(text)
+	)}</pre>`;
+};
+
+// The first line of a text, at most `max` characters (a list column; the form shows it whole).
+frappe_eda.short_text = function (text, max = 80) {
+	const line = String(text ?? "").split("\n", 1)[0];
+	return line.length > max ? line.slice(0, max - 1) + "…" : line;
+};
+
+// The EDA lists' defaults, where the user or site has not chosen: enough columns for what an operator
+// triages by (List View Settings' "total fields" wins when set) and the sidebar's group-by counts
+// (the user's own "Edit Filters" choice wins when saved).
+frappe_eda.setup_list = function (listview, group_by_fields, total_fields) {
+	const settings = listview.list_view_settings || {};
+	if (!settings.total_fields) {
+		listview.list_view_settings = { ...settings, total_fields };
+		listview.setup_columns();
+		listview.render_header(true);
+	}
+	const group_by = listview.list_sidebar && listview.list_sidebar.list_group_by;
+	if (group_by && !frappe.get_user_settings(listview.doctype).group_by_fields) {
+		group_by.group_by_fields = ["assigned_to", "owner", ...group_by_fields];
+		group_by.render_group_by_items();
+		group_by.setup_dropdown();
+	}
+};

@@ -5,5 +5,6 @@ frappe.ui.form.on("EDA Error", {
 	refresh(frm) {
 		frm.disable_save();
 		frappe_eda.show_stored_text(frm, ["message_id", "queue", "exception_type", "fingerprint"]);
+		frappe_eda.show_utc_datetimes(frm, ["occurred_at"]);
 	},
 });

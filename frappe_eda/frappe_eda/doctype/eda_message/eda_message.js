@@ -7,7 +7,10 @@ frappe.ui.form.on("EDA Message", {
 	refresh(frm) {
 		frm.disable_save();
 		frappe_eda.show_stored_text(frm, ["message_id", "message_type", "routing_key", "exchange", "queue", "replay_of"]);
+		frappe_eda.show_utc_datetimes(frm, ["created_at", "updated_at"]);
+		show_body(frm);
 		show_errors(frm);
+		show_related(frm);
 		if (!frappe.user.has_role("EDA Manager") && frappe.session.user !== "Administrator") return;
 
 		frm.add_custom_button(__("Replay"), () => replay(frm), __("Actions"));
@@ -120,9 +123,7 @@ function show_errors(frm) {
 		const rows = errors
 			.map(
 				(e) => `<div class="eda-error" style="margin-bottom: var(--margin-md)">
-					<div><b>${__("Attempt {0}", [cint(e.attempt)])}</b> · ${frappe.utils.escape_html(
-						frappe.datetime.str_to_user(e.occurred_at)
-					)} UTC ·
+					<div><b>${__("Attempt {0}", [cint(e.attempt)])}</b> · ${frappe_eda.format_utc(e.occurred_at)} ·
 					<a href="/app/eda-error?fingerprint=${encodeURIComponent(e.fingerprint)}">${__("same failure")}</a></div>
 					<div>${frappe_eda.stored_text(e.exception_type)}: ${frappe_eda.stored_text(e.error)}</div>
 					<details><summary>${__("Traceback")}</summary><pre style="white-space: pre-wrap">${frappe.utils.escape_html(
@@ -133,4 +134,42 @@ function show_errors(frm) {
 			.join("");
 		wrapper.html(rows);
 	});
+}
+
+// The body and headers are Code fields holding the exact stored text (replay sends it again); these
+// show it re-indented, read-only and inert, and leave the stored text untouched.
+function show_body(frm) {
+	frm.get_field("payload_html").$wrapper.html(frappe_eda.json_block(frm.doc.payload));
+	frm.get_field("headers_html").$wrapper.html(frappe_eda.json_block(frm.doc.headers));
+}
+
+const RELATED = [
+	["replay_of", "Replay of"],
+	["replayed_as", "Replayed as"],
+	["caused_by", "Caused by"],
+	["caused", "Caused"],
+	["correlation_root", "Started by"],
+	["correlated", "Same correlation"],
+];
+
+function show_related(frm) {
+	const wrapper = frm.get_field("related_html").$wrapper;
+	wrapper.html(`<p class="text-muted">${__("Loading related messages...")}</p>`);
+	frappe.xcall("frappe_eda.frappe_eda.doctype.eda_message.eda_message.related_messages", { name: frm.doc.name }).then(
+		(related) => {
+			const link = (m) =>
+				`<a href="/app/eda-message/${encodeURIComponent(m.name)}">${frappe_eda.stored_text(m.routing_key || m.message_id)}</a>
+				<span class="text-muted">${frappe_eda.stored_text(m.status)} · ${frappe_eda.stored_text(m.direction)}${
+					m.queue ? " · " + frappe_eda.stored_text(m.queue) : ""
+				} · ${frappe_eda.format_utc(m.created_at)}</span>`;
+			const rows = RELATED.filter(([key]) => (related[key] || []).length).map(
+				([key, label]) =>
+					`<div style="margin-bottom: var(--margin-sm)"><b>${__(label)}</b>
+					${related[key].map((m) => `<div>${link(m)}</div>`).join("")}
+					${related[key].length >= related.limit ? `<div class="text-muted">${__("First {0} shown.", [cint(related.limit)])}</div>` : ""}</div>`
+			);
+			wrapper.html(rows.length ? rows.join("") : `<p class="text-muted">${__("No related messages stored.")}</p>`);
+			if (rows.length) frm.get_field("related_section").collapse(false);
+		}
+	);
 }

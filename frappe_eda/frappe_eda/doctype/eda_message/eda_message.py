@@ -1,10 +1,20 @@
 # Copyright (c) 2026, frappe_eda developers and contributors
 # License: MIT. See LICENSE
 
+import json
+import re
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import frappe
+from frappe import _
 from frappe.model.document import Document
+
+from frappe_eda.stores.doctype_columns import from_column, to_column
+
+RELATED_LIMIT = 20  # of each kind shown in the form
+RELATED_SCAN = 100  # candidates read to find them by a field of the envelope
+RELATED_FIELDS = ["name", "message_id", "direction", "status", "routing_key", "queue", "created_at"]
 
 
 class EDAMessage(Document):
@@ -38,3 +48,83 @@ def on_doctype_update():
 	)
 	# Permission checks list the referenced DocTypes, and Frappe's link checks look a document up here.
 	frappe.db.add_index("EDA Message", ["reference_doctype", "reference_name"], index_name="reference")
+
+
+@frappe.whitelist()
+def related_messages(name: str) -> dict[str, Any]:
+	"""The stored messages around ``name`` for its form: the one it replays and its replays, the
+	message that caused it and those it caused (the envelope's ``causation_id``), and the others of its
+	correlation. Read with ``frappe.get_list``, so a user sees only the messages they may read
+	(``frappe_eda.desk.access``); ids are matched as the store writes them (escaped columns) and as the
+	encoder writes them in the body (compact JSON), so a body written otherwise is not found by cause.
+	"""
+	if not isinstance(name, str) or not name or len(name) > 140:
+		frappe.throw(_("name must be an EDA Message name"), frappe.ValidationError)
+	doc = frappe.get_doc("EDA Message", name)
+	doc.check_permission("read")
+	envelope = _envelope(doc.payload)
+	message_id = from_column("message_id", doc.message_id)
+	causation_id = _id(envelope.get("causation_id"))
+	# A message without a correlation id starts its own: its follow-ups carry its id (Message.caused).
+	correlation_id = _id(envelope.get("correlation_id")) or message_id
+	replayed_as = _messages({"replay_of": to_column("replay_of", message_id)}, name) if message_id else []
+	related = {
+		"replay_of": _by_id(doc.replay_of and from_column("replay_of", doc.replay_of), name),
+		"replayed_as": replayed_as,
+		"caused_by": _by_id(causation_id, name),
+		"caused": _in_body("causation_id", message_id, name),
+		"correlation_root": _by_id(correlation_id, name)
+		if correlation_id not in (causation_id, message_id)
+		else [],
+	}
+	# The rest of the correlation: those not already listed as this message's cause or effects.
+	listed = {row["name"] for rows in related.values() for row in rows}
+	others = [row for row in _in_body("correlation_id", correlation_id, name) if row["name"] not in listed]
+	return {**related, "correlated": others, "correlation_id": correlation_id, "limit": RELATED_LIMIT}
+
+
+def _envelope(payload: str | None) -> dict[str, Any]:
+	try:
+		envelope = json.loads(payload or "{}")
+	except (ValueError, RecursionError):
+		return {}
+	return envelope if isinstance(envelope, dict) else {}
+
+
+def _id(value: Any) -> str:
+	return value if isinstance(value, str) and 0 < len(value) <= 255 else ""
+
+
+def _by_id(message_id: str | None, name: str) -> list[dict[str, Any]]:
+	if not message_id:
+		return []
+	return _messages({"message_id": to_column("message_id", message_id)}, name)
+
+
+def _in_body(key: str, value: str, name: str) -> list[dict[str, Any]]:
+	"""Messages whose envelope has ``key`` equal to ``value``.
+
+	A LIKE on the body as the encoder writes it (compact, UTF-8) finds the candidates: ``\\``, ``%`` and
+	``_`` become the one-character wildcard (Frappe escapes backslashes in filter values itself, so a
+	LIKE escape cannot be passed through), and the collation may ignore case; so each candidate's
+	envelope is parsed and compared exactly.
+	"""
+	if not value:
+		return []
+	token = f"{json.dumps(key)}:{json.dumps(value, ensure_ascii=False)}"
+	pattern = "%" + re.sub(r"[\\%_]", "_", token) + "%"
+	candidates = _messages({"payload": ["like", pattern]}, name, extra=["payload"], limit=RELATED_SCAN)
+	matches = [row for row in candidates if _envelope(row.pop("payload")).get(key) == value]
+	return matches[:RELATED_LIMIT]
+
+
+def _messages(
+	filters: dict[str, Any], name: str, extra: list[str] | None = None, limit: int = RELATED_LIMIT
+) -> list[dict[str, Any]]:
+	return frappe.get_list(
+		"EDA Message",
+		filters={**filters, "name": ["!=", name]},
+		fields=RELATED_FIELDS + (extra or []),
+		order_by="created_at asc",
+		limit_page_length=limit,
+	)

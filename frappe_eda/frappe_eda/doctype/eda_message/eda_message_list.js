@@ -2,8 +2,16 @@
 // License: MIT. See LICENSE
 
 frappe.listview_settings["EDA Message"] = {
-	add_fields: ["status", "direction", "resolved"],
+	hide_name_column: true, // a random hash; the title opens the record
+	add_fields: ["status", "direction", "resolved", "last_error", "queue", "attempts", "created_at"],
 	formatters: {
+		// Stored HTML-escaped (frappe_eda.stored_text): the first line, short; the full text is in the form.
+		last_error(value) {
+			return frappe_eda.stored_text(frappe_eda.short_text(frappe_eda.unescape(value)));
+		},
+		created_at(value) {
+			return frappe_eda.utc_age(value);
+		},
 		// The title (routing key) is set as text (textContent): show the stored, HTML-escaped text as
 		// the literal key. Anywhere else a list formatter's result is HTML, so it stays as stored.
 		routing_key(value) {
@@ -17,13 +25,14 @@ frappe.listview_settings["EDA Message"] = {
 			Failed: "red",
 			Received: "blue",
 			Processed: "green",
-			Dead: "darkgrey",
+			Dead: "red",
 		};
 		const label = doc.resolved && ["Failed", "Dead"].includes(doc.status) ? __("{0} (resolved)", [__(doc.status)]) : __(doc.status);
 		// The indicator label is rendered as HTML.
 		return [frappe.utils.escape_html(label), colour[doc.status], "status,=," + doc.status];
 	},
 	onload(listview) {
+		frappe_eda.setup_list(listview, ["status", "queue", "routing_key", "direction"], 9);
 		if (!frappe.user.has_role("EDA Manager") && frappe.session.user !== "Administrator") return;
 		listview.page.add_actions_menu_item(__("Replay"), () => bulk(listview, "frappe_eda.desk.api.replay_messages"));
 		listview.page.add_actions_menu_item(__("Mark Resolved"), () => bulk(listview, "frappe_eda.desk.api.mark_resolved"));
