@@ -24,16 +24,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 TAG = "eda-views-check"
-ARGS = [
-	"--headless",
-	"--no-sandbox",
-	"--disable-gpu",
-	"--disable-quic",
-	"--no-first-run",
-	"--disable-background-networking",
-	"--disable-component-update",
-	"--disable-sync",
-]
 
 
 def seed() -> dict[str, str]:
@@ -140,39 +130,14 @@ def clean() -> None:
 
 
 def check(base: str, user: str, password: str, shots: Path) -> int:
-	from playwright.sync_api import sync_playwright
+	try:
+		from frappe_eda.tests.desk_browser import desk_page
+	except ImportError:  # run as a script by the Python that has Playwright, not the app: a sibling
+		from desk_browser import desk_page  # type: ignore[no-redef]
 
 	shots.mkdir(parents=True, exist_ok=True)
 	failures: list[str] = []
-	with sync_playwright() as p:
-		browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS, headless=True)
-		page = browser.new_page(viewport={"width": 1600, "height": 1000})
-		problems: list[str] = []
-		page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
-		# A failed load logs a console error without its address: watch the responses for those instead.
-		# socket.io is absent under `bench serve`.
-		page.on(
-			"console",
-			lambda m: (
-				m.type == "error"
-				and not m.text.startswith("Failed to load resource")
-				and "socket.io" not in m.text
-				and problems.append(f"console: {m.text}")
-			),
-		)
-		page.on(
-			"response",
-			lambda r: (
-				r.status >= 400 and "/socket.io/" not in r.url and problems.append(f"HTTP {r.status} {r.url}")
-			),
-		)
-		page.goto(f"{base}/login", wait_until="networkidle")
-		page.fill("#login_email", user)
-		page.fill("#login_password", password)
-		page.click(".btn-login")
-		page.wait_for_url(lambda u: "/login" not in u, timeout=30000)
-		page.goto(f"{base}/app", wait_until="networkidle")
-		page.wait_for_function("window.frappe && frappe.xcall && frappe.boot", timeout=30000)
+	with desk_page(base, user, password) as (page, problems):
 		names = page.evaluate(
 			"""async () => Object.fromEntries((await frappe.xcall("frappe.client.get_list", {
 				doctype: "EDA Message", filters: {routing_key: ["like", "eda-views-check.%"]},
@@ -252,7 +217,6 @@ def check(base: str, user: str, password: str, shots: Path) -> int:
 			"error list", "Exception Type" in sidebar and "Fingerprint" in sidebar, "group-by in the sidebar"
 		)
 		clear_filters()
-		browser.close()
 	for failure in failures:
 		print("FAIL", failure)
 	print("OK" if not failures else f"FAILED: {len(failures)}")

@@ -31,16 +31,6 @@ from pathlib import Path
 MARK = 'onerror="__eda_xss=1"'
 HOSTILE = f"<img src=x {MARK}>"
 TAG = "eda-xss-check"
-ARGS = [
-	"--headless",
-	"--no-sandbox",
-	"--disable-gpu",
-	"--disable-quic",
-	"--no-first-run",
-	"--disable-background-networking",
-	"--disable-component-update",
-	"--disable-sync",
-]
 
 
 # --- seeding (runs inside the site: bench execute) ------------------------------------------------
@@ -139,39 +129,14 @@ def pages(message: str, error: str) -> list[tuple[str, str, str | None]]:
 
 
 def check(base: str, user: str, password: str, shots: Path) -> int:
-	from playwright.sync_api import sync_playwright
+	try:
+		from frappe_eda.tests.desk_browser import desk_page
+	except ImportError:  # run as a script by the Python that has Playwright, not the app: a sibling
+		from desk_browser import desk_page  # type: ignore[no-redef]
 
 	failed = 0
 	shots.mkdir(parents=True, exist_ok=True)
-	with sync_playwright() as p:
-		browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS, headless=True)
-		page = browser.new_page(viewport={"width": 1600, "height": 1000})
-		problems: list[str] = []
-		page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
-		# A failed load shows as a console error without its address: watch the responses instead.
-		# socket.io is absent under `bench serve`; a request for "x" is a hostile <img> that rendered.
-		page.on(
-			"console",
-			lambda m: (
-				m.type == "error"
-				and not m.text.startswith("Failed to load resource")
-				and "socket.io" not in m.text
-				and problems.append(f"console: {m.text}")
-			),
-		)
-		page.on(
-			"response",
-			lambda r: (
-				r.status >= 400 and "/socket.io/" not in r.url and problems.append(f"HTTP {r.status} {r.url}")
-			),
-		)
-		page.goto(f"{base}/login", wait_until="networkidle")
-		page.fill("#login_email", user)
-		page.fill("#login_password", password)
-		page.click(".btn-login")
-		page.wait_for_url(lambda u: "/login" not in u, timeout=30000)
-		page.goto(f"{base}/app", wait_until="networkidle")
-		page.wait_for_function("window.frappe && frappe.xcall && frappe.boot", timeout=30000)
+	with desk_page(base, user, password) as (page, problems):
 		names = page.evaluate(
 			"""async () => {
 				const get = async (doctype) => (await frappe.xcall("frappe.client.get_list", {
@@ -211,7 +176,6 @@ def check(base: str, user: str, password: str, shots: Path) -> int:
 			)
 			for problem in problems:
 				print(f"     {problem[:300]}")
-		browser.close()
 	print("OK" if not failed else f"FAILED on {failed} page(s)")
 	return 1 if failed else 0
 
