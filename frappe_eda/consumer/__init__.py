@@ -44,10 +44,10 @@ def handler_modules() -> list[str]:
 	return [*(frappe.get_hooks("eda_handlers") or []), *extra]
 
 
-def spawn_worker(env: dict[str, str], output: Any = subprocess.DEVNULL) -> subprocess.Popen:
-	"""``bench --site SITE eda worker`` for this site as a child process (tests and benchmarks),
-	with ``env`` added to the environment (e.g. ``EDA_HANDLER_MODULES``)."""
-	command = [
+def eda_command(*args: str) -> list[str]:
+	"""``bench --site SITE eda ARGS`` for this site, as a child process runs it (``bench_helper``, which
+	also works as root, where ``bench`` refuses)."""
+	return [
 		sys.executable,
 		"-m",
 		"frappe.utils.bench_helper",
@@ -55,10 +55,15 @@ def spawn_worker(env: dict[str, str], output: Any = subprocess.DEVNULL) -> subpr
 		"--site",
 		frappe.local.site,
 		"eda",
-		"worker",
+		*args,
 	]
+
+
+def spawn_worker(env: dict[str, str], output: Any = subprocess.DEVNULL) -> subprocess.Popen:
+	"""``bench --site SITE eda worker`` for this site as a child process (tests and benchmarks),
+	with ``env`` added to the environment (e.g. ``EDA_HANDLER_MODULES``)."""
 	return subprocess.Popen(
-		command,
+		eda_command("worker"),
 		cwd=frappe.local.sites_path,
 		env={**os.environ, **env},
 		stdout=output,

@@ -102,11 +102,7 @@ def storable_record(record: MessageRecord, store: MessageStore, fallback_id: str
 
 
 def fit_text(name: str, value: str, store: MessageStore) -> str:
-	text = printable(value)
-	limit = store.limits.text_chars.get(name)
-	if limit is None or store.stored_length(name, text) <= limit:
-		return text
-	return _cut(text, lambda candidate: store.stored_length(name, candidate) <= limit)
+	return _fit(name, value, store.limits.text_chars.get(name), store)
 
 
 def fit_headers(headers: dict[str, Any], store: MessageStore) -> dict[str, Any]:
@@ -181,8 +177,12 @@ def _check_int(name: str, value: int, store: MessageStore) -> None:
 
 
 def _fit_key(name: str, value: str, store: MessageStore) -> str:
+	return _fit(name, value, store.limits.key_chars.get(name), store)
+
+
+def _fit(name: str, value: str, limit: int | None, store: MessageStore) -> str:
+	"""``value`` made printable and cut (with the marker) to ``limit`` as the store measures ``name``."""
 	text = printable(value)
-	limit = store.limits.key_chars.get(name)
 	if limit is None or store.stored_length(name, text) <= limit:
 		return text
 	return _cut(text, lambda candidate: store.stored_length(name, candidate) <= limit)

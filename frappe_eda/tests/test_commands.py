@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -20,6 +19,7 @@ from datetime import datetime, timezone
 import frappe
 from frappe.tests.utils import FrappeTestCase
 
+from frappe_eda.consumer import eda_command
 from frappe_eda.messaging.connection import BrokerConnection
 from frappe_eda.messaging.store import Status
 from frappe_eda.messaging.topology import (
@@ -61,16 +61,7 @@ class CommandCase(FrappeTestCase):
 		return env
 
 	def command(self, *args: str) -> list[str]:
-		return [
-			sys.executable,
-			"-m",
-			"frappe.utils.bench_helper",
-			"frappe",
-			"--site",
-			frappe.local.site,
-			"eda",
-			*args,
-		]
+		return eda_command(*args)
 
 	def bench(self, *args: str, handlers: bool = True) -> subprocess.CompletedProcess:
 		return subprocess.run(
