@@ -15,7 +15,7 @@ from typing import Any
 import frappe
 from frappe import _
 
-from frappe_eda.desk import access, notifications, replay
+from frappe_eda.desk import access, notifications, replay, tracking
 
 MANAGER_ROLE = "EDA Manager"
 MAX_NAMES = 1000  # one bulk action; the list view selects at most a few pages
@@ -185,3 +185,15 @@ def message_errors(name: str) -> list[dict[str, Any]]:
 		],
 		order_by="occurred_at asc",
 	)
+
+
+@frappe.whitelist()
+def document_messages(doctype: str, name: str) -> dict[str, Any]:
+	"""The EDA Messages about one document, for its form's "Messages" section (``desk.tracking``)."""
+	if not isinstance(doctype, str) or not doctype or len(doctype) > MAX_NAME_LENGTH:
+		frappe.throw(_("doctype must be a DocType name"), frappe.ValidationError)
+	if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+		frappe.throw(_("name must be a document name"), frappe.ValidationError)
+	if not frappe.db.exists("DocType", doctype):
+		frappe.throw(_("No DocType {0}").format(frappe.utils.escape_html(doctype)), frappe.ValidationError)
+	return tracking.document_messages(doctype, name)

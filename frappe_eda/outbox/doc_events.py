@@ -13,6 +13,7 @@ from typing import Any
 
 import frappe
 
+from frappe_eda.consumer.written import note_written
 from frappe_eda.messaging.errors import ConfigurationError, InvalidMessage, Unsendable
 from frappe_eda.outbox import publish
 from frappe_eda.outbox.payload import document_payload
@@ -28,6 +29,8 @@ def on_document_event(doc: Any, method: str) -> None:
 		return
 	if doc.doctype in OWN_DOCTYPES or (getattr(doc, "meta", None) and doc.meta.istable):
 		return
+	if flags.in_eda_worker:
+		note_written(doc, method)  # the incoming message's reference (frappe_eda.consumer.written)
 	rules = rules_for(doc.doctype, method)
 	if not rules:
 		return

@@ -14,6 +14,7 @@ microseconds, whatever the site's time zone; ``creation``/``modified`` stay in t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -136,7 +137,7 @@ class DocTypeStore(MessageStore):
 		"""One SELECT for the keys, one INSERT for the new records, one UPDATE per existing record."""
 		if not records:
 			return
-		latest = {record.key: record for record in records}
+		latest = {record.key: record for record in _with_written_reference(records)}
 		now, stamp, user = _naive(utcnow()), frappe.utils.now_datetime(), _user()
 		with self._write():
 			existing = self._names(list(latest))
@@ -486,6 +487,26 @@ def _message_values(record: MessageRecord, now: datetime) -> dict[str, Any]:
 		"created_at": _naive(record.created_at),
 		"updated_at": now,
 	}
+
+
+def _with_written_reference(records: Sequence[MessageRecord]) -> Sequence[MessageRecord]:
+	"""A Processed incoming record with no reference names the document its handler wrote first
+	(``frappe_eda.consumer.written``); only when it is the one such record saved, as in the Frappe
+	worker's one-message transactions, so a batch never lends one message's document to another."""
+	from frappe_eda.consumer.written import first_written
+
+	candidates = [
+		i
+		for i, r in enumerate(records)
+		if r.direction is Direction.INCOMING and r.status is Status.PROCESSED and not r.reference_doctype
+	]
+	written = first_written() if len(candidates) == 1 else None
+	if written is None:
+		return records
+	records = list(records)
+	i = candidates[0]
+	records[i] = dataclasses.replace(records[i], reference_doctype=written[0], reference_name=written[1])
+	return records
 
 
 def _message_record(row: Any) -> MessageRecord:

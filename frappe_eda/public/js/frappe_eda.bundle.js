@@ -212,3 +212,51 @@ frappe_eda.setup_list = function (listview, group_by_fields, total_fields) {
 		group_by.setup_dropdown();
 	}
 };
+
+// Every document's form: a "Messages" section listing the EDA Messages about it (sent from it, or
+// received and applied to it), newest first, with status, linked (frappe_eda.desk.tracking). Shown
+// only when there are some, to users who may read EDA Messages; the text is stored producer text,
+// shown inert.
+const DOCUMENT_MESSAGES_SECTION = "eda-document-messages";
+
+frappe_eda.show_document_messages = function (frm) {
+	if (!frm || !frm.doc || frm.is_new() || frm.meta.issingle || frm.meta.istable) return;
+	if (frm.doctype.startsWith("EDA ") || !frappe.model.can_read("EDA Message")) return;
+	const doctype = frm.doctype;
+	const name = frm.docname;
+	frappe
+		.xcall("frappe_eda.desk.api.document_messages", { doctype, name })
+		.then((result) => {
+			if (frm.doctype !== doctype || frm.docname !== name) return; // the form moved on
+			frm.dashboard.parent.find(`.${DOCUMENT_MESSAGES_SECTION}`).remove();
+			if (!result.messages.length) return;
+			const counts = result.counts
+				.map((c) => `${frappe_eda.stored_text(c.direction)} ${frappe_eda.stored_text(c.status)}: ${cint(c.count)}`)
+				.join(" · ");
+			const rows = result.messages.map((m) => {
+				const red = ["Dead", "Failed"].includes(m.status) && !m.resolved;
+				const where = m.direction === "Incoming" ? m.queue : m.exchange;
+				return `<tr>
+					<td><a href="/app/eda-message/${encodeURIComponent(m.name)}">${frappe_eda.stored_text(m.routing_key || m.name)}</a></td>
+					<td>${frappe_eda.stored_text(m.direction)}</td>
+					<td><span class="indicator-pill ${red ? "red" : m.status === "Processed" || m.status === "Published" ? "green" : "orange"}">${frappe_eda.stored_text(m.status)}</span>${m.resolved ? ` <span class="text-muted">(${__("resolved")})</span>` : ""}</td>
+					<td>${frappe_eda.stored_text(where || "")}</td>
+					<td>${frappe_eda.utc_age(m.created_at)}</td>
+					<td class="text-muted">${frappe.utils.escape_html(frappe_eda.short_text(frappe_eda.unescape(m.last_error || ""), 80))}</td>
+				</tr>`;
+			});
+			const html = `<div class="eda-document-messages-body">
+				<p class="text-muted small">${counts}</p>
+				<table class="table table-condensed small"><thead><tr>
+					<th>${__("Routing Key")}</th><th>${__("Direction")}</th><th>${__("Status")}</th>
+					<th>${__("Exchange / Queue")}</th><th>${__("Created")}</th><th>${__("Last Error")}</th>
+				</tr></thead><tbody>${rows.join("")}</tbody></table>
+				${result.more ? `<a href="/app/eda-message?reference_doctype=${encodeURIComponent(doctype)}&reference_name=${encodeURIComponent(name)}">${__("All messages of this document")}</a>` : ""}
+			</div>`;
+			frm.dashboard.add_section(html, __("Messages"), `custom ${DOCUMENT_MESSAGES_SECTION}`);
+			frm.dashboard.show();
+		})
+		.catch(() => {}); // a document the user may not read: no section, and the form works as before
+};
+
+$(document).on("form-refresh", (event, frm) => frappe_eda.show_document_messages(frm));

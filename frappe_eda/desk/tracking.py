@@ -1,0 +1,61 @@
+"""Where a document went and what came of it: the EDA Messages that name it as their reference.
+
+Outgoing messages name the document they were made of (a rule, a hook, ``publish(reference_...)``);
+incoming ones the document their handler wrote first (``frappe_eda.consumer.written``). Every form's
+"Messages" section (``frappe_eda.bundle.js``) shows these, newest first, read with the user's own
+permissions: they must read the document, and they see only the EDA Messages they may read
+(``frappe_eda.desk.access``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import frappe
+from frappe import _
+
+DOCUMENT_MESSAGES_LIMIT = 20
+FIELDS = [
+	"name",
+	"direction",
+	"status",
+	"routing_key",
+	"exchange",
+	"queue",
+	"handler",
+	"attempts",
+	"last_error",
+	"resolved",
+	"created_at",
+]
+
+
+def document_messages(doctype: str, name: str) -> dict[str, Any]:
+	"""The newest EDA Messages about ``doctype`` ``name`` (at most ``DOCUMENT_MESSAGES_LIMIT``; ``more``
+	says whether there are others) and how many there are of each direction and status."""
+	if not frappe.has_permission(doctype, "read", name):
+		frappe.throw(_("Not permitted to read {0} {1}").format(doctype, name), frappe.PermissionError)
+	if not frappe.has_permission("EDA Message", "read"):
+		return {"messages": [], "more": False, "counts": []}
+	filters = {"reference_doctype": doctype, "reference_name": name}
+	rows = frappe.get_list(
+		"EDA Message",
+		filters=filters,
+		fields=FIELDS,
+		order_by="created_at desc",
+		limit_page_length=DOCUMENT_MESSAGES_LIMIT + 1,
+	)
+	counts = frappe.get_list(
+		"EDA Message",
+		filters=filters,
+		fields=["direction", "status", "count(name) as count"],
+		group_by="direction, status",
+		order_by="direction asc",
+	)
+	for row in rows:
+		row.last_error = (row.last_error or "").split("\n", 1)[0][:300]
+	return {
+		"messages": rows[:DOCUMENT_MESSAGES_LIMIT],
+		"more": len(rows) > DOCUMENT_MESSAGES_LIMIT,
+		"counts": counts,
+	}
