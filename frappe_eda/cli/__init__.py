@@ -247,6 +247,9 @@ def replay(
 			f"{r.message_id} {r.queue or '(outgoing)'} was {r.previous_status.value}: {state} ({r.detail})"
 		)
 	click.echo(f"{sum(r.sent for r in results)} of {len(results)} replayed")
+	if not dry_run:
+		# A replayed message no longer counts as dead: its parked copy left <queue>.dead.
+		click.echo(f"{sum(r.dead_copy_removed for r in results)} dead copies removed")
 
 
 @main.command()

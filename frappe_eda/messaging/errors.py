@@ -213,6 +213,46 @@ def _shown(text: str, limit: int = 300) -> str:
 	return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
+# --- dead-letter copies ---------------------------------------------------------------------------
+
+
+class DeadLetterCleanupError(EdaError):
+	"""Removing settled copies from a ``<queue>.dead`` queue did not finish. What it acked is gone; what
+	it held unacked goes back to the queue when its channel closes, so nothing is lost (a copy it had
+	republished but not yet acked may be there twice). Run the cleaning again."""
+
+	def __init__(self, queue: str, message: str) -> None:
+		self.queue = queue
+		super().__init__(message)
+
+
+class DeadLetterQueueBusy(DeadLetterCleanupError):
+	"""Another process held the cleaning lock of ``<queue>.dead`` for longer than the timeout."""
+
+	def __init__(self, queue: str, lock: str, waited: float) -> None:
+		self.lock = lock
+		self.waited = waited
+		super().__init__(
+			queue,
+			f"another cleaning of {queue!r} held its lock (the exclusive queue {lock!r}) for {waited:.0f}s; "
+			f"its copies stay there until a later replay or resolve cleans the queue again (or delete "
+			f"the lock queue if no frappe_eda process is cleaning it)",
+		)
+
+
+class DeadLetterCleanupInterrupted(DeadLetterCleanupError):
+	"""The channel or the connection closed while ``<queue>.dead`` was being scanned, or the broker
+	refused to take back a copy that is kept."""
+
+	def __init__(self, queue: str, cause: BaseException) -> None:
+		self.cause = cause
+		super().__init__(
+			queue,
+			f"cleaning {queue!r} stopped ({type(cause).__name__}: {cause or 'no detail'}); the copies not yet "
+			f"removed went back to the queue, a kept one may now be there twice: run the cleaning again",
+		)
+
+
 # --- bad input (dead-lettered at once) ------------------------------------------------------------
 
 

@@ -6,6 +6,9 @@ decodes, checks the inbox, validates, runs the handler and records the outcome. 
 retry tier or the dead-letter queue, then ack) only after the transaction committed. The test helper
 runs the same processor without a broker, so users' tests see the same decisions as production.
 
+A message processed after failing (a retry, ``attempt > 1``) or when replayed (``x-eda-replay-count``)
+is recorded resolved, and its errors are resolved in the same transaction: its failure is over.
+
 Poison isolation. Screening checks the record each delivery would produce against the store's declared
 limits (``storable``) before the inbox and the handler: one the store cannot hold is dead at once with
 ``UnstorableMessage``, recorded with the closest record that fits, and its handler never runs. Every
@@ -192,8 +195,19 @@ class DeliveryProcessor:
 				for item in checked
 			]
 			# In the same transaction as the handlers' own writes: one statement for the whole batch.
-			self.store.save(processed)
+			self._save_processed(processed)
 			return decisions
+
+	def _save_processed(self, processed: list[MessageRecord]) -> None:
+		"""Record the batch's PROCESSED messages; a success after failed attempts or a replay resolves
+		the message's errors with it (and the record is saved resolved): nothing is left to act on."""
+		self.store.save(processed)
+		resolved: dict[str, list[str]] = {}
+		for record in processed:
+			if record.resolved:
+				resolved.setdefault(record.queue, []).append(record.message_id)
+		for queue, ids in resolved.items():
+			self.store.resolve(Direction.INCOMING, queue, ids)
 
 	def screen(self, delivery: Delivery) -> Screened:
 		"""Everything that can be decided without the store or the handler: the attempt header, the
@@ -215,6 +229,8 @@ class DeliveryProcessor:
 			error = UnknownMessageType(delivery.original_routing_key, delivery.queue)
 			return _Rejected(delivery, message, error, attempt, handler)
 		record = self._record(delivery, message, Status.PROCESSED, attempt, handler)
+		# Processed after failing before (a retry) or when replayed: its failure is over once it records.
+		record.resolved = attempt > 1 or record.replay_count > 0
 		try:
 			check_message(record, self.store)
 		except UnstorableMessage as e:
@@ -264,7 +280,7 @@ class DeliveryProcessor:
 			# record them (and this message, dead) and make that durable too, before anything later in the
 			# batch can roll it back and have those messages run again.
 			decision = self._dead(delivery, message, e, attempt, handler)
-			self.store.save(processed)
+			self._save_processed(processed)
 			processed.clear()
 			self.store.checkpoint()
 			return decision

@@ -5,16 +5,31 @@ plus headers saying who replayed it, when, and the how-many-th replay it is. An 
 straight back to the queue that failed it (through the default exchange), so other subscribers of the
 same routing key do not receive it a second time. A message its handler already processed is refused
 unless forced; a forced replay first reopens the inbox entry, or the consumer would skip it.
+
+Broker and records stay consistent. Once an incoming replay is confirmed sent, the message's parked copy
+is removed from ``<queue>.dead`` (``deadletters``; one scan of the dead queue per queue replayed, and
+only copies parked before this replay: one parked because the replay failed again stays). A cleaning that
+fails does not fail the replay, which was sent: it is logged and said in the result's ``detail``. The
+worker resolves the message and its errors when the replay is processed; an outgoing replay is resolved
+when the broker confirms it.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from frappe_eda.messaging.deadletters import DeadCopiesRemoved, remove_dead_copies
 from frappe_eda.messaging.envelope import Message, decode, encode, utcnow
-from frappe_eda.messaging.errors import InvalidMessage, MessageNotFound, ReplayRefused
+from frappe_eda.messaging.errors import (
+	DeadLetterCleanupError,
+	InvalidMessage,
+	MessageNotFound,
+	ReplayRefused,
+)
 from frappe_eda.messaging.processing import (
 	ATTEMPT,
 	ORIGINAL_EXCHANGE,
@@ -26,6 +41,9 @@ from frappe_eda.messaging.processing import (
 )
 from frappe_eda.messaging.publisher import Envelope, Publisher
 from frappe_eda.messaging.store import Direction, MessageFilter, MessageRecord, MessageStore, Status
+from frappe_eda.messaging.topology import dead_letter_queue
+
+log = logging.getLogger(__name__)
 
 DONE_STATUSES = (Status.PROCESSED, Status.PUBLISHED)
 
@@ -38,13 +56,31 @@ class ReplayResult:
 	previous_status: Status
 	sent: bool
 	detail: str = ""
+	# The replay number sent (``x-eda-replay-count``); 0 when nothing was sent.
+	replay_count: int = 0
+	# Whether a parked copy of the message was removed from ``<queue>.dead`` after the replay.
+	dead_copy_removed: bool = False
 
 
 class Replayer:
-	def __init__(self, publisher: Publisher, store: MessageStore, actor: str = "frappe_eda") -> None:
+	"""Replays through ``publisher`` (and cleans dead-letter queues on its connection).
+
+	``cleaning_timeout``: how long a cleaning waits for another process's cleaning of the same dead
+	queue before it gives up (the replay stands; the copy stays until the next cleaning).
+	"""
+
+	def __init__(
+		self,
+		publisher: Publisher,
+		store: MessageStore,
+		actor: str = "frappe_eda",
+		*,
+		cleaning_timeout: float = 30.0,
+	) -> None:
 		self.publisher = publisher
 		self.store = store
 		self.actor = actor
+		self.cleaning_timeout = cleaning_timeout
 
 	def replay(
 		self,
@@ -55,17 +91,20 @@ class Replayer:
 		force: bool = False,
 		dry_run: bool = False,
 	) -> ReplayResult:
-		"""Replay the stored message ``message_id`` (of ``queue`` when it reached several queues)."""
-		return self._replay_record(self._find_one(message_id, queue, direction), force, dry_run)
+		"""Replay the stored message ``message_id`` (of ``queue`` when it reached several queues); an
+		incoming one's parked copy then leaves ``<queue>.dead``."""
+		result = self._replay_record(self._find_one(message_id, queue, direction), force, dry_run)
+		return self._remove_dead_copies([result])[0]
 
 	def edit_and_replay(
 		self, message_id: str, payload: Any, queue: str | None = None, *, direction: Direction | None = None
 	) -> MessageRecord:
 		"""Send a corrected copy: a new message id, the edited payload, ``replay_of`` the original.
 
-		The original stays as it was, marked resolved, so the history shows what failed and what
-		replaced it. An incoming copy goes straight to the original's queue; an outgoing copy is
-		published to the original's exchange and routing key.
+		The original stays as it was, marked resolved with its errors, so the history shows what failed
+		and what replaced it. An incoming copy goes straight to the original's queue, and once it is
+		sent the original's parked copy leaves ``<queue>.dead`` (a failure to clean is logged: the copy
+		was sent); an outgoing copy is published to the original's exchange and routing key.
 		"""
 		original = self._find_one(message_id, queue, direction)
 		try:
@@ -96,18 +135,25 @@ class Replayer:
 		)
 		with self.store.transaction():
 			self.store.save([record, replace(original, resolved=True)])
+			self.store.resolve(original.direction, original.queue, [original.message_id])
 		report = self.publisher.send([self._envelope(record, 1)])
 		if report.failed:
 			report.raise_first()
 		if record.direction is Direction.OUTGOING:
 			with self.store.transaction():
 				self.store.set_status(Direction.OUTGOING, [record.message_id], Status.PUBLISHED)
+		else:
+			try:
+				self._clean(original.queue, [original.message_id], {})
+			except DeadLetterCleanupError as e:
+				log.warning("edited copy of %s sent, but %s", original.message_id, e)
 		return record
 
 	def replay_matching(
 		self, query: MessageFilter, *, force: bool = False, dry_run: bool = False
 	) -> list[ReplayResult]:
-		"""Replay every match; a refused one is reported in its result, the others still go."""
+		"""Replay every match; a refused one is reported in its result, the others still go. The parked
+		copies of what was sent leave the dead-letter queues afterwards, one scan per queue."""
 		results = []
 		for record in self.store.find(query):
 			try:
@@ -118,7 +164,45 @@ class Replayer:
 						record.message_id, record.queue, record.direction, record.status, False, str(e)
 					)
 				)
-		return results
+		return self._remove_dead_copies(results)
+
+	def _remove_dead_copies(self, results: list[ReplayResult]) -> list[ReplayResult]:
+		"""Clean ``<queue>.dead`` of the incoming messages sent, once per queue; a failed cleaning is
+		logged and said in the detail of the results it concerns, which stay sent."""
+		replayed: dict[str, dict[str, int]] = {}
+		for r in results:
+			if r.sent and r.direction is Direction.INCOMING:
+				replayed.setdefault(r.queue, {})[r.message_id] = r.replay_count
+		cleaned: dict[tuple[str, str], str] = {}
+		for queue, counts in replayed.items():
+			try:
+				outcome = self._clean(queue, list(counts), counts)
+			except DeadLetterCleanupError as e:
+				log.warning("replayed %d messages of %s, but %s", len(counts), queue, e)
+				for message_id in counts:
+					cleaned[(queue, message_id)] = (
+						f"its copy in {dead_letter_queue(queue)} was not removed: {e}"
+					)
+				continue
+			for message_id in outcome.removed:
+				cleaned[(queue, message_id)] = ""
+		return [
+			r
+			if (r.queue, r.message_id) not in cleaned
+			else _with_cleaning(r, cleaned[(r.queue, r.message_id)])
+			for r in results
+		]
+
+	def _clean(
+		self, queue: str, message_ids: Iterable[str], replayed: Mapping[str, int]
+	) -> DeadCopiesRemoved:
+		return remove_dead_copies(
+			self.publisher.connection,
+			queue,
+			message_ids,
+			replayed=replayed,
+			lock_timeout=self.cleaning_timeout,
+		)
 
 	def _find_one(
 		self, message_id: str, queue: str | None, direction: Direction | None = None
@@ -178,10 +262,18 @@ class Replayer:
 				record.message_id, record.queue, record.direction, record.status, False, str(error)
 			)
 		if record.direction is Direction.OUTGOING:
+			# Confirmed by the broker: an outgoing message's failure is over.
 			with self.store.transaction():
 				self.store.set_status(Direction.OUTGOING, [record.message_id], Status.PUBLISHED)
+				self.store.resolve(Direction.OUTGOING, "", [record.message_id])
 		return ReplayResult(
-			record.message_id, record.queue, record.direction, record.status, True, f"replay #{count}"
+			record.message_id,
+			record.queue,
+			record.direction,
+			record.status,
+			True,
+			f"replay #{count}",
+			replay_count=count,
 		)
 
 	def _envelope(self, record: MessageRecord, count: int) -> Envelope:
@@ -224,6 +316,13 @@ def _is_delivery_header(name: str) -> bool:
 		"x-last-death-reason",
 		"x-delivery-count",
 	)
+
+
+def _with_cleaning(result: ReplayResult, problem: str) -> ReplayResult:
+	"""The result with what the dead-letter cleaning did: the copy removed, or why it stays."""
+	if problem:
+		return replace(result, detail=f"{result.detail}; {problem}")
+	return replace(result, dead_copy_removed=True)
 
 
 def _in(record: MessageRecord) -> str:

@@ -189,6 +189,12 @@ class MessageStore(ABC):
 		return {record.message_id for record in self.find(query)}
 
 	@abstractmethod
+	def resolve(self, direction: Direction, queue: str, message_ids: Sequence[str]) -> None:
+		"""Mark the records of ``message_ids`` (that direction and queue; "" for outgoing) resolved, and
+		their own errors with them (same id, direction and queue): they leave the failure lists. Another
+		queue's copy of the same message, and its errors, stay as they are. Unknown ids are ignored."""
+
+	@abstractmethod
 	def add_error(self, error: ErrorRecord) -> None: ...
 
 	@abstractmethod

@@ -26,7 +26,7 @@ from typing import Any
 import frappe
 from frappe.model.naming import make_autoname
 from frappe.query_builder import Order
-from frappe.query_builder.functions import Count
+from frappe.query_builder.functions import Count, IfNull
 from pypika.terms import Criterion, Parameter, Tuple
 
 from frappe_eda.messaging.envelope import utcnow
@@ -186,6 +186,34 @@ class DocTypeStore(MessageStore):
 			query = query.set(m.last_error, display_value("last_error", last_error))
 		with self._write():
 			query.run()
+
+	def resolve(self, direction: Direction, queue: str, message_ids: Sequence[str]) -> None:
+		"""As the desk's Mark Resolved: the EDA Messages and their own EDA Errors (same id, direction and
+		queue; an error's empty queue may be NULL)."""
+		ids = _column_values("message_id", dict.fromkeys(message_ids))
+		if not ids:
+			return
+		m, e = frappe.qb.DocType(MESSAGE), frappe.qb.DocType(ERROR)
+		label, column = DIRECTION_LABELS[direction], to_column("queue", queue)
+		with self._write():
+			for start in range(0, len(ids), DELETE_CHUNK):
+				chunk = ids[start : start + DELETE_CHUNK]
+				(
+					frappe.qb.update(m)
+					.set(m.resolved, 1)
+					.set(m.updated_at, _naive(utcnow()))
+					.set(m.modified, frappe.utils.now_datetime())
+					.where((m.direction == label) & (m.queue == column) & m.message_id.isin(chunk))
+					.run()
+				)
+				(
+					frappe.qb.update(e)
+					.set(e.resolved, 1)
+					.where(
+						(e.direction == label) & (IfNull(e.queue, "") == column) & e.message_id.isin(chunk)
+					)
+					.run()
+				)
 
 	def add_error(self, error: ErrorRecord) -> None:
 		"""Identifiers as ``check_storable`` allows them; the error text and traceback cut to fit."""

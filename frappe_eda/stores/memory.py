@@ -89,6 +89,24 @@ class MemoryStore(MessageStore):
 						updated_at=now,
 					)
 
+	def resolve(self, direction: Direction, queue: str, message_ids: Sequence[str]) -> None:
+		ids = set(message_ids)
+		if not ids:
+			return
+		with self._lock:
+			now = utcnow()
+			for message_id in ids:
+				key = (message_id, direction, queue)
+				record = self._messages.get(key)
+				if record is not None:
+					self._messages[key] = replace(record, resolved=True, updated_at=now)
+			self._errors = [
+				replace(e, resolved=True)
+				if e.message_id in ids and e.direction is direction and e.queue == queue
+				else e
+				for e in self._errors
+			]
+
 	def get(self, message_id: str, direction: Direction, queue: str = "") -> MessageRecord | None:
 		with self._lock:
 			record = self._messages.get((message_id, direction, queue))

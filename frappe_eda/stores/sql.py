@@ -293,6 +293,28 @@ class SqlStore(MessageStore):
 		)
 		self._run(lambda c: c.execute(statement))
 
+	def resolve(self, direction: Direction, queue: str, message_ids: Sequence[str]) -> None:
+		ids = list(dict.fromkeys(message_ids))
+		if not ids:
+			return
+		t, e = self.messages, self.error_table
+		now = naive_utc(utcnow())
+
+		def work(c: Connection) -> None:
+			for chunk in _chunks(ids):
+				c.execute(
+					update(t)
+					.where(t.c.direction == direction.value, t.c.queue == queue, t.c.message_id.in_(chunk))
+					.values(resolved=True, updated_at=now)
+				)
+				c.execute(
+					update(e)
+					.where(e.c.direction == direction.value, e.c.queue == queue, e.c.message_id.in_(chunk))
+					.values(resolved=True)
+				)
+
+		self._run(work)
+
 	def add_error(self, error: ErrorRecord) -> None:
 		row = error_row(error)
 		self._run(lambda c: c.execute(self.error_table.insert().values(row)))

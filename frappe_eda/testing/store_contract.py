@@ -339,6 +339,65 @@ class StoreContract:
 		self.t.assertEqual(sorted(e.queue for e in self.store.errors("m")), ["a", "b"])
 		self.t.assertEqual(self.store.errors("unknown"), [])
 
+	# --- resolving --------------------------------------------------------------------------------
+
+	def _resolve_seed(self) -> None:
+		self.store.save(
+			[
+				incoming("m", "q", status=Status.DEAD),
+				incoming("m", "other", status=Status.DEAD),
+				incoming("n", "q", status=Status.DEAD),
+				outgoing("m", status=Status.FAILED),
+			]
+		)
+		for queue in ("q", "other"):
+			self.store.add_error(error("m", queue, 1))
+			self.store.add_error(error("m", queue, 2))
+		self.store.add_error(error("n", "q"))
+		self.store.add_error(error("m"))  # outgoing
+
+	def _resolved(self, message_id: str, direction: Direction, queue: str) -> tuple[bool, list[bool]]:
+		record = self.store.get(message_id, direction, queue)
+		assert record is not None
+		errors = [e.resolved for e in self.store.errors(message_id, queue) if e.direction is direction]
+		return record.resolved, errors
+
+	def test_resolve_marks_the_records_and_their_errors(self) -> None:
+		self._resolve_seed()
+		self.store.resolve(Direction.INCOMING, "q", ["m", "n", "unknown"])
+		self.t.assertEqual(self._resolved("m", Direction.INCOMING, "q"), (True, [True, True]))
+		self.t.assertEqual(self._resolved("n", Direction.INCOMING, "q"), (True, [True]))
+		record = self.store.get("m", Direction.INCOMING, "q")
+		assert record is not None
+		self.t.assertEqual(record.status, Status.DEAD, "resolving leaves the status as it is")
+
+	def test_resolve_leaves_other_queues_and_directions_alone(self) -> None:
+		self._resolve_seed()
+		self.store.resolve(Direction.INCOMING, "q", ["m"])
+		self.t.assertEqual(self._resolved("m", Direction.INCOMING, "other"), (False, [False, False]))
+		self.t.assertEqual(self._resolved("m", Direction.OUTGOING, ""), (False, [False]))
+		self.t.assertEqual(self._resolved("n", Direction.INCOMING, "q"), (False, [False]))
+
+	def test_resolve_an_outgoing_message(self) -> None:
+		self._resolve_seed()
+		self.store.resolve(Direction.OUTGOING, "", ["m"])
+		self.t.assertEqual(self._resolved("m", Direction.OUTGOING, ""), (True, [True]))
+		self.t.assertEqual(self._resolved("m", Direction.INCOMING, "q"), (False, [False, False]))
+
+	def test_resolve_of_no_ids_is_a_no_op(self) -> None:
+		self._resolve_seed()
+		self.store.resolve(Direction.INCOMING, "q", [])
+		for queue in ("q", "other"):
+			self.t.assertEqual(self._resolved("m", Direction.INCOMING, queue), (False, [False, False]))
+
+	def test_resolve_inside_a_transaction_rolls_back_with_it(self) -> None:
+		self._resolve_seed()
+		with self.t.assertRaises(RuntimeError):
+			with self.store.transaction():
+				self.store.resolve(Direction.INCOMING, "q", ["m"])
+				raise RuntimeError("boom")
+		self.t.assertEqual(self._resolved("m", Direction.INCOMING, "q"), (False, [False, False]))
+
 	# --- queries ----------------------------------------------------------------------------------
 
 	def _seed(self) -> None:

@@ -40,3 +40,33 @@ def test_publish_status_and_replay_from_the_command_line(
 		declarer = TopologyDeclarer(connection)
 		assert declarer.queue_depth(queue) == 1
 		declarer.delete(topology)
+
+
+def test_replay_from_the_command_line_says_how_many_dead_copies_it_removed(
+	amqp_url: str, store_url: str, unique_name: str, raw_channel
+) -> None:
+	import pika
+
+	from frappe_eda.messaging.connection import BrokerConnection, BrokerSettings
+	from frappe_eda.messaging.store import Direction, MessageRecord, Status
+	from frappe_eda.stores import open_store
+
+	queue = f"{unique_name}.q"
+	topology = Topology(queues=(Queue(queue), Queue(f"{queue}.dead")))
+	with BrokerConnection(BrokerSettings(url=amqp_url)) as connection:
+		TopologyDeclarer(connection).declare(topology)
+	store = open_store(store_url)
+	body = json.dumps({"id": "m-1", "type": "order.created", "payload": {}})
+	store.save([MessageRecord("m-1", Direction.INCOMING, Status.DEAD, "order.created", body, queue=queue)])
+	store.close()
+	raw_channel.confirm_delivery()
+	raw_channel.basic_publish("", f"{queue}.dead", body.encode(), pika.BasicProperties(message_id="m-1"))
+
+	replayed = CliRunner().invoke(main, ["--url", amqp_url, "--store", store_url, "replay", "m-1"])
+
+	assert replayed.exit_code == 0, replayed.output
+	assert "1 of 1 replayed" in replayed.output and "1 dead copies removed" in replayed.output
+	with BrokerConnection(BrokerSettings(url=amqp_url)) as connection:
+		declarer = TopologyDeclarer(connection)
+		assert (declarer.queue_depth(queue), declarer.queue_depth(f"{queue}.dead")) == (1, 0)
+		declarer.delete(topology)
