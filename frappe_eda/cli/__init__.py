@@ -20,6 +20,7 @@ from frappe_eda.messaging.connection import BrokerConnection, BrokerSettings
 from frappe_eda.messaging.consumer import Worker, WorkerOptions
 from frappe_eda.messaging.envelope import Message
 from frappe_eda.messaging.errors import EdaError
+from frappe_eda.messaging.heartbeat import DEFAULT_REPORT_EVERY, WorkerBeat
 from frappe_eda.messaging.notify import build_notifier
 from frappe_eda.messaging.outbox import OutboxRelay
 from frappe_eda.messaging.publisher import Publisher
@@ -28,7 +29,7 @@ from frappe_eda.messaging.replay import Replayer
 from frappe_eda.messaging.retry import DEFAULT_DELAYS, RetryPolicy
 from frappe_eda.messaging.store import Direction, MessageFilter, MessageStore, Status
 from frappe_eda.messaging.topology import TopologyDeclarer, dead_letter_queue
-from frappe_eda.stores import DEFAULT_STORE_URL, open_store
+from frappe_eda.stores import DEFAULT_STORE_URL, open_store, worker_table
 
 
 class Context:
@@ -125,6 +126,12 @@ def main(ctx: click.Context, url: str, store_url: str, exchange: str, source: st
 @click.option(
 	"--sentry-dsn", envvar="EDA_SENTRY_DSN", default=None, help="Send dead-letter alerts to Sentry."
 )
+@click.option(
+	"--report-every",
+	default=DEFAULT_REPORT_EVERY,
+	show_default=True,
+	help="Seconds between throughput lines while busy (none while idle); 0: never.",
+)
 @pass_context
 def worker(
 	ctx: Context,
@@ -135,11 +142,16 @@ def worker(
 	retry_delays: str,
 	queue_type: str,
 	sentry_dsn: str | None,
+	report_every: float,
 ) -> None:
-	"""Consume the queues of the handlers in MODULES until SIGTERM or Ctrl-C."""
+	"""Consume the queues of the handlers in MODULES until SIGTERM or Ctrl-C; a SQL store also records
+	the worker's heartbeat, which ``status`` lists."""
 	import_handler_modules(modules)
 	policy = RetryPolicy(max_attempts=max_attempts, delays=_parse_delays(retry_delays))
 	with ctx.session() as (connection, store):
+		workers = worker_table(store)
+		if workers is not None:
+			workers.prune()  # runs that ended (or died) a week ago
 		worker = Worker(
 			connection,
 			default_registry,
@@ -148,6 +160,8 @@ def worker(
 			retry=policy,
 			notifier=build_notifier(sentry_dsn),
 			options=WorkerOptions(prefetch=prefetch, default_queue_type=queue_type),
+			report_every=report_every or None,
+			on_heartbeat=workers.record if workers is not None else None,
 		)
 		worker.install_signal_handlers()
 		try:
@@ -263,7 +277,7 @@ def replay(
 )
 @pass_context
 def status(ctx: Context, modules: tuple[str, ...]) -> None:
-	"""Message counts per direction and status, and queue depths on the broker."""
+	"""Message counts per direction and status, workers (alive, stale or stopped) and queue depths."""
 	import_handler_modules(modules)
 	with ctx.session() as (connection, store):
 		counts = store.counts()
@@ -274,6 +288,9 @@ def status(ctx: Context, modules: tuple[str, ...]) -> None:
 			click.echo(f"  {direction.value:<4}{state.value:<11}{count:>8}")
 		if not counts:
 			click.echo("  (none)")
+		workers = worker_table(store)
+		if workers is not None:
+			_echo_workers(workers.workers(limit=WORKERS_SHOWN + 1))
 		queues = sorted(
 			{s.queue for s in default_registry}
 			| {
@@ -320,6 +337,39 @@ def demo(ctx: Context, keep: bool) -> None:
 
 	logging.getLogger("frappe_eda").setLevel(logging.WARNING)  # the demo narrates; keep the log quiet
 	run_demo(ctx.settings, ctx.store_url if ctx.store_url != DEFAULT_STORE_URL else None, keep=keep)
+
+
+WORKERS_SHOWN = 20
+
+
+def _echo_workers(beats: list[WorkerBeat]) -> None:
+	"""One line per worker run, the most recently seen first: alive, stale (no heartbeat for three
+	intervals, at least a minute: dead or hung) or stopped."""
+	click.echo("workers (by last heartbeat):")
+	now = datetime.now(timezone.utc)
+	for beat in beats[:WORKERS_SHOWN]:
+		state = beat.state(now)
+		seen = f"last seen {_ago(beat.age(now))} ago"
+		label = f"{state} ({seen})"
+		click.echo(
+			f"  {beat.worker_id}  {label}; queues {', '.join(beat.queues) or '-'}; {beat.handled} handled "
+			f"({beat.processed} processed, {beat.duplicates} duplicates, {beat.retried} retried, {beat.dead} dead)"
+			f"; started {beat.started_at:%Y-%m-%d %H:%M:%S} UTC"
+		)
+	if len(beats) > WORKERS_SHOWN:
+		click.echo("  (older ones not shown)")
+	if not beats:
+		click.echo("  (none recorded)")
+
+
+def _ago(seconds: float) -> str:
+	if seconds < 120:
+		return f"{seconds:.0f} s"
+	if seconds < 7200:
+		return f"{seconds / 60:.0f} min"
+	if seconds < 172_800:
+		return f"{seconds / 3600:.0f} h"
+	return f"{seconds / 86_400:.0f} d"
 
 
 def _parse_delays(text: str) -> tuple[float, ...]:

@@ -32,6 +32,7 @@ from werkzeug.local import release_local
 
 from frappe_eda.messaging.connection import BrokerConnection
 from frappe_eda.messaging.consumer import Worker, WorkerOptions, WorkerStats
+from frappe_eda.messaging.heartbeat import show_worker_log
 from frappe_eda.messaging.registry import default_registry, import_handler_modules
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ def run_worker(queues: Iterable[str] | None = None, relay: bool = True) -> Worke
 	from frappe_eda.settings import load_settings
 
 	settings = load_settings()
+	show_worker_log()  # bench sets up no logging: the throughput line would not show
 	with BrokerConnection(settings.broker) as connection:
 		worker = build_worker(connection, queues)
 		worker.install_signal_handlers()

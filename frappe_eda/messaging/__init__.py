@@ -5,6 +5,7 @@ from frappe_eda.messaging.consumer import Worker, WorkerOptions
 from frappe_eda.messaging.context import current_context
 from frappe_eda.messaging.envelope import Message
 from frappe_eda.messaging.errors import PermanentFailure
+from frappe_eda.messaging.heartbeat import WorkerBeat
 from frappe_eda.messaging.outbox import OutboxRelay
 from frappe_eda.messaging.publisher import Publisher
 from frappe_eda.messaging.registry import HandlerRegistry, subscribe
@@ -25,6 +26,7 @@ __all__ = [
 	"SchemaRegistry",
 	"TlsOptions",
 	"Worker",
+	"WorkerBeat",
 	"WorkerOptions",
 	"current_context",
 	"subscribe",

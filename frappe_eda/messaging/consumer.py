@@ -42,6 +42,12 @@ from typing import Any, TypeVar
 
 from frappe_eda.messaging.connection import CONNECTION_ERRORS, BrokerConnection
 from frappe_eda.messaging.errors import ConfigurationError
+from frappe_eda.messaging.heartbeat import (
+	DEFAULT_HEARTBEAT_EVERY,
+	DEFAULT_REPORT_EVERY,
+	WorkerBeat,
+	WorkerTicks,
+)
 from frappe_eda.messaging.notify import DEAD_LETTERED, FailureNotice, Notifier
 from frappe_eda.messaging.processing import (
 	ATTEMPT,
@@ -109,7 +115,11 @@ class WorkerOptions:
 
 
 class Worker:
-	"""Consumes the queues of ``registry``'s handlers (or only ``queues``) until stopped."""
+	"""Consumes the queues of ``registry``'s handlers (or only ``queues``) until stopped.
+
+	While busy it logs a throughput line at most every ``report_every`` seconds (``None``: never), and it
+	hands a ``WorkerBeat`` to ``on_heartbeat`` at start, every ``heartbeat_every`` seconds and at stop,
+	both from its own loop thread (see ``frappe_eda.messaging.heartbeat``)."""
 
 	def __init__(
 		self,
@@ -124,6 +134,9 @@ class Worker:
 		options: WorkerOptions | None = None,
 		handler_thread_initializer: Callable[[], None] | None = None,
 		before_batch: Callable[[], None] | None = None,
+		report_every: float | None = DEFAULT_REPORT_EVERY,
+		on_heartbeat: Callable[[WorkerBeat], None] | None = None,
+		heartbeat_every: float = DEFAULT_HEARTBEAT_EVERY,
 	) -> None:
 		self.connection = connection
 		self.registry = registry
@@ -135,6 +148,13 @@ class Worker:
 		self.processor = DeliveryProcessor(registry, store, self.retry, schemas, self.options.limits)
 		self.publisher = Publisher(connection)
 		self.stats = WorkerStats()
+		self.ticks = WorkerTicks(
+			self.stats,
+			[s.queue for s in self.subscriptions],
+			report_every=report_every,
+			on_heartbeat=on_heartbeat,
+			heartbeat_every=heartbeat_every,
+		)
 		self._executor = ThreadPoolExecutor(
 			max_workers=1, thread_name_prefix="eda-handler", initializer=handler_thread_initializer
 		)
@@ -178,6 +198,7 @@ class Worker:
 				"no handlers to run: register handlers with @subscribe (or list their modules) first"
 			)
 		self._start()
+		self.ticks.start()
 		last_activity = time.monotonic()
 		try:
 			while not self._stopping.is_set():
@@ -186,12 +207,14 @@ class Worker:
 						# Someone (our own publisher, after a drop) reconnected under us: consume again.
 						self._buffer.clear()
 						self._start()
-					self.connection.process_events(self.options.poll_seconds)
+					self.connection.process_events(self.ticks.wait_limit(self.options.poll_seconds))
 					while self._buffer and not self._stopping.is_set():
 						self._handle(self._take_batch())
 						last_activity = time.monotonic()
+						self.ticks.tick()  # under load the buffer never empties: tick between batches
 					if self.between_batches is not None:
 						self.between_batches()
+					self.ticks.tick()
 				except CONNECTION_ERRORS as e:
 					self._recover(e)
 					last_activity = time.monotonic()
@@ -204,6 +227,7 @@ class Worker:
 					break
 		finally:
 			self._finish()
+			self.ticks.stop()
 		return self.stats
 
 	def stop(self) -> None:
@@ -281,6 +305,7 @@ class Worker:
 		self._ack(decisions)
 		for decision in decisions:
 			self._count(decision.outcome)
+			self.ticks.handled(decision.delivery.queue)
 
 	def _isolate(self, batch: Sequence[Delivery | Screened], error: Exception) -> None:
 		"""The batch did not record. A store that takes no writes is down: back off. Otherwise one of the
