@@ -143,6 +143,9 @@ def run_worker(queues: Iterable[str] | None = None, relay: bool = True) -> Worke
 	with BrokerConnection(settings.broker) as connection:
 		worker = build_worker(connection, queues)
 		worker.install_signal_handlers()
+		# Queues and bindings exist once the banner says "consuming": a message published from then on
+		# is routed to them, even before the first poll (declaring again at start costs a round trip).
+		worker.declare()
 		_announce(worker, settings.broker.redacted_url(), settings.prefetch, relay)
 		stop = threading.Event()
 		if relay:

@@ -28,7 +28,9 @@ class TestDocumentMessages(FrappeTestCase):
 		publish("elsewhere", {}, reference_doctype="ToDo", reference_name="not-this-one")
 		result = document_messages("ToDo", self.todo.name)
 		self.assertEqual([m.routing_key for m in result["messages"]], ["tracked.two", "tracked.one"])
-		self.assertEqual([(c.direction, c.status, c.count) for c in result["counts"]], [("Outgoing", "Pending", 2)])
+		self.assertEqual(
+			[(c.direction, c.status, c.count) for c in result["counts"]], [("Outgoing", "Pending", 2)]
+		)
 		self.assertFalse(result["more"])
 
 	def test_a_user_who_may_not_read_the_document_is_refused_and_one_without_eda_roles_sees_none(self):
