@@ -22,8 +22,10 @@ def note_written(doc: Any, method: str) -> None:
 	"""Called by the doc_events hook for every document event; keeps the worker's handler's writes."""
 	if method not in WRITE_EVENTS or not frappe.local.flags.in_eda_worker or not doc.name:
 		return
-	written = frappe.local.__dict__.setdefault("eda_written", [])
-	if (doc.doctype, doc.name) not in written:
+	written = getattr(frappe.local, "eda_written", None)
+	if written is None:
+		written = frappe.local.eda_written = []
+	if (doc.doctype, str(doc.name)) not in written:
 		written.append((doc.doctype, str(doc.name)))
 
 
