@@ -32,7 +32,7 @@ from werkzeug.local import release_local
 
 from frappe_eda.messaging.connection import BrokerConnection
 from frappe_eda.messaging.consumer import Worker, WorkerOptions, WorkerStats
-from frappe_eda.messaging.heartbeat import show_worker_log
+from frappe_eda.messaging.heartbeat import DEFAULT_HEARTBEAT_EVERY, show_worker_log
 from frappe_eda.messaging.registry import default_registry, import_handler_modules
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,12 @@ def fresh_site_state(site: str, sites_path: str, user: str | None = None) -> Non
 		frappe.set_user(user)
 
 
-def build_worker(connection: BrokerConnection, queues: Iterable[str] | None = None) -> Worker:
+def build_worker(
+	connection: BrokerConnection,
+	queues: Iterable[str] | None = None,
+	heartbeat_every: float = DEFAULT_HEARTBEAT_EVERY,
+) -> Worker:
+	from frappe_eda.consumer.heartbeats import SiteHeartbeats
 	from frappe_eda.desk.notifications import site_notifier
 	from frappe_eda.settings import load_settings, load_worker_user
 	from frappe_eda.stores.doctype_store import DocTypeStore
@@ -131,6 +136,9 @@ def build_worker(connection: BrokerConnection, queues: Iterable[str] | None = No
 		),
 		handler_thread_initializer=connect_handler_thread,
 		before_batch=before_each_message,
+		# EDA Worker rows, written on the loop thread on a connection of their own (consumer.heartbeats)
+		on_heartbeat=SiteHeartbeats(),
+		heartbeat_every=heartbeat_every,
 	)
 
 

@@ -97,7 +97,10 @@ class TestWalkthrough(FrappeTestCase):
 		error = frappe.get_all(
 			"EDA Error", filters={"message_id": sent.message_id}, fields=["exception_type", "resolved"]
 		)
-		self.assertEqual([(e.exception_type, e.resolved) for e in error], [("frappe_eda.messaging.errors.PermanentFailure", 0)])
+		self.assertEqual(
+			[(e.exception_type, e.resolved) for e in error],
+			[("frappe_eda.messaging.errors.PermanentFailure", 0)],
+		)
 		status = self.bench("status")
 		self.assertEqual(status.returncode, 0, status.stdout + status.stderr)
 		self.assertRegex(status.stdout, rf"{re.escape(dead_letter_queue(QUEUE))}\s+1\b")

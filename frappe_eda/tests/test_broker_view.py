@@ -1,0 +1,158 @@
+# Copyright (c) 2026, frappe_eda developers and contributors
+# License: MIT. See LICENSE
+"""The workspace's broker view (frappe_eda.desk.broker_view): real depths of queues declared and filled
+here on the site's broker (unique names, deleted after), consumers, retry tiers and the dead-letter
+queue; a broker that is away gives a message, not an exception; users who are not managers are refused.
+"""
+
+import subprocess
+import sys
+import time
+
+import frappe
+from frappe.tests.utils import FrappeTestCase
+
+from frappe_eda.desk.broker_view import broker_view
+from frappe_eda.messaging.connection import BrokerConnection
+from frappe_eda.messaging.registry import default_registry
+from frappe_eda.messaging.topology import TopologyDeclarer, dead_letter_queue, retry_queue, topology_for
+from frappe_eda.settings import load_settings
+
+PLAIN = "eda-broker-view-plain@example.com"
+# Consumes argv[2] on broker argv[1], two at a time, never acking, for at most 60 s.
+CONSUMER = """
+import sys, time, pika
+connection = pika.BlockingConnection(pika.URLParameters(sys.argv[1]))
+channel = connection.channel()
+channel.basic_qos(prefetch_count=2)
+channel.basic_consume(sys.argv[2], on_message_callback=lambda *a: None)
+end = time.monotonic() + 60
+while time.monotonic() < end:
+	connection.process_data_events(time_limit=0.5)
+"""
+EDA_USER = "eda-broker-view-user@example.com"
+
+
+class TestBrokerView(FrappeTestCase):
+	def setUp(self):
+		self.prefix = f"eda-bv-{frappe.generate_hash(length=8)}"
+		self.queue, self.exchange = f"{self.prefix}.work", f"{self.prefix}.events"
+		self.missing = f"{self.prefix}.never-declared"
+		subscribe = default_registry.subscribe
+		subscribe("job.*", queue=self.queue, exchange=self.exchange, max_attempts=3, retry_delays=[0.5, 2])(
+			lambda m: None
+		)
+		subscribe("other.*", queue=self.missing, exchange=self.exchange)(lambda m: None)
+		self.settings = load_settings()
+		subscription = default_registry.for_queue(self.queue)
+		self.topology = topology_for([subscription], self.settings.retry)
+		with BrokerConnection(self.settings.broker) as connection:
+			TopologyDeclarer(connection).declare(self.topology)
+
+	def tearDown(self):
+		frappe.set_user("Administrator")
+		frappe.local.conf.pop("eda_management_url", None)
+		for queue in (self.queue, self.missing):
+			default_registry.remove(queue)
+		with BrokerConnection(self.settings.broker) as connection:
+			TopologyDeclarer(connection).delete(self.topology)
+
+	def fill(self, channel, queue, n):
+		for i in range(n):
+			channel.basic_publish("", queue, f"{self.prefix} {i}".encode())
+
+	def row(self, view, queue):
+		[row] = [q for q in view["queues"] if q["queue"] == queue]
+		return row
+
+	def test_depths_consumers_tiers_and_dead_of_a_declared_queue(self):
+		# One broker connection per process (ConnectionAlreadyOpen): fill, close, then look.
+		with BrokerConnection(self.settings.broker) as connection:
+			channel = connection.channel()
+			channel.confirm_delivery()
+			self.fill(channel, self.queue, 3)
+			self.fill(channel, retry_queue(self.queue, 2), 1)
+			self.fill(channel, dead_letter_queue(self.queue), 2)
+
+		view = broker_view()
+		self.assertIsNone(view["error"])
+		self.assertIn("***", view["broker"], "the broker URL is shown without its password")
+		row = self.row(view, self.queue)
+		self.assertEqual((row["ready"], row["consumers"], row["missing"]), (3, 0, False))
+		self.assertIsNone(row["unacked"], "no management API configured: n/a")
+		self.assertIsNone(view["management"])
+		self.assertEqual(row["exchange"], self.exchange)
+		self.assertEqual(
+			[(t["queue"], t["ready"]) for t in row["tiers"]],
+			[(retry_queue(self.queue, 0.5), 0), (retry_queue(self.queue, 2), 1)],
+		)
+		self.assertEqual((row["dead"]["queue"], row["dead"]["ready"]), (dead_letter_queue(self.queue), 2))
+
+		# a consumer in another process that takes two and does not ack them: one consumer, one ready
+		consumer = subprocess.Popen(
+			[sys.executable, "-c", CONSUMER, self.settings.broker.url, self.queue],
+			stdout=subprocess.DEVNULL,
+			stderr=subprocess.DEVNULL,
+		)
+		self.addCleanup(consumer.wait, 10)
+		self.addCleanup(consumer.kill)
+		deadline = time.monotonic() + 20
+		while time.monotonic() < deadline:
+			row = self.row(broker_view(), self.queue)
+			if row["ready"] == 1 and row["consumers"] == 1:
+				break
+			time.sleep(0.2)
+		self.assertEqual((row["ready"], row["consumers"]), (1, 1))
+
+	def test_a_queue_that_is_not_declared_shows_as_missing_and_is_not_created(self):
+		row = self.row(broker_view(), self.missing)
+		self.assertTrue(row["missing"])
+		self.assertIsNone(row["ready"])
+		self.assertTrue(row["dead"]["missing"])
+		with BrokerConnection(self.settings.broker) as connection:
+			self.assertIsNone(TopologyDeclarer(connection).queue_depth(self.missing), "a passive declare")
+
+	def test_a_broker_that_is_away_gives_a_message_at_once(self):
+		frappe.local.conf["eda_amqp_url"], saved = (
+			"amqp://guest:secret@127.0.0.1:1/eda3",
+			frappe.local.conf.get("eda_amqp_url"),
+		)
+		try:
+			started = time.monotonic()
+			view = broker_view()
+		finally:
+			frappe.local.conf["eda_amqp_url"] = saved
+		self.assertLess(time.monotonic() - started, 15)
+		self.assertTrue(view["error"])
+		self.assertIn("could not be reached", view["error"])
+		self.assertNotIn("secret", view["error"] + view["broker"])
+		self.assertEqual(view["queues"], [])
+		self.assertIsInstance(view["workers"], list, "the workers still show")
+
+	def test_a_management_api_that_is_away_leaves_unacked_unknown_with_a_note(self):
+		frappe.local.conf["eda_management_url"] = "http://127.0.0.1:1"
+		view = broker_view()
+		self.assertIsNone(view["error"])
+		self.assertIsNone(self.row(view, self.queue)["unacked"])
+		self.assertEqual(view["management"]["url"], "http://127.0.0.1:1")
+		self.assertTrue(view["management"]["error"])
+
+	def test_users_who_are_not_managers_are_refused(self):
+		for email, roles in ((PLAIN, ()), (EDA_USER, ("EDA User",))):
+			with self.subTest(user=email):
+				_user(email, roles)
+				frappe.set_user(email)
+				with self.assertRaises(frappe.PermissionError):
+					broker_view()
+				frappe.set_user("Administrator")
+
+
+def _user(email, roles):
+	if not frappe.db.exists("User", email):
+		user = frappe.get_doc(
+			{"doctype": "User", "email": email, "first_name": "EDA broker view", "send_welcome_email": 0}
+		)
+		user.insert(ignore_permissions=True)
+		if roles:
+			user.add_roles(*roles)
+		frappe.db.commit()
