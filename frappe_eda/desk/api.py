@@ -3,7 +3,7 @@
 Every argument is validated here, before anything touches the database or the broker, so a bad call
 gets a ``frappe.ValidationError`` that says what is wrong instead of an SQL error or a 500. Replays
 are queued as background jobs (``frappe_eda.desk.replay``): the call returns ``{"job_id": ...}`` at
-once, and ``replay_job_state`` tells the desk how the job went.
+once, and ``replay_job_state`` tells the desk how the job went. Mark Resolved is a job too.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from frappe import _
 from frappe_eda.desk import access, notifications, replay, tracking
 
 MANAGER_ROLE = "EDA Manager"
-MAX_NAMES = 1000  # one bulk action; the list view selects at most a few pages
+MAX_NAMES = 10_000  # names in one bulk action; a larger selection goes by filters
+MAX_MATCHES = 100_000  # messages one filtered bulk action may take
+STATUSES = ("Pending", "Published", "Failed", "Received", "Processed", "Dead")
 MAX_NAME_LENGTH = 140
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 JOB_ID = re.compile(r"^eda-[a-z-]+-[0-9a-f]{16}$")
@@ -67,6 +69,77 @@ def _names(names: Any) -> list[str]:
 	return wanted
 
 
+def _filters(filters: Any) -> dict[str, Any]:
+	"""Desk filters for a bulk action instead of names, from a dict or its JSON: ``status`` (one or a
+	list), ``queue``, ``routing_key``, ``direction``, ``resolved`` (0/1) and ``fingerprint`` (messages with
+	an unresolved error of that failure group). At least one; values as the list filters them (stored
+	text; ``queue`` and ``routing_key`` also ``["like", "%part%"]``, the list's standard filter)."""
+	if isinstance(filters, str):
+		try:
+			filters = json.loads(filters)
+		except ValueError:
+			frappe.throw(_("filters must be a JSON object"), frappe.ValidationError)
+	if not isinstance(filters, dict) or not filters:
+		frappe.throw(_("filters must be a non-empty object"), frappe.ValidationError)
+	allowed = (*replay.FILTER_FIELDS, "fingerprint")
+	unknown = [k for k in filters if k not in allowed]
+	if unknown:
+		frappe.throw(
+			_("Cannot filter a bulk action by {0}; use {1}.").format(
+				frappe.utils.escape_html(", ".join(map(str, unknown))), ", ".join(allowed)
+			),
+			frappe.ValidationError,
+		)
+	clean: dict[str, Any] = {}
+	for key, value in filters.items():
+		if key == "status":
+			values = value if isinstance(value, list) else [value]
+			if not values or not all(v in STATUSES for v in values):
+				frappe.throw(
+					_("status must be one or more of {0}").format(", ".join(STATUSES)), frappe.ValidationError
+				)
+			clean[key] = list(dict.fromkeys(values))
+		elif key == "direction":
+			if value not in replay.DIRECTIONS:
+				frappe.throw(_("direction must be Incoming or Outgoing"), frappe.ValidationError)
+			clean[key] = value
+		elif key == "resolved":
+			clean[key] = int(_flag(value, "resolved"))
+		else:
+			like = key != "fingerprint" and isinstance(value, list) and len(value) == 2 and value[0] == "like"
+			text = value[1] if like else value
+			if not isinstance(text, str) or not text.strip("%") or len(text) > MAX_NAME_LENGTH:
+				frappe.throw(
+					_('{0} must be a non-empty text, or ["like", pattern] (as the list filters it)').format(
+						key
+					),
+					frappe.ValidationError,
+				)
+			clean[key] = ["like", text] if like else text
+	return clean
+
+
+def _selection(names: Any, filters: Any) -> tuple[dict[str, Any], int]:
+	"""The job's selection, ``{"names": [...]}`` or ``{"filters": {...}}``, and how many it is now."""
+	if filters not in (None, "", {}, "{}"):
+		if names not in (None, "", [], "[]"):
+			frappe.throw(_("Give names or filters, not both."), frappe.ValidationError)
+		clean = _filters(filters)
+		count = len(replay.select_names(clean))
+		if not count:
+			frappe.throw(_("No EDA Message matches these filters."), frappe.ValidationError)
+		if count > MAX_MATCHES:
+			frappe.throw(
+				_("{0} messages match; at most {1} at a time: narrow the filters.").format(
+					count, MAX_MATCHES
+				),
+				frappe.ValidationError,
+			)
+		return {"filters": clean}, count
+	wanted = _names(names)
+	return {"names": wanted}, len(wanted)
+
+
 def _flag(value: Any, label: str) -> bool:
 	if value in (0, 1, True, False, "0", "1", "", None):
 		return bool(int(value or 0))
@@ -79,12 +152,14 @@ def _queued(job_id: str, count: int) -> dict[str, Any]:
 
 
 @frappe.whitelist(methods=["POST"])
-def replay_messages(names: Any, force: int | str = 0) -> dict[str, Any]:
-	"""Queue a replay of the selected messages; returns ``{"job_id", "queued"}`` at once."""
+def replay_messages(names: Any = None, force: int | str = 0, filters: Any = None) -> dict[str, Any]:
+	"""Queue a replay of the selected messages (``names``, or ``filters`` for a selection of any size);
+	returns ``{"job_id", "queued"}`` at once."""
 	_require_manager()
-	wanted, forced = _names(names), _flag(force, "force")
-	job_id = replay.enqueue(replay.replay_job, replay.new_job_id("replay"), names=wanted, force=forced)
-	return _queued(job_id, len(wanted))
+	forced = _flag(force, "force")
+	selection, count = _selection(names, filters)
+	job_id = replay.enqueue(replay.replay_job, replay.new_job_id("replay"), force=forced, **selection)
+	return _queued(job_id, count)
 
 
 @frappe.whitelist(methods=["POST"])
@@ -94,13 +169,15 @@ def replay_failure_group(fingerprint: str, force: int | str = 0) -> dict[str, An
 	if not isinstance(fingerprint, str) or not fingerprint.strip() or len(fingerprint) > MAX_NAME_LENGTH:
 		frappe.throw(_("fingerprint must name a failure group"), frappe.ValidationError)
 	forced = _flag(force, "force")
-	names = replay.group_names(fingerprint)
-	if not names:
+	count = len(replay.group_names(fingerprint))
+	if not count:
 		frappe.throw(
 			_("No unresolved Failed or Dead messages in this failure group."), frappe.ValidationError
 		)
-	job_id = replay.enqueue(replay.replay_job, replay.new_job_id("group"), names=names, force=forced)
-	return _queued(job_id, len(names))
+	job_id = replay.enqueue(
+		replay.replay_job, replay.new_job_id("group"), filters=replay.group_filters(fingerprint), force=forced
+	)
+	return _queued(job_id, count)
 
 
 @frappe.whitelist(methods=["POST"])
@@ -133,7 +210,8 @@ def edit_and_replay(name: str, payload: str) -> dict[str, Any]:
 
 @frappe.whitelist()
 def replay_job_state(job_id: str) -> dict[str, Any]:
-	"""How a queued replay went: ``status`` queued, running, finished (``results`` or ``copy``),
+	"""How a queued replay or resolve went: ``status`` queued, running (``progress``), finished
+	(``summary`` and ``results``, or ``copy``),
 	failed (``error``) or unknown (expired or never queued). Only its own user may read it."""
 	_require_manager()
 	if not isinstance(job_id, str) or not JOB_ID.match(job_id):
@@ -147,10 +225,13 @@ def replay_job_state(job_id: str) -> dict[str, Any]:
 
 
 @frappe.whitelist(methods=["POST"])
-def mark_resolved(names: Any) -> int:
-	"""Resolve the selected messages and their own errors (not other queues' copies)."""
+def mark_resolved(names: Any = None, filters: Any = None) -> dict[str, Any]:
+	"""Queue resolving the selected messages (``names`` or ``filters``) and their own errors (not other
+	queues' copies), and removing their copies from ``<queue>.dead``; returns ``{"job_id", "queued"}``."""
 	_require_manager()
-	return replay.mark_resolved(_names(names))
+	selection, count = _selection(names, filters)
+	job_id = replay.enqueue(replay.resolve_job, replay.new_job_id("resolve"), **selection)
+	return _queued(job_id, count)
 
 
 @frappe.whitelist()

@@ -1,35 +1,59 @@
-"""Replaying EDA Messages from the desk: by record, by selection, by failure group, edited or as is.
+"""Replaying and resolving EDA Messages from the desk: by record, by selection (names or filters), by
+failure group, edited or as is.
 
 A web request never talks to the broker and never commits early: ``frappe_eda.desk.api`` validates
 the call, queues one of the ``*_job`` functions here with ``frappe.enqueue`` and returns a job id at
 once. The job (a background worker, as the requesting user) opens the site's broker connection with
-a short timeout and no long back-off, replays through the core ``Replayer``, shows progress, and
-leaves its outcome in the cache under the job id, where the desk reads it (``job_state``) and from
-where it is also pushed as the realtime event ``eda_replay_done``.
+a short timeout and no long back-off, works through the selection ``CHUNK`` messages at a time, and
+leaves its progress and then its outcome in the cache under the job id, where the desk polls it
+(``job_state``; there may be no socket.io), and pushes both as realtime events (``progress``,
+``eda_replay_done``). The outcome has a ``summary``: sent or resolved, refused counted by reason, and the
+dead-letter copies removed or kept (and why).
+
+Twice at once is safe: before a chunk is sent, its messages are claimed, each one's status moved from
+Failed or Dead (with force also Processed or Published) to Received (incoming) or Pending (outgoing)
+under row locks (``SELECT ... FOR UPDATE`` then ``UPDATE``, committed). A second job replaying the same
+messages waits for those locks, then finds them Received or Pending and refuses them as "already being
+replayed", so no message is sent twice by two jobs, and no record is written by both. A message that
+is Received or Pending is never claimed, even with force: it is in flight (a replay, or the worker or
+the relay has it), and the worker or the relay finishes it. A send that fails puts the record back as
+it was (and says why in its last error), so it can be replayed again.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import frappe
 from frappe.query_builder.functions import IfNull
 
 from frappe_eda.messaging.connection import BrokerConnection, BrokerSettings
-from frappe_eda.messaging.errors import BrokerUnavailable, EdaError
+from frappe_eda.messaging.deadletters import remove_dead_copies
+from frappe_eda.messaging.errors import BrokerUnavailable, DeadLetterCleanupError, EdaError
 from frappe_eda.messaging.publisher import Publisher
-from frappe_eda.messaging.replay import Replayer
-from frappe_eda.messaging.store import Direction
+from frappe_eda.messaging.replay import Replayer, ReplayResult
+from frappe_eda.messaging.store import Direction, MessageFilter, MessageRecord
+from frappe_eda.messaging.topology import dead_letter_queue
 from frappe_eda.stores.doctype_columns import from_column, to_column
 
 DIRECTIONS = {"Outgoing": Direction.OUTGOING, "Incoming": Direction.INCOMING}
+_LABELS = {direction: label for label, direction in DIRECTIONS.items()}
 DONE_EVENT = "eda_replay_done"
+PROGRESS_EVENT = "progress"
 STATE_TTL = 3600  # seconds a job's outcome stays readable
 QUEUE = "default"
 JOB_TIMEOUT = 1500
+CHUNK = 200  # messages claimed and sent (or resolved) at a time; progress is shown after each
+RESULTS_KEPT = 200  # per-message results in a job's outcome (the refused first); the summary counts all
+CLAIMABLE = ("Failed", "Dead")
+FORCE_CLAIMABLE = (*CLAIMABLE, "Processed", "Published")
+CLAIM_ATTEMPTS = 5
+IN_FLIGHT = {"Incoming": "Received", "Outgoing": "Pending"}  # what a claim moves a message to
 
 
 # --- jobs (run by a background worker) ------------------------------------------------------------
@@ -46,8 +70,31 @@ def enqueue(job: Callable[..., Any], job_id: str, **kwargs: Any) -> str:
 	return job_id
 
 
-def replay_job(eda_job_id: str, names: list[str], force: bool = False) -> dict[str, Any]:
-	return _run(eda_job_id, lambda: {"results": replay_records(names, force, job_id=eda_job_id)})
+def replay_job(
+	eda_job_id: str,
+	names: list[str] | None = None,
+	force: bool = False,
+	filters: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+	"""Replay ``names``, or every message matching ``filters`` (as ``select_names``) when it starts."""
+	return _run(
+		eda_job_id,
+		lambda: replay_selection(
+			names if names is not None else select_names(filters or {}), force, job_id=eda_job_id
+		),
+	)
+
+
+def resolve_job(
+	eda_job_id: str, names: list[str] | None = None, filters: dict[str, Any] | None = None
+) -> dict[str, Any]:
+	"""Mark Resolved for ``names``, or every message matching ``filters`` when it starts."""
+	return _run(
+		eda_job_id,
+		lambda: resolve_selection(
+			names if names is not None else select_names(filters or {}), job_id=eda_job_id
+		),
+	)
 
 
 def edit_and_replay_job(eda_job_id: str, name: str, payload: Any) -> dict[str, Any]:
@@ -55,7 +102,8 @@ def edit_and_replay_job(eda_job_id: str, name: str, payload: Any) -> dict[str, A
 
 
 def job_state(job_id: str) -> dict[str, Any] | None:
-	"""What a job has done so far (``status``: queued, running, finished or failed), or None."""
+	"""What a job has done so far (``status``: queued, running with ``progress``, finished or failed),
+	or None."""
 	return frappe.cache.get_value(_state_key(job_id), expires=True)  # not memoised: it changes
 
 
@@ -106,7 +154,41 @@ def _broker_away(error: BrokerUnavailable) -> str:
 	)
 
 
-# --- the replay itself ----------------------------------------------------------------------------
+class _Progress:
+	"""A job's progress: stored in its state (the desk polls it) and pushed as a realtime event."""
+
+	def __init__(self, job_id: str | None, title: str, total: int) -> None:
+		self.job_id, self.title, self.total = job_id, title, total
+		self.started = time.monotonic()
+
+	def __call__(self, done: int, description: str) -> None:
+		if not self.job_id:
+			return
+		percent = round(done * 100 / self.total, 1) if self.total else 100.0
+		progress = {"done": done, "total": self.total, "percent": percent, "description": description}
+		_set_state(self.job_id, status="running", progress=progress)
+		frappe.publish_realtime(
+			PROGRESS_EVENT,
+			{"percent": percent, "title": self.title, "description": description, "job_id": self.job_id},
+			room=_user_room(),
+		)
+
+	def seconds(self) -> float:
+		return round(time.monotonic() - self.started, 2)
+
+
+def _chunks(items: Sequence[str]) -> Iterator[list[str]]:
+	for start in range(0, len(items), CHUNK):
+		yield list(items[start : start + CHUNK])
+
+
+def _kept_results(results: list[dict[str, Any]]) -> dict[str, Any]:
+	"""All results of a small job; of a large one the refused first, ``RESULTS_KEPT`` in all."""
+	if len(results) <= RESULTS_KEPT:
+		return {"results": results, "results_truncated": False}
+	refused = [r for r in results if not r.get("sent", r.get("resolved"))]
+	others = [r for r in results if r.get("sent", r.get("resolved"))]
+	return {"results": (refused + others)[:RESULTS_KEPT], "results_truncated": True}
 
 
 def fast_broker(settings: BrokerSettings) -> BrokerSettings:
@@ -114,65 +196,250 @@ def fast_broker(settings: BrokerSettings) -> BrokerSettings:
 	return dataclasses.replace(settings, reconnect_attempts=1, reconnect_max_wait=1.0, socket_timeout=5.0)
 
 
-def _replayer(connection: BrokerConnection) -> Replayer:
+def _replayer(connection: BrokerConnection, store: Any = None) -> Replayer:
 	from frappe_eda.settings import load_settings
 	from frappe_eda.stores.doctype_store import DocTypeStore
 
 	settings = load_settings()
-	store = DocTypeStore(commit=True)  # in a job: each replayed record commits as it goes
+	store = store or DocTypeStore(commit=True)  # in a job: each replayed record commits as it goes
 	publisher = Publisher(connection, store, exchange=settings.exchange, source=frappe.local.site)
 	return Replayer(publisher, store, actor=frappe.session.user)
 
 
 def replay_records(names: list[str], force: bool = False, job_id: str | None = None) -> list[dict[str, Any]]:
-	from frappe_eda.settings import load_settings
+	"""Replay EDA Messages ``names``; one result each (``name``, ``sent``, ``reason``, ``detail``)."""
+	return _replay(names, force, job_id)[0]
 
-	rows = frappe.get_all(
-		"EDA Message",
-		filters={"name": ["in", names or [""]]},
-		fields=["name", "message_id", "direction", "queue"],
-	)
-	results = []
+
+def replay_selection(names: list[str], force: bool = False, job_id: str | None = None) -> dict[str, Any]:
+	"""A replay job's outcome: its ``summary`` and the per-message results (see ``_kept_results``)."""
+	results, summary = _replay(names, force, job_id)
+	return {"summary": summary, **_kept_results(results)}
+
+
+def _replay(names: list[str], force: bool, job_id: str | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+	"""Claim, send and record chunk by chunk; clean ``<queue>.dead`` once per queue at the end."""
+	from frappe_eda.settings import load_settings
+	from frappe_eda.stores.doctype_store import DocTypeStore
+
+	names = list(dict.fromkeys(names))
+	progress = _Progress(job_id, "Replay", len(names))
+	progress(0, f"0 of {len(names)} sent")
+	results: dict[str, dict[str, Any]] = {}
+	sent: list[tuple[str, ReplayResult]] = []
+	store = DocTypeStore(commit=True)  # in a job: each chunk commits as it goes
 	with BrokerConnection(fast_broker(load_settings().broker)) as connection:
-		replayer = _replayer(connection)
-		for done, row in enumerate(rows, 1):
+		replayer = _replayer(connection, store)
+		done = 0
+		for chunk in _chunks(names):
+			claimed, refused = _claim(store, chunk, force)
+			results.update(refused)
 			try:
-				result = replayer.replay(
-					from_column("message_id", row.message_id),
-					from_column("queue", row.queue) or None,
-					direction=DIRECTIONS[row.direction],
-					force=force,
+				replayed = replayer.replay_many([record for _, record in claimed], force=force, clean=False)
+			except BaseException as e:
+				_release(claimed)
+				if isinstance(e, BrokerUnavailable) or not isinstance(e, EdaError):
+					raise
+				replayed = [_failed(record, e) for _, record in claimed]
+			for (name, _record), result in zip(claimed, replayed, strict=True):
+				results[name] = _result(name, result)
+				if result.sent:
+					sent.append((name, result))
+			done += len(chunk)
+			progress(done, f"{done} of {len(names)} done, {len(sent)} sent")
+		removed, kept = 0, Counter[str]()
+		if any(r.direction is Direction.INCOMING for _, r in sent):
+			progress(len(names), f"{len(sent)} sent; removing their copies from the dead-letter queues")
+			cleaned = replayer.remove_dead_copies([r for _, r in sent])
+			for (name, before), after in zip(sent, cleaned, strict=True):
+				if after.dead_copy_removed:
+					removed += 1
+				elif after.detail != before.detail:
+					problem = after.detail[len(before.detail) :].lstrip("; ")
+					kept[problem] += 1
+					results[name]["detail"] = after.detail
+	ordered = [results[n] for n in names]
+	summary = {
+		"total": len(names),
+		"sent": sum(r["sent"] for r in ordered),
+		"refused": dict(Counter(r["reason"] for r in ordered if not r["sent"]).most_common()),
+		"dead_copies_removed": removed,
+		"dead_copies_kept": dict(kept.most_common()),
+		"seconds": progress.seconds(),
+	}
+	return ordered, summary
+
+
+def _claim(
+	store: Any, names: list[str], force: bool
+) -> tuple[list[tuple[str, MessageRecord]], dict[str, dict[str, Any]]]:
+	"""Take ``names`` for this job: the claimable ones move to Received / Pending under row locks and are
+	returned as they were before (the replay sends and records from that), in name order, the order
+	rows are locked in everywhere here; the others are refused. A deadlock (with a worker writing the
+	same rows in another order) rolls the claim back, and it is tried again."""
+	for attempt in range(CLAIM_ATTEMPTS):
+		try:
+			return _claim_once(store, names, force)
+		except frappe.QueryDeadlockError:
+			frappe.db.rollback()
+			if attempt == CLAIM_ATTEMPTS - 1:
+				raise
+			time.sleep(0.05 * (attempt + 1))
+	raise AssertionError("unreachable")
+
+
+def _claim_once(
+	store: Any, names: list[str], force: bool
+) -> tuple[list[tuple[str, MessageRecord]], dict[str, dict[str, Any]]]:
+	claimable = FORCE_CLAIMABLE if force else CLAIMABLE
+	m = frappe.qb.DocType("EDA Message")
+	frappe.db.commit()  # a new transaction: what other jobs committed is seen, and locks are short
+	rows = (
+		frappe.qb.from_(m)
+		.select(m.name, m.message_id, m.direction, m.queue, m.status)
+		.where(m.name.isin(names))
+		.orderby(m.name)
+		.for_update()
+		.run(as_dict=True)
+	)
+	found = {r.name: r for r in rows}
+	refused: dict[str, dict[str, Any]] = {}
+	take = []
+	for name in names:
+		row = found.get(name)
+		if row is None:
+			refused[name] = _refused(name, "no longer exists", "this EDA Message was deleted")
+		elif row.status in claimable:
+			take.append(row)
+		else:
+			refused[name] = _refused(name, *_why_not(row.status))
+	claimed: list[tuple[str, MessageRecord]] = []
+	if take:
+		keys = {
+			(
+				from_column("message_id", r.message_id),
+				DIRECTIONS[r.direction],
+				from_column("queue", r.queue),
+			): r.name
+			for r in take
+		}
+		# Read after the locks were granted: the rows are as the last commit left them.
+		records = store.find(MessageFilter(message_ids=tuple({k[0] for k in keys}), limit=10**9))
+		by_key = {record.key: record for record in records if record.key in keys}
+		claimed = [(keys[key], record) for key, record in by_key.items()]
+		claimed.sort(key=lambda item: item[0])  # the replay writes them in this order: the locks' order
+		for name in set(keys.values()) - {name for name, _ in claimed}:
+			refused[name] = _refused(name, "no longer exists", "its record could not be read")
+		for direction, status in IN_FLIGHT.items():
+			chosen = [name for name, record in claimed if record.direction is DIRECTIONS[direction]]
+			if chosen:
+				(
+					frappe.qb.update(m)
+					.set(m.status, status)
+					.set(m.modified, frappe.utils.now_datetime())
+					.where(m.name.isin(chosen) & m.status.isin(claimable))
+					.run()
 				)
-				results.append({"name": row.name, "sent": result.sent, "detail": result.detail})
-			except EdaError as e:
-				results.append({"name": row.name, "sent": False, "detail": str(e)})
-			if job_id and (done == len(rows) or done % 20 == 0):
-				frappe.publish_realtime(  # the desk's progress bar
-					"progress",
-					{
-						"percent": done * 100 / len(rows),
-						"title": "Replay",
-						"description": f"{done} of {len(rows)}",
-					},
-					room=_user_room(),
+	frappe.db.commit()
+	return claimed, refused
+
+
+def _release(claimed: list[tuple[str, MessageRecord]]) -> None:
+	"""After a replay that broke off: claimed messages it did not get to reopen (their replay count is
+	unchanged) go back to their status, so they can be replayed again. The ones it sent, or already put
+	back, are left as they are."""
+	from frappe_eda.stores.doctype_store import STATUS_LABELS
+
+	frappe.db.rollback()
+	m = frappe.qb.DocType("EDA Message")
+	try:
+		for name, record in claimed:
+			(
+				frappe.qb.update(m)
+				.set(m.status, STATUS_LABELS[record.status])
+				.where(
+					(m.name == name)
+					& (m.status == IN_FLIGHT[_LABELS[record.direction]])
+					& (m.replay_count == record.replay_count)
 				)
-	return results
+				.run()
+			)
+		frappe.db.commit()
+	except Exception:
+		frappe.db.rollback()
+		frappe.logger("frappe_eda").exception("could not release the messages a broken replay claimed")
+
+
+def _why_not(status: str) -> tuple[str, str]:
+	if status in ("Processed", "Published"):
+		return (
+			f"already {status}",
+			f"already {status}: replaying would run its handler again; replay it with force (--force on "
+			"the command line) to do it anyway",
+		)
+	if status == "Received":
+		return (
+			"already being replayed (Received)",
+			"Received: another replay has it, or the worker is processing it",
+		)
+	return "already being replayed (Pending)", "Pending: another replay has it, or the relay sends it"
+
+
+def _refused(name: str, reason: str, detail: str) -> dict[str, Any]:
+	return {"name": name, "sent": False, "reason": reason, "detail": detail}
+
+
+def _result(name: str, result: ReplayResult) -> dict[str, Any]:
+	reason = "" if result.sent else ("dry run" if result.detail == "dry run" else "broker refused")
+	if not result.sent and result.previous_status.value in ("processed", "published"):
+		reason = f"already {result.previous_status.value.title()}"
+	return {"name": name, "sent": result.sent, "reason": reason, "detail": result.detail}
+
+
+def _failed(record: MessageRecord, error: EdaError) -> ReplayResult:
+	return ReplayResult(
+		record.message_id,
+		record.queue,
+		record.direction,
+		record.status,
+		False,
+		f"{type(error).__name__}: {error}",
+	)
+
+
+FILTER_FIELDS = ("status", "queue", "routing_key", "direction", "resolved")
+
+
+def select_names(filters: dict[str, Any]) -> list[str]:
+	"""EDA Messages matching validated desk filters (``api._filters``), oldest first. Values are as the
+	list filters them: stored text. ``fingerprint``: messages with an unresolved error of that group."""
+	where: dict[str, Any] = {}
+	for field in FILTER_FIELDS:
+		if field in filters:
+			value = filters[field]
+			if isinstance(value, list):
+				where[field] = value if value[:1] == ["like"] else ["in", value]
+			else:
+				where[field] = value
+	if "fingerprint" in filters:
+		message_ids = frappe.get_all(
+			"EDA Error",
+			filters={"fingerprint": filters["fingerprint"], "resolved": 0},
+			pluck="message_id",
+			distinct=True,
+		)
+		where["message_id"] = ["in", message_ids or [""]]
+	return frappe.get_all("EDA Message", filters=where, pluck="name", order_by="created_at asc, name asc")
+
+
+def group_filters(fingerprint: str) -> dict[str, Any]:
+	"""A failure group's replay: its unresolved Failed and Dead messages."""
+	return {"fingerprint": fingerprint, "status": list(CLAIMABLE), "resolved": 0}
 
 
 def group_names(fingerprint: str) -> list[str]:
 	"""Every unresolved Failed or Dead message whose unresolved errors carry ``fingerprint``."""
-	message_ids = frappe.get_all(
-		"EDA Error", filters={"fingerprint": fingerprint, "resolved": 0}, pluck="message_id", distinct=True
-	)
-	return frappe.get_all(
-		"EDA Message",
-		filters={
-			"message_id": ["in", message_ids or [""]],
-			"status": ["in", ["Failed", "Dead"]],
-			"resolved": 0,
-		},
-		pluck="name",
-	)
+	return select_names(group_filters(fingerprint))
 
 
 def replay_group(fingerprint: str, force: bool = False) -> list[dict[str, Any]]:
@@ -204,18 +471,84 @@ def edit_and_replay(name: str, payload: str | dict) -> str:
 	)
 
 
+def resolve_selection(names: list[str], job_id: str | None = None) -> dict[str, Any]:
+	"""A resolve job: ``mark_resolved`` chunk by chunk (each committed), then the Dead incoming messages'
+	copies leave ``<queue>.dead``, one scan per queue. The records stay resolved whatever the broker
+	does: a broker that is away, or a cleaning that fails, is said in the summary (``dead_copies_kept``)."""
+	from frappe_eda.settings import load_settings
+
+	names = list(dict.fromkeys(names))
+	progress = _Progress(job_id, "Mark Resolved", len(names))
+	progress(0, f"0 of {len(names)} resolved")
+	results: list[dict[str, Any]] = []
+	dead: dict[str, list[str]] = {}  # queue -> message ids whose copy may be parked
+	done = 0
+	for chunk in _chunks(names):
+		frappe.db.commit()
+		rows = _rows(chunk)
+		found = {r.name: r for r in rows}
+		_resolve_rows(rows)
+		frappe.db.commit()
+		for name in chunk:
+			row = found.get(name)
+			if row is None:
+				results.append({"name": name, "resolved": False, "reason": "no longer exists", "detail": ""})
+				continue
+			results.append({"name": name, "resolved": True, "reason": "", "detail": ""})
+			if row.direction == "Incoming" and row.status == "Dead":
+				dead.setdefault(from_column("queue", row.queue), []).append(
+					from_column("message_id", row.message_id)
+				)
+		done += len(chunk)
+		progress(done, f"{done} of {len(names)} resolved")
+	removed, kept = 0, Counter[str]()
+	if dead:
+		progress(len(names), "removing their copies from the dead-letter queues")
+		left = dict(dead)
+		try:
+			with BrokerConnection(fast_broker(load_settings().broker)) as connection:
+				for queue, message_ids in dead.items():
+					try:
+						removed += len(remove_dead_copies(connection, queue, message_ids).removed)
+					except DeadLetterCleanupError as e:
+						kept[f"{dead_letter_queue(queue)}: {e}"] += len(message_ids)
+					del left[queue]
+		except BrokerUnavailable as e:
+			reason = f"the broker is unreachable ({e}); the copies stay in the dead-letter queues"
+			kept[reason] += sum(len(ids) for ids in left.values())
+	summary = {
+		"total": len(names),
+		"resolved": sum(r["resolved"] for r in results),
+		"refused": dict(Counter(r["reason"] for r in results if not r["resolved"]).most_common()),
+		"dead_copies_removed": removed,
+		"dead_copies_kept": dict(kept.most_common()),
+		"seconds": progress.seconds(),
+	}
+	return {"summary": summary, **_kept_results(results)}
+
+
 def mark_resolved(names: list[str]) -> int:
 	"""Resolve messages and their own errors (same id, direction and queue): they leave the failure
-	lists, and retention may delete them. Another queue's copy of the same message keeps its errors."""
-	message = frappe.qb.DocType("EDA Message")
-	error = frappe.qb.DocType("EDA Error")
-	rows = frappe.get_all(
+	lists, and retention may delete them. Another queue's copy of the same message keeps its errors.
+	In the caller's transaction; ``<queue>.dead`` is left alone (``resolve_selection`` cleans it)."""
+	rows = _rows(names)
+	_resolve_rows(rows)
+	return len(rows)
+
+
+def _rows(names: list[str]) -> list[Any]:
+	return frappe.get_all(
 		"EDA Message",
 		filters={"name": ["in", names or [""]]},
-		fields=["name", "message_id", "direction", "queue"],
+		fields=["name", "message_id", "direction", "queue", "status"],
 	)
+
+
+def _resolve_rows(rows: list[Any]) -> None:
 	if not rows:
-		return 0
+		return
+	message = frappe.qb.DocType("EDA Message")
+	error = frappe.qb.DocType("EDA Error")
 	frappe.qb.update(message).set(message.resolved, 1).where(message.name.isin([r.name for r in rows])).run()
 	by_target: dict[tuple[str, str], list[str]] = {}
 	for row in rows:
@@ -229,4 +562,3 @@ def mark_resolved(names: list[str]) -> int:
 			.where(IfNull(error.queue, "") == queue)
 			.run()
 		)
-	return len(rows)

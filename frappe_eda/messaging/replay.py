@@ -1,4 +1,5 @@
-"""Sending stored messages again: one by id, or every one that matches a filter.
+"""Sending stored messages again: one by id, a batch of records (``replay_many``), or every one that
+matches a filter.
 
 A replay re-sends the original body with its original message id, so consumers see the same message,
 plus headers saying who replayed it, when, and the how-many-th replay it is. An incoming message goes
@@ -39,7 +40,7 @@ from frappe_eda.messaging.processing import (
 	REPLAYED_AT,
 	REPLAYED_BY,
 )
-from frappe_eda.messaging.publisher import Envelope, Publisher
+from frappe_eda.messaging.publisher import Envelope, Publisher, SendReport
 from frappe_eda.messaging.store import Direction, MessageFilter, MessageRecord, MessageStore, Status
 from frappe_eda.messaging.topology import dead_letter_queue
 
@@ -94,7 +95,7 @@ class Replayer:
 		"""Replay the stored message ``message_id`` (of ``queue`` when it reached several queues); an
 		incoming one's parked copy then leaves ``<queue>.dead``."""
 		result = self._replay_record(self._find_one(message_id, queue, direction), force, dry_run)
-		return self._remove_dead_copies([result])[0]
+		return self.remove_dead_copies([result])[0]
 
 	def edit_and_replay(
 		self, message_id: str, payload: Any, queue: str | None = None, *, direction: Direction | None = None
@@ -154,19 +155,101 @@ class Replayer:
 	) -> list[ReplayResult]:
 		"""Replay every match; a refused one is reported in its result, the others still go. The parked
 		copies of what was sent leave the dead-letter queues afterwards, one scan per queue."""
-		results = []
-		for record in self.store.find(query):
-			try:
-				results.append(self._replay_record(record, force, dry_run))
-			except ReplayRefused as e:
-				results.append(
-					ReplayResult(
-						record.message_id, record.queue, record.direction, record.status, False, str(e)
-					)
-				)
-		return self._remove_dead_copies(results)
+		return self.replay_many(self.store.find(query), force=force, dry_run=dry_run)
 
-	def _remove_dead_copies(self, results: list[ReplayResult]) -> list[ReplayResult]:
+	def replay_many(
+		self,
+		records: Iterable[MessageRecord],
+		*,
+		force: bool = False,
+		dry_run: bool = False,
+		clean: bool = True,
+	) -> list[ReplayResult]:
+		"""Replay these records (as read from the store), in order, a result each: a refused one says why,
+		the others still go. Batched, because a desk selection is thousands of messages: the reopened
+		records are written in one transaction, sent in one confirmed burst (a round per distinct message
+		id: the report knows a message by its id), and what failed is put back in one more. Should the
+		broker go away mid-burst, what it did not confirm is put back as it was before the error is raised.
+
+		``clean=False`` leaves ``<queue>.dead`` alone, so a caller replaying chunk by chunk cleans once at
+		the end, one scan per queue, with ``remove_dead_copies(all_results)``.
+		"""
+		records = list(records)
+		results: dict[int, ReplayResult] = {}
+		todo: list[tuple[int, MessageRecord]] = []
+		for i, record in enumerate(records):
+			if record.status in DONE_STATUSES and not force:
+				results[i] = ReplayResult(
+					record.message_id, record.queue, record.direction, record.status, False, _refusal(record)
+				)
+			elif dry_run:
+				results[i] = ReplayResult(
+					record.message_id, record.queue, record.direction, record.status, False, "dry run"
+				)
+			else:
+				todo.append((i, record))
+		for batch in _rounds(todo):
+			results.update(self._replay_batch(batch))
+		ordered = [results[i] for i in range(len(records))]
+		return self.remove_dead_copies(ordered) if clean else ordered
+
+	def _replay_batch(self, batch: list[tuple[int, MessageRecord]]) -> dict[int, ReplayResult]:
+		counts = {i: record.replay_count + 1 for i, record in batch}
+		envelopes = [self._envelope(record, counts[i]) for i, record in batch]
+		with self.store.transaction():
+			self.store.save(
+				[
+					replace(
+						record,
+						status=Status.RECEIVED if record.direction is Direction.INCOMING else Status.PENDING,
+						replay_count=counts[i],
+						resolved=False,
+					)
+					for i, record in batch
+				]
+			)
+		report = SendReport()
+		try:
+			self.publisher.send(envelopes, into=report)
+		except BaseException:
+			confirmed = set(report.confirmed)
+			try:
+				with self.store.transaction():
+					self.store.save([r for _, r in batch if r.message_id not in confirmed])
+					self._published([r for _, r in batch if r.message_id in confirmed])
+			except Exception:
+				log.exception("could not put back the records of an interrupted replay")
+			raise
+		failed = {i: report.failed[r.message_id] for i, r in batch if r.message_id in report.failed}
+		with self.store.transaction():
+			if failed:
+				self.store.save(
+					[replace(r, last_error=f"replay failed: {failed[i]}") for i, r in batch if i in failed]
+				)
+			self._published([r for i, r in batch if i not in failed])
+		return {
+			i: ReplayResult(r.message_id, r.queue, r.direction, r.status, False, str(failed[i]))
+			if i in failed
+			else ReplayResult(
+				r.message_id,
+				r.queue,
+				r.direction,
+				r.status,
+				True,
+				f"replay #{counts[i]}",
+				replay_count=counts[i],
+			)
+			for i, r in batch
+		}
+
+	def _published(self, records: list[MessageRecord]) -> None:
+		"""Outgoing replays the broker confirmed: their failure is over."""
+		ids = [r.message_id for r in records if r.direction is Direction.OUTGOING]
+		if ids:
+			self.store.set_status(Direction.OUTGOING, ids, Status.PUBLISHED)
+			self.store.resolve(Direction.OUTGOING, "", ids)
+
+	def remove_dead_copies(self, results: list[ReplayResult]) -> list[ReplayResult]:
 		"""Clean ``<queue>.dead`` of the incoming messages sent, once per queue; a failed cleaning is
 		logged and said in the detail of the results it concerns, which stay sent."""
 		replayed: dict[str, dict[str, int]] = {}
@@ -234,11 +317,7 @@ class Replayer:
 
 	def _replay_record(self, record: MessageRecord, force: bool, dry_run: bool) -> ReplayResult:
 		if record.status in DONE_STATUSES and not force:
-			raise ReplayRefused(
-				f"message {record.message_id}{_in(record)} is already {record.status.value}; "
-				"replaying would run its handler again: replay it with force (--force on the command line) "
-				"to do it anyway"
-			)
+			raise ReplayRefused(_refusal(record))
 		if dry_run:
 			return ReplayResult(
 				record.message_id, record.queue, record.direction, record.status, False, "dry run"
@@ -323,6 +402,30 @@ def _with_cleaning(result: ReplayResult, problem: str) -> ReplayResult:
 	if problem:
 		return replace(result, detail=f"{result.detail}; {problem}")
 	return replace(result, dead_copy_removed=True)
+
+
+def _refusal(record: MessageRecord) -> str:
+	return (
+		f"message {record.message_id}{_in(record)} is already {record.status.value}; "
+		"replaying would run its handler again: replay it with force (--force on the command line) "
+		"to do it anyway"
+	)
+
+
+def _rounds(todo: list[tuple[int, MessageRecord]]) -> list[list[tuple[int, MessageRecord]]]:
+	"""``todo`` split so that no round holds one message id twice (one id reached several queues)."""
+	rounds: list[list[tuple[int, MessageRecord]]] = []
+	seen: list[set[str]] = []
+	for item in todo:
+		n = 0
+		while n < len(rounds) and item[1].message_id in seen[n]:
+			n += 1
+		if n == len(rounds):
+			rounds.append([])
+			seen.append(set())
+		rounds[n].append(item)
+		seen[n].add(item[1].message_id)
+	return rounds
 
 
 def _in(record: MessageRecord) -> str:

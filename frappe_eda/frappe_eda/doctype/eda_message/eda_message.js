@@ -1,7 +1,9 @@
 // Copyright (c) 2026, frappe_eda developers and contributors
 // License: MIT. See LICENSE
 
-const EDA_REPLAYABLE = ["Failed", "Dead", "Pending"];
+// What the primary Replay takes; a Received or Pending message is in flight (a replay, the worker or the
+// relay has it) and a replay refuses it.
+const EDA_REPLAYABLE = ["Failed", "Dead"];
 
 frappe.ui.form.on("EDA Message", {
 	refresh(frm) {
@@ -109,7 +111,23 @@ function edit_and_replay(frm) {
 }
 
 function mark_resolved(frm) {
-	frappe.xcall("frappe_eda.desk.api.mark_resolved", { names: [frm.doc.name] }).then(() => frm.reload_doc());
+	frappe
+		.xcall("frappe_eda.desk.api.mark_resolved", { names: [frm.doc.name] })
+		.then(({ job_id }) => frappe_eda.await_replay(job_id))
+		.then((state) => {
+			const summary = state.summary || {};
+			const kept = Object.keys(summary.dead_copies_kept || {});
+			if (state.status !== "finished" || kept.length) {
+				frappe.msgprint({
+					title: __("Mark Resolved"),
+					message: frappe.utils.escape_html(state.status === "finished" ? kept.join("; ") : state.error || ""),
+					indicator: state.status === "finished" ? "orange" : "red",
+				});
+			} else {
+				frappe.show_alert({ message: __("Resolved"), indicator: "green" });
+			}
+			frm.reload_doc();
+		});
 }
 
 function show_errors(frm) {

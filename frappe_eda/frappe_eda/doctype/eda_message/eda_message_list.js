@@ -40,32 +40,66 @@ frappe.listview_settings["EDA Message"] = {
 	},
 };
 
+// The list filters a bulk action can carry instead of names (frappe_eda.desk.api._filters).
+const BULK_FILTER_FIELDS = ["status", "queue", "routing_key", "direction", "resolved"];
+
 function bulk(listview, method) {
+	const title = method.endsWith("mark_resolved") ? __("Mark Resolved") : __("Replay");
 	const names = listview.get_checked_items(true);
 	if (!names.length) return frappe.msgprint(__("Select messages first."));
-	frappe.xcall(method, { names }).then((answer) => {
-		if (!answer || !answer.job_id) return listview.refresh(); // Mark Resolved: done at once
-		frappe.show_alert({ message: __("Replay of {0} messages queued", [answer.queued]), indicator: "blue" });
-		frappe_eda.await_replay(answer.job_id).then((state) => {
-			if (state.status !== "finished") {
-				frappe.msgprint({ title: __("Replay"), message: frappe.utils.escape_html(state.error || ""), indicator: "red" });
-			} else {
-				const results = state.results || [];
-				const sent = results.filter((r) => r.sent).length;
-				frappe.msgprint({
-					title: __("Replay"),
-					message: __("{0} of {1} replayed.", [sent, results.length]) + render_refusals(results),
-					indicator: sent === results.length ? "green" : "orange",
-				});
-			}
-			listview.refresh();
+	const run = (args) =>
+		frappe.xcall(method, args).then((answer) => {
+			frappe.show_alert({ message: __("{0}: {1} messages queued", [title, cint(answer.queued)]), indicator: "blue" });
+			return frappe_eda.await_replay(answer.job_id, title).then((state) => {
+				frappe_eda.show_job_summary(title, state);
+				listview.refresh();
+			});
 		});
-	});
+	const matching = listview.total_count || 0;
+	const filters = bulk_filters(listview);
+	// The whole page is selected and more match: offer every message the filters match (any number).
+	if (names.length === (listview.data || []).length && matching > names.length && filters) {
+		// Past the list's count bound (1,000) the list knows only "more than"; the job takes them all.
+		const bounded = listview.count_upper_bound && matching >= listview.count_upper_bound;
+		const how_many = bounded ? __("more than {0}", [cint(matching - 1)]) : cint(matching);
+		const dialog = new frappe.ui.Dialog({
+			title,
+			fields: [
+				{
+					fieldtype: "HTML",
+					options: `<p>${__("{0} messages are selected on this page; {1} match the list's filters.", [
+						cint(names.length),
+						how_many,
+					])}</p>`,
+				},
+			],
+			primary_action_label: bounded ? __("All matching") : __("All {0} matching", [cint(matching)]),
+			primary_action() {
+				dialog.hide();
+				run({ filters });
+			},
+			secondary_action_label: __("Only the {0} selected", [cint(names.length)]),
+			secondary_action() {
+				dialog.hide();
+				run({ names });
+			},
+		});
+		dialog.show();
+		return;
+	}
+	run({ names });
 }
 
-function render_refusals(results) {
-	const refused = results.filter((r) => !r.sent);
-	if (!refused.length) return "";
-	const escape = frappe.utils.escape_html;
-	return "<ul>" + refused.map((r) => `<li>${escape(r.name)}: ${escape(r.detail)}</li>`).join("") + "</ul>";
+// The list's filters as a bulk action's filters, or null when one of them cannot be carried over (the
+// action then takes the selected names only).
+function bulk_filters(listview) {
+	const out = {};
+	for (const [, field, op, value] of listview.get_filters_for_args()) {
+		if (!BULK_FILTER_FIELDS.includes(field)) return null;
+		if (field === "status" && op === "in") out.status = Array.isArray(value) ? value : String(value).split(",");
+		else if (op === "=") out[field] = field === "resolved" ? cint(value) : value;
+		else if (op === "like" && ["queue", "routing_key"].includes(field)) out[field] = ["like", value];
+		else return null;
+	}
+	return Object.keys(out).length ? out : null;
 }

@@ -210,7 +210,7 @@ class TestWorker(SiteMessagingCase):
 
 	def test_edit_and_replay_sends_a_linked_copy_and_groups_replay_together(self):
 		from frappe_eda.desk.api import edit_and_replay, mark_resolved, replay_failure_group
-		from frappe_eda.desk.replay import edit_and_replay_job, group_names, replay_job
+		from frappe_eda.desk.replay import edit_and_replay_job, group_names, replay_job, resolve_job
 		from frappe_eda.frappe_eda.report.eda_failure_groups.eda_failure_groups import execute
 
 		queue = f"{self.prefix}.prices"
@@ -253,7 +253,9 @@ class TestWorker(SiteMessagingCase):
 		self.assertEqual((original.resolved, copy.replay_of, copy.status), (1, sent[0].id, "Received"))
 		self.assertNotEqual(copy.message_id, sent[0].id)
 
-		self.assertEqual(mark_resolved(json.dumps([dead[sent[1].id]])), 1)
+		answer = mark_resolved(json.dumps([dead[sent[1].id]]))  # queued, as a replay
+		outcome = _run_queued(answer, resolve_job, names=[dead[sent[1].id]])
+		self.assertEqual(outcome["summary"]["resolved"], 1)
 		names = group_names(group.fingerprint)
 		answer = replay_failure_group(group.fingerprint)
 		results = _run_queued(answer, replay_job, names=names)["results"]

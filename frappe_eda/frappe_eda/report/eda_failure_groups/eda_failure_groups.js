@@ -27,17 +27,11 @@ frappe.query_reports["EDA Failure Groups"] = {
 				frappe
 					.xcall("frappe_eda.desk.api.replay_failure_group", { fingerprint })
 					.then(({ job_id, queued }) => {
-						frappe.show_alert({ message: __("Replay of {0} messages queued", [queued]), indicator: "blue" });
-						return frappe_eda.await_replay(job_id);
+						frappe.show_alert({ message: __("Replay of {0} messages queued", [cint(queued)]), indicator: "blue" });
+						return frappe_eda.await_replay(job_id, __("Replay Group"));
 					})
 					.then((state) => {
-						const results = state.results || [];
-						const sent = results.filter((r) => r.sent).length;
-						frappe.msgprint(
-							state.status === "finished"
-								? __("{0} of {1} replayed.", [sent, results.length])
-								: frappe.utils.escape_html(state.error || "")
-						);
+						frappe_eda.show_job_summary(__("Replay Group"), state);
 						report.refresh();
 					})
 			);
