@@ -45,18 +45,25 @@ frappe_eda.show_stored_text = function (frm, fieldnames) {
 	}
 };
 
-// A replay runs as a background job; this resolves with its outcome (frappe_eda.desk.api.replay_job_state):
-// pushed over realtime when socket.io runs, else polled. It always resolves, never rejects: a poll that
-// fails (server error, lost connection, no permission) or a job that stays queued resolves as
-// {status: "failed", error}, which every caller shows, and polling stops.
-frappe_eda.await_replay = function (job_id) {
+// A replay or resolve runs as a background job; this resolves with its outcome
+// (frappe_eda.desk.api.replay_job_state): pushed over realtime when socket.io runs, else polled. While it
+// runs, its progress (stored with the job's state, so polling sees it too) shows in a progress dialog
+// titled `title` (none without a title). It always resolves, never rejects: a poll that fails (server
+// error, lost connection, no permission) or a job that stays queued resolves as {status: "failed", error},
+// which every caller shows, and polling stops. A running job is polled for as long as it runs.
+frappe_eda.await_replay = function (job_id, title) {
 	return new Promise((resolve) => {
 		let done = false;
 		let tries = 0;
+		const show = (progress) => {
+			if (!title || !progress) return;
+			frappe.show_progress(title, flt(progress.percent), 100, frappe.utils.escape_html(progress.description || ""));
+		};
 		const finish = (state) => {
 			if (done) return;
 			done = true;
 			frappe.realtime.off("eda_replay_done", on_event);
+			if (title && frappe.cur_progress) frappe.hide_progress();
 			resolve(state);
 		};
 		const on_event = (state) => state && state.job_id === job_id && finish(state);
@@ -66,13 +73,17 @@ frappe_eda.await_replay = function (job_id) {
 				.xcall("frappe_eda.desk.api.replay_job_state", { job_id })
 				.then((state) => {
 					if (done) return;
-					if (["finished", "failed"].includes(state.status)) finish(state);
-					else if (++tries < REPLAY_POLL_TRIES) setTimeout(poll, REPLAY_POLL_MS);
+					if (["finished", "failed"].includes(state.status)) return finish(state);
+					if (state.status === "running") {
+						tries = 0; // it runs: wait for it however long it takes
+						show(state.progress);
+					}
+					if (++tries < REPLAY_POLL_TRIES) setTimeout(poll, REPLAY_POLL_MS);
 					else
 						finish({
 							job_id,
 							status: "failed",
-							error: __("The replay is still queued; is a background worker running?"),
+							error: __("The job is still queued; is a background worker running?"),
 						});
 				})
 				.catch(() =>
@@ -80,13 +91,57 @@ frappe_eda.await_replay = function (job_id) {
 						job_id,
 						status: "failed",
 						error: __(
-							"Could not check how the replay went (the request failed). It may still run: reload the message later to see its status."
+							"Could not check how the job went (the request failed). It may still run: reload the list later to see the messages' status."
 						),
 					})
 				);
 		};
 		frappe.realtime.on("eda_replay_done", on_event);
 		setTimeout(poll, 1000);
+	});
+};
+
+// A bulk job's outcome as a dialog: sent (or resolved), refused counted by reason, the dead-letter copies
+// removed or kept and why, and the first refused messages by name. All server text is escaped.
+frappe_eda.show_job_summary = function (title, state) {
+	const escape = frappe.utils.escape_html;
+	if (state.status !== "finished") {
+		frappe.msgprint({ title, message: escape(state.error || __("The job failed.")), indicator: "red" });
+		return;
+	}
+	const summary = state.summary || {};
+	const resolving = "resolved" in summary;
+	const ok = resolving ? summary.resolved : summary.sent;
+	const refused = Object.entries(summary.refused || {});
+	const kept = Object.entries(summary.dead_copies_kept || {});
+	const counts = (entries) =>
+		`<ul>${entries.map(([reason, n]) => `<li>${escape(reason)}: <b>${cint(n)}</b></li>`).join("")}</ul>`;
+	const failed = (state.results || []).filter((r) => !(resolving ? r.resolved : r.sent)).slice(0, 20);
+	const parts = [
+		`<p class="eda-summary-done"><b>${cint(ok)}</b> ${resolving ? __("resolved") : __("sent")} ${__("of {0}", [cint(summary.total)])}` +
+			(summary.seconds != null ? ` <span class="text-muted">(${flt(summary.seconds, 1)} s)</span>` : "") +
+			"</p>",
+	];
+	if (refused.length) {
+		const total = refused.reduce((sum, [, n]) => sum + cint(n), 0);
+		parts.push(`<p class="eda-summary-refused">${__("Refused")}: <b>${total}</b></p>${counts(refused)}`);
+	}
+	parts.push(`<p class="eda-summary-dead">${__("Copies removed from the dead-letter queues")}: <b>${cint(summary.dead_copies_removed)}</b></p>`);
+	if (kept.length) parts.push(`<p>${__("Copies left in the dead-letter queues")}:</p>${counts(kept)}`);
+	if (failed.length) {
+		parts.push(
+			`<details><summary>${__("Refused messages")}${state.results_truncated ? " " + __("(the first ones)") : ""}</summary><ul>${failed
+				.map(
+					(r) =>
+						`<li><a href="/app/eda-message/${encodeURIComponent(r.name)}">${escape(r.name)}</a>: ${escape(r.detail || r.reason || "")}</li>`
+				)
+				.join("")}</ul></details>`
+		);
+	}
+	frappe.msgprint({
+		title,
+		message: `<div class="eda-job-summary">${parts.join("")}</div>`,
+		indicator: refused.length || kept.length ? "orange" : "green",
 	});
 };
 
@@ -123,6 +178,23 @@ frappe_eda.show_utc_datetimes = function (frm, fieldnames) {
 		if (!field || field.df.fieldtype !== "Datetime") continue;
 		field.df.formatter = (value) => frappe_eda.format_utc(value);
 		field.refresh();
+	}
+};
+
+// The EDA datetimes of a DocType in its list, report view, group-by and exports to screen: the report
+// view formats each cell with the DocType's own docfield (frappe.format reads df.formatter), so the
+// UTC columns show in the system time zone there too, like every other datetime of the desk.
+const UTC_FIELDS = {
+	"EDA Message": ["created_at", "updated_at"],
+	"EDA Error": ["occurred_at"],
+	"EDA Worker": ["started_at", "last_heartbeat"],
+};
+
+frappe_eda.show_utc_columns = function (doctype) {
+	const fields = (frappe.meta.docfield_map || {})[doctype] || {};
+	for (const fieldname of UTC_FIELDS[doctype] || []) {
+		const df = fields[fieldname];
+		if (df && df.fieldtype === "Datetime") df.formatter = (value) => frappe_eda.format_utc(value);
 	}
 };
 
@@ -199,6 +271,7 @@ frappe_eda.short_text = function (text, max = 80) {
 // triages by (List View Settings' "total fields" wins when set) and the sidebar's group-by counts
 // (the user's own "Edit Filters" choice wins when saved).
 frappe_eda.setup_list = function (listview, group_by_fields, total_fields) {
+	frappe_eda.show_utc_columns(listview.doctype);
 	const settings = listview.list_view_settings || {};
 	if (!settings.total_fields) {
 		listview.list_view_settings = { ...settings, total_fields };
