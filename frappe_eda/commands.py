@@ -181,7 +181,7 @@ def replay(
 	with _site(context):
 		import frappe
 
-		from frappe_eda.desk.replay import replay_records
+		from frappe_eda.desk.replay import replay_report
 		from frappe_eda.stores.doctype_columns import from_column, to_column
 
 		if refs:
@@ -217,10 +217,13 @@ def replay(
 				click.echo(f"would replay {name}")
 			click.echo(f"{len(names)} would be replayed")
 			return
-		results = replay_records(names, force=force)
+		results, summary = replay_report(names, force=force)
 		for result in results:
 			click.echo(f"{result['name']}: {'sent' if result['sent'] else 'not sent'} ({result['detail']})")
-		click.echo(f"{sum(r['sent'] for r in results)} of {len(results)} replayed")
+		click.echo(f"{summary['sent']} of {len(results)} replayed")
+		click.echo(f"{summary['dead_copies_removed']} dead copies removed from the dead-letter queues")
+		for reason, count in summary["dead_copies_kept"].items():
+			click.echo(f"  copies left in the dead-letter queues ({reason}): {count}")
 
 
 @eda.command("relay")

@@ -211,6 +211,11 @@ def replay_records(names: list[str], force: bool = False, job_id: str | None = N
 	return _replay(names, force, job_id)[0]
 
 
+def replay_report(names: list[str], force: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+	"""Every per-message result and the summary, for ``bench eda replay`` (synchronous, all results)."""
+	return _replay(names, force, None)
+
+
 def replay_selection(names: list[str], force: bool = False, job_id: str | None = None) -> dict[str, Any]:
 	"""A replay job's outcome: its ``summary`` and the per-message results (see ``_kept_results``)."""
 	results, summary = _replay(names, force, job_id)

@@ -63,12 +63,20 @@ class BulkCase(FrappeTestCase):
 	def queued(self, call):
 		"""``call()``'s job, really queued in RQ but on a queue of this test's that no bench worker takes
 		(the bench's workers share one Redis: another site's worker would run it at once), then removed."""
-		rq_queue = RQ_QUEUE  # one name: Frappe keeps the queue list it read first
-		with (
-			patch.dict(frappe.local.conf, {"workers": {rq_queue: {}}}),
-			patch.object(replay, "QUEUE", rq_queue),
-		):
-			answer = call()
+		from frappe.utils.background_jobs import get_queues_timeout
+
+		rq_queue = RQ_QUEUE
+		# Frappe caches the queue list it read first (lru_cache): read it again with the test's queue,
+		# and again afterwards without it, whatever ran before in this process.
+		get_queues_timeout.cache_clear()
+		try:
+			with (
+				patch.dict(frappe.local.conf, {"workers": {rq_queue: {}}}),
+				patch.object(replay, "QUEUE", rq_queue),
+			):
+				answer = call()
+		finally:
+			get_queues_timeout.cache_clear()
 		job = take_job(answer["job_id"])
 		self.assertIsNotNone(job, "not queued")
 		return answer, job.kwargs["kwargs"]

@@ -114,6 +114,7 @@ class TestWalkthrough(FrappeTestCase):
 		replay = self.bench("replay", sent.message_id)
 		self.assertEqual(replay.returncode, 0, replay.stdout + replay.stderr)
 		self.assertIn("1 of 1 replayed", replay.stdout)
+		self.assertIn("1 dead copies removed", replay.stdout)
 		done = self.wait_for_incoming(sent.message_id, ("Processed",))
 		self.assertEqual(done.replay_count, 1)
 		self.assertEqual(frappe.db.count("Note", {"title": self.title}), 1)
