@@ -220,10 +220,11 @@ class DocTypeStore(MessageStore):
 		_check_storable(error)
 		key = (error.message_id, error.direction, error.queue)
 		with self._write():
+			message = self._names([key]).get(key)
 			doc = frappe.get_doc(
 				{
 					"doctype": ERROR,
-					"eda_message": self._names([key]).get(key),
+					"eda_message": message,
 					"message_id": to_column("message_id", error.message_id),
 					"direction": DIRECTION_LABELS[error.direction],
 					"queue": to_column("queue", error.queue),
@@ -238,6 +239,15 @@ class DocTypeStore(MessageStore):
 				}
 			)
 			doc.db_insert()
+			if message:  # the message's list shows, filters and groups by its latest failure
+				m = frappe.qb.DocType(MESSAGE)
+				(
+					frappe.qb.update(m)
+					.set(m.exception_type, doc.exception_type)
+					.set(m.fingerprint, doc.fingerprint)
+					.where(m.name == message)
+					.run()
+				)
 
 	def delete_finished(self, before: datetime) -> int:
 		"""In chunks, each its own transaction: a first run on a big table neither locks it for long nor

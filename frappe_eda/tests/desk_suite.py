@@ -281,6 +281,27 @@ def operator_steps(suite: Suite, page: Any, problems: list[str]) -> None:
 		suite.shot(page, "dead-list")
 		return f"{red} Dead rows in red"
 
+	def report_view_times() -> str:
+		from datetime import datetime
+		from zoneinfo import ZoneInfo
+
+		[message] = _messages(page, "resolve", ["name", "created_at"])
+		_open(page, base, f"/app/eda-message/view/report?queue={QUEUE}&message_type={TAG}.resolve")
+		page.wait_for_selector(".dt-row", timeout=30000)
+		page.wait_for_timeout(1000)
+		text = page.locator(".dt-scrollable").inner_text()
+		zone = page.evaluate("() => frappe.boot.time_zone.system")
+		utc = datetime.fromisoformat(message["created_at"]).replace(tzinfo=ZoneInfo("UTC"))
+		local = utc.astimezone(ZoneInfo(zone))
+		if local.strftime("%H:%M:%S") not in text:
+			raise AssertionError(f"Created At is not shown in {zone} ({local:%H:%M:%S}): {text[:300]}")
+		if zone != "UTC" and utc.strftime("%H:%M:%S") in text:
+			raise AssertionError(f"Created At is shown in UTC ({utc:%H:%M:%S})")
+		groups = page.evaluate("() => cur_list.list_sidebar.list_group_by.group_by_fields")
+		if not {"exception_type", "fingerprint"} <= set(groups):
+			raise AssertionError(f"the sidebar does not group by exception type and fingerprint: {groups}")
+		return f"{utc:%H:%M:%S} UTC shown as {local:%H:%M:%S} ({zone}); sidebar groups {groups}"
+
 	def form_replay() -> str:
 		[message] = _messages(page, "single")
 		_open(page, base, f"/app/eda-message/{message['name']}")
@@ -423,6 +444,7 @@ def operator_steps(suite: Suite, page: Any, problems: list[str]) -> None:
 		("workspace loads", workspace),
 		("a document's Messages section", document_messages),
 		("Dead list", dead_list),
+		("report view: times in the system zone, groups by failure", report_view_times),
 		("form and Replay", form_replay),
 		("Edit and Replay", edit_and_replay),
 		("Mark Resolved", mark_resolved),

@@ -32,7 +32,7 @@ frappe.listview_settings["EDA Message"] = {
 		return [frappe.utils.escape_html(label), colour[doc.status], "status,=," + doc.status];
 	},
 	onload(listview) {
-		frappe_eda.setup_list(listview, ["status", "queue", "routing_key", "direction"], 9);
+		frappe_eda.setup_list(listview, ["status", "queue", "exception_type", "fingerprint", "routing_key", "direction"], 9);
 		if (!frappe.user.has_role("EDA Manager") && frappe.session.user !== "Administrator") return;
 		listview.page.add_actions_menu_item(__("Replay"), () => bulk(listview, "frappe_eda.desk.api.replay_messages"));
 		listview.page.add_actions_menu_item(__("Mark Resolved"), () => bulk(listview, "frappe_eda.desk.api.mark_resolved"));
