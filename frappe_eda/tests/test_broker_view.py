@@ -129,6 +129,39 @@ class TestBrokerView(FrappeTestCase):
 		self.assertEqual(view["queues"], [])
 		self.assertIsInstance(view["workers"], list, "the workers still show")
 
+	def test_unacked_from_the_management_api_when_it_is_configured(self):
+		"""Needs RabbitMQ's management plugin on 127.0.0.1:15672 (`rabbitmq-plugins enable
+		rabbitmq_management`); skipped, saying so, where it is not enabled."""
+		import urllib.request
+
+		try:
+			urllib.request.urlopen("http://127.0.0.1:15672/api/overview", timeout=2)
+		except urllib.error.HTTPError:
+			pass  # 401: it answers
+		except OSError:
+			self.skipTest("RabbitMQ's management API is not enabled on 127.0.0.1:15672")
+		with BrokerConnection(self.settings.broker) as connection:
+			channel = connection.channel()
+			channel.confirm_delivery()
+			self.fill(channel, self.queue, 3)
+		consumer = subprocess.Popen(
+			[sys.executable, "-c", CONSUMER, self.settings.broker.url, self.queue],
+			stdout=subprocess.DEVNULL,
+			stderr=subprocess.DEVNULL,
+		)
+		self.addCleanup(consumer.wait, 10)
+		self.addCleanup(consumer.kill)
+		frappe.local.conf["eda_management_url"] = "http://127.0.0.1:15672"  # credentials: the broker URL's
+		deadline = time.monotonic() + 30  # the API's statistics refresh every few seconds
+		while time.monotonic() < deadline:
+			view = broker_view()
+			row = self.row(view, self.queue)
+			if row["unacked"] == 2:
+				break
+			time.sleep(0.5)
+		self.assertIsNone(view["management"]["error"])
+		self.assertEqual((row["ready"], row["unacked"], row["consumers"]), (1, 2, 1))
+
 	def test_a_management_api_that_is_away_leaves_unacked_unknown_with_a_note(self):
 		frappe.local.conf["eda_management_url"] = "http://127.0.0.1:1"
 		view = broker_view()
