@@ -85,9 +85,14 @@ VALUE_COLUMNS = (
 	"resolved",
 	"reference_doctype",
 	"reference_name",
+	"correlation_id",
+	"causation_id",
 	"created_at",
 	"updated_at",
 )
+# The envelope's correlation and causation ids, kept in indexed columns so a form finds what caused a
+# message and what it caused without reading bodies; longer than this (escaped), not kept.
+CHAIN_ID_CHARS = 255
 STANDARD_COLUMNS = ("name", "owner", "creation", "modified", "modified_by", "docstatus", "idx")
 # Topic patterns are matched in Python over keys read in pages of this size (names and keys only).
 PATTERN_PAGE = 5000
@@ -500,6 +505,31 @@ def _new_row(values: dict[str, Any], stamp: datetime, user: str) -> tuple[Any, .
 	return (*standard, *(values[column] for column in VALUE_COLUMNS))
 
 
+def chain_ids(body: str) -> dict[str, str | None]:
+	"""``correlation_id`` and ``causation_id`` of an envelope as the columns hold them (escaped), or None
+	where the body is not an envelope, has none, or one that is not a short string."""
+	try:
+		envelope = json.loads(body) if body else None
+	except (ValueError, RecursionError):
+		envelope = None
+	ids: dict[str, str | None] = {"correlation_id": None, "causation_id": None}
+	if isinstance(envelope, dict):
+		for key in ids:
+			value = envelope.get(key)
+			if isinstance(value, str) and value and value.isprintable():
+				stored = to_column("message_id", value)  # as message ids are stored, to match them
+				ids[key] = stored if len(stored) <= CHAIN_ID_CHARS and _encodable(stored) else None
+	return ids
+
+
+def _encodable(text: str) -> bool:
+	try:
+		text.encode("utf-8")
+	except UnicodeEncodeError:  # a lone surrogate: the database would refuse the whole row
+		return False
+	return True
+
+
 def _message_values(record: MessageRecord, now: datetime) -> dict[str, Any]:
 	"""The row of a record: producer text HTML-escaped (shown by the desk as text, not markup), display
 	text cut to fit; an identifier the columns cannot hold raises ``UnstorableMessage``."""
@@ -522,6 +552,7 @@ def _message_values(record: MessageRecord, now: datetime) -> dict[str, Any]:
 		"resolved": int(record.resolved),
 		"reference_doctype": record.reference_doctype or None,
 		"reference_name": record.reference_name or None,
+		**chain_ids(record.body),
 		"created_at": _naive(record.created_at),
 		"updated_at": now,
 	}

@@ -2,7 +2,6 @@
 # License: MIT. See LICENSE
 
 import json
-import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -55,8 +54,7 @@ def related_messages(name: str) -> dict[str, Any]:
 	"""The stored messages around ``name`` for its form: the one it replays and its replays, the
 	message that caused it and those it caused (the envelope's ``causation_id``), and the others of its
 	correlation. Read with ``frappe.get_list``, so a user sees only the messages they may read
-	(``frappe_eda.desk.access``); ids are matched as the store writes them (escaped columns) and as the
-	encoder writes them in the body (compact JSON), so a body written otherwise is not found by cause.
+	(``frappe_eda.desk.access``); ids are matched as the store writes them (escaped, indexed columns).
 	"""
 	if not isinstance(name, str) or not name or len(name) > 140:
 		frappe.throw(_("name must be an EDA Message name"), frappe.ValidationError)
@@ -72,14 +70,14 @@ def related_messages(name: str) -> dict[str, Any]:
 		"replay_of": _by_id(doc.replay_of and from_column("replay_of", doc.replay_of), name),
 		"replayed_as": replayed_as,
 		"caused_by": _by_id(causation_id, name),
-		"caused": _in_body("causation_id", message_id, name),
+		"caused": _in_chain("causation_id", message_id, name),
 		"correlation_root": _by_id(correlation_id, name)
 		if correlation_id not in (causation_id, message_id)
 		else [],
 	}
 	# The rest of the correlation: those not already listed as this message's cause or effects.
 	listed = {row["name"] for rows in related.values() for row in rows}
-	others = [row for row in _in_body("correlation_id", correlation_id, name) if row["name"] not in listed]
+	others = [row for row in _in_chain("correlation_id", correlation_id, name) if row["name"] not in listed]
 	return {**related, "correlated": others, "correlation_id": correlation_id, "limit": RELATED_LIMIT}
 
 
@@ -101,21 +99,15 @@ def _by_id(message_id: str | None, name: str) -> list[dict[str, Any]]:
 	return _messages({"message_id": to_column("message_id", message_id)}, name)
 
 
-def _in_body(key: str, value: str, name: str) -> list[dict[str, Any]]:
-	"""Messages whose envelope has ``key`` equal to ``value``.
-
-	A LIKE on the body as the encoder writes it (compact, UTF-8) finds the candidates: ``\\``, ``%`` and
-	``_`` become the one-character wildcard (Frappe escapes backslashes in filter values itself, so a
-	LIKE escape cannot be passed through), and the collation may ignore case; so each candidate's
-	envelope is parsed and compared exactly.
-	"""
+def _in_chain(key: str, value: str, name: str) -> list[dict[str, Any]]:
+	"""Messages whose envelope's ``key`` (``correlation_id`` or ``causation_id``) is ``value``: an indexed
+	column the store fills from each body (``doctype_store.chain_ids``). The collation may ignore case,
+	so the candidates are compared exactly here."""
 	if not value:
 		return []
-	token = f"{json.dumps(key)}:{json.dumps(value, ensure_ascii=False)}"
-	pattern = "%" + re.sub(r"[\\%_]", "_", token) + "%"
-	candidates = _messages({"payload": ["like", pattern]}, name, extra=["payload"], limit=RELATED_SCAN)
-	matches = [row for row in candidates if _envelope(row.pop("payload")).get(key) == value]
-	return matches[:RELATED_LIMIT]
+	stored = to_column("message_id", value)
+	candidates = _messages({key: stored}, name, extra=[key], limit=RELATED_SCAN)
+	return [row for row in candidates if row.pop(key) == stored][:RELATED_LIMIT]
 
 
 def _messages(

@@ -171,3 +171,49 @@ class TestRelatedMessages(FrappeTestCase):
 				related_messages(bad)
 		with self.assertRaises(frappe.DoesNotExistError):
 			related_messages("no-such-eda-message")
+
+
+class TestChainIdColumns(FrappeTestCase):
+	"""The related messages read indexed correlation/causation columns, not every body (a LIKE over all
+	payloads on each form opening); ids the columns cannot hold are left out, never fail the save."""
+
+	def tearDown(self):
+		frappe.db.rollback()
+
+	def columns(self, name):
+		return frappe.db.get_value("EDA Message", name, ["correlation_id", "causation_id"])
+
+	def test_the_store_keeps_the_envelope_ids_escaped_and_drops_what_cannot_be_held(self):
+		root = Message(type="order.placed", id=f"{HOSTILE}-{uuid.uuid4().hex[:8]}")
+		child = root.caused("invoice.created")
+		self.assertEqual(self.columns(stored(child)), (escape(root.id), escape(root.id)))
+		long_cause = Message(type="x", causation_id="c" * 300, correlation_id="ok-" + uuid.uuid4().hex)
+		self.assertEqual(self.columns(stored(long_cause)), (long_cause.correlation_id, None))
+		odd = Message(type="x", causation_id="a\x00b", correlation_id="line\nbreak")
+		self.assertEqual(self.columns(stored(odd)), (None, None))
+
+	def test_case_differences_are_not_the_same_cause(self):
+		root = Message(type="order.placed", id=f"root-{uuid.uuid4().hex[:8]}")
+		root_name = stored(root)
+		stored(root.caused("invoice.created"))
+		stored(Message(type="x", causation_id=root.id.upper()))
+		self.assertEqual(len(related_messages(root_name)["caused"]), 1)
+
+	def test_the_patch_fills_messages_stored_before_the_columns(self):
+		from frappe_eda.patches import message_chain_ids
+
+		root = Message(type="order.placed", id=f"root-{uuid.uuid4().hex[:8]}")
+		name = stored(root.caused("invoice.created"))
+		frappe.db.set_value(
+			"EDA Message", name, {"correlation_id": None, "causation_id": None}, update_modified=False
+		)
+		commits = []
+		frappe.db.commit, saved = (
+			(lambda: commits.append(1)),
+			frappe.db.commit,
+		)  # stay in the test's transaction
+		try:
+			message_chain_ids.execute()
+		finally:
+			frappe.db.commit = saved
+		self.assertEqual(self.columns(name), (root.id, root.id))
