@@ -237,15 +237,19 @@ def _replay(names: list[str], force: bool, job_id: str | None) -> tuple[list[dic
 		replayer = _replayer(connection, store)
 		done = 0
 		for chunk in _chunks(names):
-			claimed, refused = _claim(store, chunk, force)
-			results.update(refused)
-			try:
-				replayed = replayer.replay_many([record for _, record in claimed], force=force, clean=False)
-			except BaseException as e:
-				_release(claimed)
-				if isinstance(e, BrokerUnavailable) or not isinstance(e, EdaError):
-					raise
-				replayed = [_failed(record, e) for _, record in claimed]
+			# The relay claim from the claim to Published: a relay would send the Pending outgoing ones too.
+			with replayer.holding_relay():
+				claimed, refused = _claim(store, chunk, force)
+				results.update(refused)
+				try:
+					replayed = replayer.replay_many(
+						[record for _, record in claimed], force=force, clean=False
+					)
+				except BaseException as e:
+					_release(claimed)
+					if isinstance(e, BrokerUnavailable) or not isinstance(e, EdaError):
+						raise
+					replayed = [_failed(record, e) for _, record in claimed]
 			for (name, _record), result in zip(claimed, replayed, strict=True):
 				results[name] = _result(name, result)
 				if result.sent:

@@ -18,7 +18,9 @@ when the broker confirms it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -26,6 +28,7 @@ from typing import Any
 from frappe_eda.messaging.deadletters import DeadCopiesRemoved, remove_dead_copies
 from frappe_eda.messaging.envelope import Message, decode, encode, utcnow
 from frappe_eda.messaging.errors import (
+	BrokerUnavailable,
 	DeadLetterCleanupError,
 	InvalidMessage,
 	MessageNotFound,
@@ -77,11 +80,40 @@ class Replayer:
 		actor: str = "frappe_eda",
 		*,
 		cleaning_timeout: float = 30.0,
+		relay_wait: float = 30.0,
 	) -> None:
 		self.publisher = publisher
 		self.store = store
 		self.actor = actor
 		self.cleaning_timeout = cleaning_timeout
+		self.relay_wait = relay_wait
+		self._holding_relay = False
+
+	@contextmanager
+	def holding_relay(self) -> Iterator[None]:
+		"""The store's relay claim, for as long as outgoing replays are Pending: they are reopened to
+		Pending, and a relay that read them before this replay marked them Published would send them a
+		second time. Waits for a relay's batch in progress (up to ``relay_wait`` seconds), then refuses
+		with ``ReplayRefused``. Nested uses hold it once (a caller may hold it across several batches)."""
+		if self._holding_relay:
+			yield
+			return
+		deadline = time.monotonic() + self.relay_wait
+		while True:
+			with self.store.relay_claim() as mine:
+				if mine:
+					self._holding_relay = True
+					try:
+						yield
+					finally:
+						self._holding_relay = False
+					return
+			if time.monotonic() >= deadline:
+				raise ReplayRefused(
+					f"the outbox relay kept the outbox for over {self.relay_wait:g} s; nothing of this "
+					"replay was sent: replay it again"
+				)
+			time.sleep(0.1)
 
 	def replay(
 		self,
@@ -94,7 +126,9 @@ class Replayer:
 	) -> ReplayResult:
 		"""Replay the stored message ``message_id`` (of ``queue`` when it reached several queues); an
 		incoming one's parked copy then leaves ``<queue>.dead``."""
-		result = self._replay_record(self._find_one(message_id, queue, direction), force, dry_run)
+		record = self._find_one(message_id, queue, direction)
+		with self.holding_relay() if record.direction is Direction.OUTGOING else nullcontext():
+			result = self._replay_record(record, force, dry_run)
 		return self.remove_dead_copies([result])[0]
 
 	def edit_and_replay(
@@ -134,19 +168,21 @@ class Replayer:
 			resolved=False,
 			created_at=utcnow(),
 		)
-		with self.store.transaction():
-			self.store.save([record, replace(original, resolved=True)])
-			self.store.resolve(original.direction, original.queue, [original.message_id])
-		report = self.publisher.send([self._envelope(record, 1)])
-		if report.failed:
-			report.raise_first()
-		if record.direction is Direction.OUTGOING:
+		with self.holding_relay() if record.direction is Direction.OUTGOING else nullcontext():
 			with self.store.transaction():
-				self.store.set_status(Direction.OUTGOING, [record.message_id], Status.PUBLISHED)
-		else:
+				self.store.save([record, replace(original, resolved=True)])
+				self.store.resolve(original.direction, original.queue, [original.message_id])
+			report = self.publisher.send([self._envelope(record, 1)])
+			if report.failed:
+				report.raise_first()
+			if record.direction is Direction.OUTGOING:
+				with self.store.transaction():
+					self.store.set_status(Direction.OUTGOING, [record.message_id], Status.PUBLISHED)
+		if record.direction is Direction.INCOMING and original.status is Status.DEAD:
+			# only a dead message has a parked copy to remove
 			try:
 				self._clean(original.queue, [original.message_id], {})
-			except DeadLetterCleanupError as e:
+			except (DeadLetterCleanupError, BrokerUnavailable) as e:
 				log.warning("edited copy of %s sent, but %s", original.message_id, e)
 		return record
 
@@ -194,6 +230,11 @@ class Replayer:
 		return self.remove_dead_copies(ordered) if clean else ordered
 
 	def _replay_batch(self, batch: list[tuple[int, MessageRecord]]) -> dict[int, ReplayResult]:
+		outgoing = any(record.direction is Direction.OUTGOING for _, record in batch)
+		with self.holding_relay() if outgoing else nullcontext():
+			return self._replay_batch_held(batch)
+
+	def _replay_batch_held(self, batch: list[tuple[int, MessageRecord]]) -> dict[int, ReplayResult]:
 		counts = {i: record.replay_count + 1 for i, record in batch}
 		envelopes = [self._envelope(record, counts[i]) for i, record in batch]
 		with self.store.transaction():
@@ -254,13 +295,15 @@ class Replayer:
 		logged and said in the detail of the results it concerns, which stay sent."""
 		replayed: dict[str, dict[str, int]] = {}
 		for r in results:
-			if r.sent and r.direction is Direction.INCOMING:
+			# Only a message that was Dead has a parked copy: looking for another's would read (and
+			# rewrite) the whole dead queue for nothing.
+			if r.sent and r.direction is Direction.INCOMING and r.previous_status is Status.DEAD:
 				replayed.setdefault(r.queue, {})[r.message_id] = r.replay_count
 		cleaned: dict[tuple[str, str], str] = {}
 		for queue, counts in replayed.items():
 			try:
 				outcome = self._clean(queue, list(counts), counts)
-			except DeadLetterCleanupError as e:
+			except (DeadLetterCleanupError, BrokerUnavailable) as e:  # the replays were sent: they stand
 				log.warning("replayed %d messages of %s, but %s", len(counts), queue, e)
 				for message_id in counts:
 					cleaned[(queue, message_id)] = (

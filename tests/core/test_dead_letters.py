@@ -183,6 +183,35 @@ def test_a_cleaning_that_cannot_run_does_not_fail_the_replay(
 	raw_channel.queue_delete(f"{queue}.dead.cleaning")
 
 
+def test_a_replayed_message_that_was_not_dead_leaves_the_dead_queue_alone(
+	connection: BrokerConnection,
+	registry: HandlerRegistry,
+	store: MessageStore,
+	unique_name: str,
+	raw_channel: Any,
+) -> None:
+	"""Only a Dead message has a parked copy: replaying a Failed one (waiting in a retry tier) must not
+	read and rewrite the whole dead queue looking for one. The held lock shows it: a cleaning would wait
+	for it and say so in the result."""
+	queue, exchange = f"{unique_name}.failed", f"{unique_name}.ex"
+	_failing_until_fixed(registry, queue, exchange, max_attempts=5, retry_delays=(60,))
+	worker = _worker(connection, registry, store)
+	publisher = Publisher(connection, store, exchange=exchange)
+	sent = publisher.publish("order.created", {})
+	worker.run(until=lambda s: s.retried >= 1, idle_timeout=10)
+	record = store.get(sent.id, Direction.INCOMING, queue)
+	assert record is not None and record.status is Status.FAILED
+	raw_channel.queue_declare(f"{queue}.dead.cleaning", exclusive=True, auto_delete=True)  # someone cleans
+
+	started = time.monotonic()
+	result = Replayer(publisher, store, cleaning_timeout=2).replay(sent.id, queue)
+
+	assert result.sent and not result.dead_copy_removed
+	assert "not removed" not in result.detail, result.detail
+	assert time.monotonic() - started < 2, "it did not wait for the dead queue's lock"
+	raw_channel.queue_delete(f"{queue}.dead.cleaning")
+
+
 def test_edit_and_replay_resolves_the_original_and_removes_its_dead_copy(
 	connection: BrokerConnection, registry: HandlerRegistry, store: MessageStore, unique_name: str
 ) -> None:
@@ -465,3 +494,41 @@ def test_two_cleanings_at_once_remove_both_targets_and_lose_nothing(
 	assert [o["waited"] for o in outcomes].count(True) == 1, f"one waited for the other's lock: {outcomes}"
 	left = [props["message_id"] for _body, props in _drain(raw_channel, f"{dead_queue}.dead")]
 	assert sorted(left) == sorted(i for i in ids if i not in ("m290", "m295")), "nothing lost, no copy twice"
+
+
+def test_an_outgoing_replay_holds_the_relay_claim_while_it_is_pending(
+	connection: BrokerConnection, store_url: str, unique_name: str, raw_channel: Any
+) -> None:
+	"""A replayed outgoing message is Pending until the broker confirms it; a relay reading it then would
+	send it a second time. The replay takes the store's relay claim for that span: while a relay holds
+	it, the replay waits, then refuses and sends nothing; once it is free the replay goes."""
+	from frappe_eda.messaging.errors import ReplayRefused
+	from frappe_eda.stores import open_store
+
+	exchange = f"{unique_name}.out"
+	raw_channel.exchange_declare(exchange, "topic", durable=True)
+	raw_channel.queue_declare(f"{unique_name}.watch", durable=True)
+	raw_channel.queue_bind(f"{unique_name}.watch", exchange, "#")
+	store, relay_store = open_store(store_url), open_store(store_url)
+	try:
+		publisher = Publisher(connection, store, exchange=exchange)
+		sent = publisher.publish("order.created", {})
+		store.set_status(Direction.OUTGOING, [sent.id], Status.FAILED)
+		replayer = Replayer(publisher, store, relay_wait=0.5)
+		with relay_store.relay_claim() as relaying:
+			assert relaying
+			with pytest.raises(ReplayRefused, match="outbox relay"):
+				replayer.replay(sent.id)
+			record = store.get(sent.id, Direction.OUTGOING)
+			assert record is not None and record.status is Status.FAILED, "nothing was reopened"
+		assert _depth(connection, f"{unique_name}.watch") == 1, "only the first publish went out"
+		result = replayer.replay(sent.id)
+		assert result.sent
+		record = store.get(sent.id, Direction.OUTGOING)
+		assert record is not None and record.status is Status.PUBLISHED
+		assert _depth(connection, f"{unique_name}.watch") == 2
+	finally:
+		raw_channel.queue_delete(f"{unique_name}.watch")
+		raw_channel.exchange_delete(exchange)
+		relay_store.close()
+		store.close()
