@@ -4,9 +4,10 @@
 say. Anyone else (``EDA User``) reads a message only if it references a document (``reference_doctype``
 and ``reference_name``) that they may read themselves, checked with Frappe's own permissions (roles,
 User Permissions, sharing, the DocType's permission hooks); an error only if they may read a message
-with its ``message_id``. Messages without a reference (sent by code without one, or received from the
-broker) and messages whose document was deleted are for managers only: there is no document whose
-permissions could be honoured.
+with its ``message_id``. Messages without a reference (sent by code without one), messages whose
+document was deleted, and every received message are for managers only: a received message's reference
+is the document its handler wrote (``consumer.written``), often a small part of a larger remote
+payload, so reading that document does not grant reading what another site sent.
 
 Wired through the ``has_permission`` hook (forms, ``frappe.get_doc(...).check_permission``, print,
 export of one document) and ``permission_query_conditions`` (lists, reports, export, counts).
@@ -21,6 +22,7 @@ import frappe
 
 MANAGER_ROLES = frozenset({"EDA Manager", "System Manager"})
 MESSAGE = "EDA Message"
+OUTGOING = "Outgoing"
 
 
 def is_manager(user: str | None = None) -> bool:
@@ -32,6 +34,8 @@ def message_has_permission(doc: Any, ptype: str = "read", user: str | None = Non
 	"""None (role permissions decide) for managers; otherwise read access to the referenced document."""
 	if is_manager(user):
 		return None
+	if doc.get("direction") != OUTGOING:
+		return False
 	return _may_read_reference(doc.get("reference_doctype"), doc.get("reference_name"), user)
 
 
@@ -40,7 +44,11 @@ def error_has_permission(doc: Any, ptype: str = "read", user: str | None = None,
 		return None
 	references = frappe.get_all(
 		MESSAGE,
-		filters={"message_id": doc.get("message_id") or "", "reference_name": ["is", "set"]},
+		filters={
+			"message_id": doc.get("message_id") or "",
+			"direction": OUTGOING,
+			"reference_name": ["is", "set"],
+		},
 		fields=["reference_doctype", "reference_name"],
 		limit=20,
 	)
@@ -61,7 +69,9 @@ def message_query_conditions(user: str | None = None, doctype: str | None = None
 				f"({table}.`reference_doctype` = {frappe.db.escape(reference_doctype)}"
 				f" and {table}.`reference_name` in ({readable}))"
 			)
-	return "(" + " or ".join(conditions) + ")" if conditions else "(1 = 0)"
+	if not conditions:
+		return "(1 = 0)"
+	return f"({table}.`direction` = {frappe.db.escape(OUTGOING)} and (" + " or ".join(conditions) + "))"
 
 
 def error_query_conditions(user: str | None = None, doctype: str | None = None) -> str:
@@ -88,6 +98,7 @@ def _referenced_doctypes() -> list[str]:
 		.select(message.reference_doctype)
 		.distinct()
 		.where(message.reference_doctype.isnotnull() & (message.reference_doctype != ""))
+		.where(message.direction == OUTGOING)
 		.run(pluck=True)
 	)
 	return [row for row in rows if _listable(row)]

@@ -34,7 +34,12 @@ def document_messages(doctype: str, name: str) -> dict[str, Any]:
 	"""The newest EDA Messages about ``doctype`` ``name`` (at most ``DOCUMENT_MESSAGES_LIMIT``; ``more``
 	says whether there are others) and how many there are of each direction and status."""
 	if not frappe.has_permission(doctype, "read", name):
-		frappe.throw(_("Not permitted to read {0} {1}").format(doctype, name), frappe.PermissionError)
+		frappe.throw(
+			_("Not permitted to read {0} {1}").format(
+				frappe.utils.escape_html(doctype), frappe.utils.escape_html(name)
+			),
+			frappe.PermissionError,
+		)
 	if not frappe.has_permission("EDA Message", "read"):
 		return {"messages": [], "more": False, "counts": []}
 	filters = {"reference_doctype": doctype, "reference_name": name}

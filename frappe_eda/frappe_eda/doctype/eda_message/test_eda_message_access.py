@@ -97,8 +97,11 @@ class TestWhoReadsPayloads(FrappeTestCase):
 				outgoing("acc-gone", reference_doctype="ToDo", reference_name="no-such-todo"),
 				outgoing("acc-none"),
 				incoming("acc-mine", "acc.q"),
+				# received, and applied by its handler to a ToDo the reader may read (consumer.written)
+				incoming("acc-received", "acc.q", reference_doctype="ToDo", reference_name=mine.name),
 			]
 		)
+		store.add_error(error("acc-received", "acc.q"))
 		for message_id in ("acc-mine", "acc-hidden-todo", "acc-role", "acc-none"):
 			store.add_error(error(message_id))
 		self.names = {
@@ -147,6 +150,15 @@ class TestWhoReadsPayloads(FrappeTestCase):
 					frappe.has_permission("EDA Error", "read", doc=row.name), row.message_id == "acc-mine"
 				)
 
+	def test_a_received_message_is_for_managers_only_even_when_it_names_a_readable_document(self):
+		received = frappe.db.get_value("EDA Message", {"message_id": "acc-received"})
+		frappe.set_user(READER)
+		self.assertFalse(frappe.has_permission("EDA Message", "read", doc=received))
+		self.assertNotIn("acc-received", self.visible("EDA Message"))
+		self.assertNotIn("acc-received", self.visible("EDA Error"))
+		frappe.set_user(MANAGER)
+		self.assertIn("acc-received", self.visible("EDA Message"))
+
 	def test_the_desk_api_refuses_the_errors_of_a_message_the_user_may_not_read(self):
 		from frappe_eda.desk.api import message_errors
 
@@ -158,7 +170,8 @@ class TestWhoReadsPayloads(FrappeTestCase):
 	def test_managers_read_everything(self):
 		frappe.set_user(MANAGER)
 		self.assertEqual(
-			self.visible("EDA Message"), ["acc-gone", "acc-hidden-todo", "acc-mine", "acc-none", "acc-role"]
+			self.visible("EDA Message"),
+			["acc-gone", "acc-hidden-todo", "acc-mine", "acc-none", "acc-received", "acc-role"],
 		)
 		self.assertTrue(all(frappe.has_permission("EDA Message", "read", doc=n) for n in self.names.values()))
 
