@@ -22,6 +22,7 @@ dropped and the next beat connects again.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -35,6 +36,7 @@ WORKER = "EDA Worker"
 COUNTERS = ("processed", "duplicates", "retried", "dead", "reconnects", "store_failures", "refused")
 # Rows of runs last seen longer ago than this go at the next worker start.
 DEFAULT_KEEP = timedelta(days=7)
+NAME_CHARS = 140  # a row's name, worker_id and host (Data fields)
 # A beat runs on the loop thread, which also services the broker connection: never wait long on a lock.
 LOCK_WAIT_SECONDS = 5
 
@@ -110,10 +112,10 @@ class _using:
 def record(beat: WorkerBeat) -> None:
 	"""Insert or update the row of ``beat.worker_id`` on ``frappe.db`` (the caller commits)."""
 	t = frappe.qb.DocType(WORKER)
-	name = escape(beat.worker_id)
+	name = row_name(beat.worker_id)
 	now = now_datetime()  # creation/modified: Frappe's own, in the system time zone
 	values: dict[str, Any] = {
-		"host": escape(beat.host),
+		"host": escape(beat.host)[:NAME_CHARS],  # shown only; the full host is in the worker id's digest
 		"pid": beat.pid,
 		"queues": escape("\n".join(beat.queues)),
 		"last_heartbeat": naive_utc(beat.last_seen),
@@ -140,6 +142,16 @@ def record(beat: WorkerBeat) -> None:
 		**values,
 	}
 	frappe.qb.into(t).columns(*row).insert(*row.values()).run()
+
+
+def row_name(worker_id: str) -> str:
+	"""The row's name: the worker id as stored (escaped), or, when a long host name makes that longer
+	than a name holds (140), its start and a digest of the whole, so every beat still finds its row."""
+	name = escape(worker_id)
+	if len(name) <= NAME_CHARS:
+		return name
+	digest = hashlib.sha1(worker_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+	return f"{name[: NAME_CHARS - 17]}~{digest}"
 
 
 def prune(keep: timedelta = DEFAULT_KEEP, now: datetime | None = None) -> None:

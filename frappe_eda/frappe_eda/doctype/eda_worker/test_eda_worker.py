@@ -150,6 +150,27 @@ class TestWorkerRows(HeartbeatCase):
 		stored = frappe.db.get_value(WORKER, f"{self.prefix}-alive", "queues")
 		self.assertNotIn("<", stored, "producer text is stored HTML-escaped, as the store does")
 
+	def test_a_long_host_name_still_gets_one_row_that_every_beat_finds(self):
+		"""An FQDN of 200 characters, made longer by escaping, was over the 140 a name holds: every beat
+		failed with "Data too long" and the worker showed as never seen."""
+		from dataclasses import replace
+
+		from frappe_eda.consumer.heartbeats import row_name
+
+		host = "<b>" + "h" * 200 + ".example.com"
+		first = replace(beat(f"{host}:4242:{self.prefix}"), host=host)
+		heartbeats = SiteHeartbeats()
+		self.addCleanup(heartbeats.close)
+		heartbeats(first)
+		heartbeats(replace(first, processed=5, last_seen=datetime.now(timezone.utc)))
+		name = row_name(first.worker_id)
+		self.assertLessEqual(len(name), 140)
+		self.assertIn("~", name)
+		row = self.row(name)
+		self.assertEqual((row.processed, len(row.host) <= 140), (5, True))
+		frappe.db.delete(WORKER, name)
+		frappe.db.commit()
+
 	def test_the_first_beat_prunes_rows_last_seen_over_a_week_ago(self):
 		old, recent = f"{self.prefix}-old", f"{self.prefix}-recent"
 		record(beat(old, age=8 * 86400))
