@@ -138,6 +138,8 @@ class TestWorkerCommand(CommandCase):
 		self.assertRegex(output, r"stopped: 0 processed, 0 duplicates, 0 retried, 0 dead")
 
 	def test_worker_without_handlers_names_the_hook_and_fails(self):
+		if frappe.get_hooks("eda_handlers"):  # e.g. the worked example, myshop, is installed here
+			self.skipTest(f"an installed app lists handlers: {frappe.get_hooks('eda_handlers')}")
 		done = self.bench("worker", handlers=False)
 		self.assertNotEqual(done.returncode, 0)
 		self.assertIn("`eda_handlers` hook", done.stderr)
@@ -150,7 +152,8 @@ class TestStatusCommand(CommandCase):
 		done = self.bench("status")
 		self.assertEqual(done.returncode, 0, done.stderr)
 		self.assertRegex(done.stdout, r"\n  Incoming\s+Dead\s+\d+")
-		self.assertNotRegex(done.stdout, r"\b(dead|processed)\b\s+\d")
+		# the status column holds the desk's labels (a queue's name may end in ".dead")
+		self.assertNotRegex(done.stdout, r"\n  \S+\s+(dead|processed)\b")
 		for name in (
 			self.queue,
 			retry_queue(self.queue, 0.5),
