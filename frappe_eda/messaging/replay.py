@@ -232,7 +232,31 @@ class Replayer:
 	def _replay_batch(self, batch: list[tuple[int, MessageRecord]]) -> dict[int, ReplayResult]:
 		outgoing = any(record.direction is Direction.OUTGOING for _, record in batch)
 		with self.holding_relay() if outgoing else nullcontext():
-			return self._replay_batch_held(batch)
+			settled = self._settled_meanwhile(batch)
+			results = self._replay_batch_held([item for item in batch if item[0] not in settled])
+		return {**results, **settled}
+
+	def _settled_meanwhile(self, batch: list[tuple[int, MessageRecord]]) -> dict[int, ReplayResult]:
+		"""Records that became Processed or Published since they were read (a Failed message's retry
+		ran meanwhile): reopening them from the old copy would undo that and run the handler again."""
+		ids = tuple(dict.fromkeys(record.message_id for _, record in batch))
+		if not ids:
+			return {}
+		query = MessageFilter(message_ids=ids, limit=len(ids) * 64)
+		now = {record.key: record for record in self.store.find(query)}
+		settled = {}
+		for i, record in batch:
+			current = now.get(record.key)
+			if current and current.status in DONE_STATUSES and record.status not in DONE_STATUSES:
+				settled[i] = ReplayResult(
+					record.message_id,
+					record.queue,
+					record.direction,
+					record.status,
+					False,
+					f"{current.status.value} while the replay was starting: not sent again",
+				)
+		return settled
 
 	def _replay_batch_held(self, batch: list[tuple[int, MessageRecord]]) -> dict[int, ReplayResult]:
 		counts = {i: record.replay_count + 1 for i, record in batch}

@@ -532,3 +532,27 @@ def test_an_outgoing_replay_holds_the_relay_claim_while_it_is_pending(
 		raw_channel.exchange_delete(exchange)
 		relay_store.close()
 		store.close()
+
+
+def test_a_record_processed_since_it_was_read_is_not_replayed_from_the_old_copy(
+	connection: BrokerConnection, store: MessageStore, unique_name: str, raw_channel: Any
+) -> None:
+	"""A bulk replay works from records read (and claimed) before it sends. A Failed message whose retry
+	was processed in between must not be reopened from the old copy: its handler would run again."""
+	from dataclasses import replace
+
+	from frappe_eda.testing.store_contract import incoming
+
+	queue = f"{unique_name}.meanwhile"
+	raw_channel.queue_declare(queue, durable=True)
+	try:
+		read = incoming(f"{unique_name}-m", queue, status=Status.FAILED, attempts=1)
+		store.save([read])
+		store.save([replace(read, status=Status.PROCESSED)])  # the retry ran meanwhile
+		[result] = Replayer(Publisher(connection, store), store).replay_many([read])
+		assert not result.sent and "while the replay was starting" in result.detail
+		current = store.get(read.message_id, Direction.INCOMING, queue)
+		assert current is not None and current.status is Status.PROCESSED
+		assert _depth(connection, queue) == 0, "nothing was sent"
+	finally:
+		raw_channel.queue_delete(queue)
