@@ -174,6 +174,13 @@ def replay_failure_group(fingerprint: str, force: int | str = 0) -> dict[str, An
 		frappe.throw(
 			_("No unresolved Failed or Dead messages in this failure group."), frappe.ValidationError
 		)
+	if count > MAX_MATCHES:  # as a filtered bulk action: one job, a bounded selection
+		frappe.throw(
+			_(
+				"{0} messages are in this group; at most {1} at a time: replay them from the list, filtered."
+			).format(count, MAX_MATCHES),
+			frappe.ValidationError,
+		)
 	job_id = replay.enqueue(
 		replay.replay_job, replay.new_job_id("group"), filters=replay.group_filters(fingerprint), force=forced
 	)

@@ -97,6 +97,15 @@ class TestInputs(FrappeTestCase):
 		)
 		self.assertEqual(resolved, {"api.a": 1, "api.b": 0})
 
+	def test_a_failure_group_larger_than_one_job_takes_is_refused_before_anything_is_queued(self):
+		store = DocTypeStore(commit=False)
+		store.save([incoming(f"api-group-{n}", "api.g", status=Status.DEAD) for n in range(3)])
+		for n in range(3):
+			store.add_error(error(f"api-group-{n}", "api.g", fingerprint="api-big-group"))
+		with patch.object(api, "MAX_MATCHES", 2), self.assertRaises(frappe.ValidationError) as refused:
+			api.replay_failure_group("api-big-group")
+		self.assertIn("at most 2 at a time", str(refused.exception))
+
 
 class TestQueuedReplay(FrappeTestCase):
 	"""Committed records (the job commits, as a worker does); deleted afterwards."""
