@@ -29,11 +29,10 @@ from typing import Any
 import frappe
 from frappe.utils import get_datetime, now_datetime
 
-from frappe_eda.messaging.heartbeat import DEFAULT_HEARTBEAT_EVERY, WorkerBeat
+from frappe_eda.messaging.heartbeat import COUNTERS, DEFAULT_HEARTBEAT_EVERY, WorkerBeat
 from frappe_eda.stores.doctype_columns import escape, unescape
 
 WORKER = "EDA Worker"
-COUNTERS = ("processed", "duplicates", "retried", "dead", "reconnects", "store_failures", "refused")
 # Rows of runs last seen longer ago than this go at the next worker start.
 DEFAULT_KEEP = timedelta(days=7)
 NAME_CHARS = 140  # a row's name, worker_id and host (Data fields)

@@ -206,11 +206,6 @@ def _replayer(connection: BrokerConnection, store: Any = None) -> Replayer:
 	return Replayer(publisher, store, actor=frappe.session.user)
 
 
-def replay_records(names: list[str], force: bool = False, job_id: str | None = None) -> list[dict[str, Any]]:
-	"""Replay EDA Messages ``names``; one result each (``name``, ``sent``, ``reason``, ``detail``)."""
-	return _replay(names, force, job_id)[0]
-
-
 def replay_report(names: list[str], force: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 	"""Every per-message result and the summary, for ``bench eda replay`` (synchronous, all results)."""
 	return _replay(names, force, None)
@@ -268,15 +263,27 @@ def _replay(names: list[str], force: bool, job_id: str | None) -> tuple[list[dic
 					kept[problem] += 1
 					results[name]["detail"] = after.detail
 	ordered = [results[n] for n in names]
-	summary = {
-		"total": len(names),
-		"sent": sum(r["sent"] for r in ordered),
-		"refused": dict(Counter(r["reason"] for r in ordered if not r["sent"]).most_common()),
+	return ordered, _summary(ordered, "sent", len(names), removed, kept, progress)
+
+
+def _summary(
+	results: list[dict[str, Any]],
+	done: str,
+	total: int,
+	removed: int,
+	kept: Counter[str],
+	progress: _Progress,
+) -> dict[str, Any]:
+	"""A job's summary: ``done`` ("sent" or "resolved") of ``total``, the others counted by reason, and the
+	dead-letter copies removed or kept (by reason)."""
+	return {
+		"total": total,
+		done: sum(r[done] for r in results),
+		"refused": dict(Counter(r["reason"] for r in results if not r[done]).most_common()),
 		"dead_copies_removed": removed,
 		"dead_copies_kept": dict(kept.most_common()),
 		"seconds": progress.seconds(),
 	}
-	return ordered, summary
 
 
 def _claim(
@@ -451,10 +458,6 @@ def group_names(fingerprint: str) -> list[str]:
 	return select_names(group_filters(fingerprint))
 
 
-def replay_group(fingerprint: str, force: bool = False) -> list[dict[str, Any]]:
-	return replay_records(group_names(fingerprint), force=force)
-
-
 def edit_and_replay(name: str, payload: str | dict) -> str:
 	"""Send a corrected copy of EDA Message ``name``; returns the copy's EDA Message name."""
 	from frappe_eda.settings import load_settings
@@ -525,14 +528,7 @@ def resolve_selection(names: list[str], job_id: str | None = None) -> dict[str, 
 		except BrokerUnavailable as e:
 			reason = f"the broker is unreachable ({e}); the copies stay in the dead-letter queues"
 			kept[reason] += sum(len(ids) for ids in left.values())
-	summary = {
-		"total": len(names),
-		"resolved": sum(r["resolved"] for r in results),
-		"refused": dict(Counter(r["reason"] for r in results if not r["resolved"]).most_common()),
-		"dead_copies_removed": removed,
-		"dead_copies_kept": dict(kept.most_common()),
-		"seconds": progress.seconds(),
-	}
+	summary = _summary(results, "resolved", len(names), removed, kept, progress)
 	return {"summary": summary, **_kept_results(results)}
 
 

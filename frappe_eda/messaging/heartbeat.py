@@ -41,6 +41,9 @@ REPORTED_QUEUES = 10
 # Missed beats before a worker shows as stale; a batch in hand delays a beat, hence the floor.
 STALE_AFTER_BEATS = 3
 MIN_STALE_SECONDS = 60.0
+# The cumulative counts a beat carries: fields of both ``WorkerStats`` and ``WorkerBeat``, and the
+# columns of every store's worker rows.
+COUNTERS = ("processed", "duplicates", "retried", "dead", "reconnects", "store_failures", "refused")
 
 
 @dataclass(frozen=True)
@@ -185,13 +188,7 @@ class WorkerTicks:
 			queues=self.queues,
 			started_at=self.started_at,
 			last_seen=datetime.now(timezone.utc),
-			processed=s.processed,
-			duplicates=s.duplicates,
-			retried=s.retried,
-			dead=s.dead,
-			reconnects=s.reconnects,
-			store_failures=s.store_failures,
-			refused=s.refused,
+			**{counter: getattr(s, counter) for counter in COUNTERS},
 			heartbeat_every=self.heartbeat_every,
 			stopped=stopped,
 		)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -90,12 +90,13 @@ class Replayer:
 		self._holding_relay = False
 
 	@contextmanager
-	def holding_relay(self) -> Iterator[None]:
+	def holding_relay(self, needed: bool = True) -> Iterator[None]:
 		"""The store's relay claim, for as long as outgoing replays are Pending: they are reopened to
 		Pending, and a relay that read them before this replay marked them Published would send them a
 		second time. Waits for a relay's batch in progress (up to ``relay_wait`` seconds), then refuses
-		with ``ReplayRefused``. Nested uses hold it once (a caller may hold it across several batches)."""
-		if self._holding_relay:
+		with ``ReplayRefused``. Nested uses hold it once (a caller may hold it across several batches);
+		``needed=False`` (nothing outgoing) holds nothing."""
+		if self._holding_relay or not needed:
 			yield
 			return
 		deadline = time.monotonic() + self.relay_wait
@@ -127,7 +128,7 @@ class Replayer:
 		"""Replay the stored message ``message_id`` (of ``queue`` when it reached several queues); an
 		incoming one's parked copy then leaves ``<queue>.dead``."""
 		record = self._find_one(message_id, queue, direction)
-		with self.holding_relay() if record.direction is Direction.OUTGOING else nullcontext():
+		with self.holding_relay(record.direction is Direction.OUTGOING):
 			result = self._replay_record(record, force, dry_run)
 		return self.remove_dead_copies([result])[0]
 
@@ -168,7 +169,7 @@ class Replayer:
 			resolved=False,
 			created_at=utcnow(),
 		)
-		with self.holding_relay() if record.direction is Direction.OUTGOING else nullcontext():
+		with self.holding_relay(record.direction is Direction.OUTGOING):
 			with self.store.transaction():
 				self.store.save([record, replace(original, resolved=True)])
 				self.store.resolve(original.direction, original.queue, [original.message_id])
@@ -231,7 +232,7 @@ class Replayer:
 
 	def _replay_batch(self, batch: list[tuple[int, MessageRecord]]) -> dict[int, ReplayResult]:
 		outgoing = any(record.direction is Direction.OUTGOING for _, record in batch)
-		with self.holding_relay() if outgoing else nullcontext():
+		with self.holding_relay(outgoing):
 			settled = self._settled_meanwhile(batch)
 			results = self._replay_batch_held([item for item in batch if item[0] not in settled])
 		return {**results, **settled}

@@ -29,8 +29,7 @@ def on_document_event(doc: Any, method: str) -> None:
 		return
 	if doc.doctype in OWN_DOCTYPES or (getattr(doc, "meta", None) and doc.meta.istable):
 		return
-	if flags.in_eda_worker:
-		note_written(doc, method)  # the incoming message's reference (frappe_eda.consumer.written)
+	note_written(doc, method)  # in the worker: the incoming message's reference (consumer.written)
 	rules = rules_for(doc.doctype, method)
 	if not rules:
 		return

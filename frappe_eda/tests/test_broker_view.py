@@ -61,6 +61,17 @@ class TestBrokerView(FrappeTestCase):
 		for i in range(n):
 			channel.basic_publish("", queue, f"{self.prefix} {i}".encode())
 
+	def start_consumer(self):
+		"""A consumer in another process (one broker connection per process) that takes two of the work
+		queue's messages and never acks them."""
+		consumer = subprocess.Popen(
+			[sys.executable, "-c", CONSUMER, self.settings.broker.url, self.queue],
+			stdout=subprocess.DEVNULL,
+			stderr=subprocess.DEVNULL,
+		)
+		self.addCleanup(consumer.wait, 10)
+		self.addCleanup(consumer.kill)
+
 	def row(self, view, queue):
 		[row] = [q for q in view["queues"] if q["queue"] == queue]
 		return row
@@ -89,13 +100,7 @@ class TestBrokerView(FrappeTestCase):
 		self.assertEqual((row["dead"]["queue"], row["dead"]["ready"]), (dead_letter_queue(self.queue), 2))
 
 		# a consumer in another process that takes two and does not ack them: one consumer, one ready
-		consumer = subprocess.Popen(
-			[sys.executable, "-c", CONSUMER, self.settings.broker.url, self.queue],
-			stdout=subprocess.DEVNULL,
-			stderr=subprocess.DEVNULL,
-		)
-		self.addCleanup(consumer.wait, 10)
-		self.addCleanup(consumer.kill)
+		self.start_consumer()
 		deadline = time.monotonic() + 20
 		while time.monotonic() < deadline:
 			row = self.row(broker_view(), self.queue)
@@ -144,13 +149,7 @@ class TestBrokerView(FrappeTestCase):
 			channel = connection.channel()
 			channel.confirm_delivery()
 			self.fill(channel, self.queue, 3)
-		consumer = subprocess.Popen(
-			[sys.executable, "-c", CONSUMER, self.settings.broker.url, self.queue],
-			stdout=subprocess.DEVNULL,
-			stderr=subprocess.DEVNULL,
-		)
-		self.addCleanup(consumer.wait, 10)
-		self.addCleanup(consumer.kill)
+		self.start_consumer()
 		frappe.local.conf["eda_management_url"] = "http://127.0.0.1:15672"  # credentials: the broker URL's
 		deadline = time.monotonic() + 30  # the API's statistics refresh every few seconds
 		while time.monotonic() < deadline:

@@ -1,7 +1,6 @@
 # Copyright (c) 2026, frappe_eda developers and contributors
 # License: MIT. See LICENSE
 
-import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -60,11 +59,11 @@ def related_messages(name: str) -> dict[str, Any]:
 		frappe.throw(_("name must be an EDA Message name"), frappe.ValidationError)
 	doc = frappe.get_doc("EDA Message", name)
 	doc.check_permission("read")
-	envelope = _envelope(doc.payload)
 	message_id = from_column("message_id", doc.message_id)
-	causation_id = _id(envelope.get("causation_id"))
+	# The envelope's ids as the store kept them (doctype_store.chain_ids), stored like message ids.
+	causation_id = from_column("message_id", doc.causation_id)
 	# A message without a correlation id starts its own: its follow-ups carry its id (Message.caused).
-	correlation_id = _id(envelope.get("correlation_id")) or message_id
+	correlation_id = from_column("message_id", doc.correlation_id) or message_id
 	replayed_as = _messages({"replay_of": to_column("replay_of", message_id)}, name) if message_id else []
 	related = {
 		"replay_of": _by_id(doc.replay_of and from_column("replay_of", doc.replay_of), name),
@@ -79,18 +78,6 @@ def related_messages(name: str) -> dict[str, Any]:
 	listed = {row["name"] for rows in related.values() for row in rows}
 	others = [row for row in _in_chain("correlation_id", correlation_id, name) if row["name"] not in listed]
 	return {**related, "correlated": others, "correlation_id": correlation_id, "limit": RELATED_LIMIT}
-
-
-def _envelope(payload: str | None) -> dict[str, Any]:
-	try:
-		envelope = json.loads(payload or "{}")
-	except (ValueError, RecursionError):
-		return {}
-	return envelope if isinstance(envelope, dict) else {}
-
-
-def _id(value: Any) -> str:
-	return value if isinstance(value, str) and 0 < len(value) <= 255 else ""
 
 
 def _by_id(message_id: str | None, name: str) -> list[dict[str, Any]]:
