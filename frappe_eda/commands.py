@@ -254,8 +254,10 @@ def worker(context: click.Context, queues: tuple[str, ...], no_relay: bool) -> N
 		from frappe_eda.consumer import handler_modules, run_worker
 		from frappe_eda.messaging.errors import ConfigurationError
 		from frappe_eda.messaging.registry import default_registry
+		from frappe_eda.replication.receipts import receipts_wanted
+		from frappe_eda.replication.subscriptions import enabled_specs
 
-		if not handler_modules():
+		if not handler_modules() and not enabled_specs() and not receipts_wanted():
 			raise click.ClickException(NO_HANDLERS)
 		try:
 			stats = run_worker(queues or None, relay=not no_relay)
@@ -270,8 +272,9 @@ def worker(context: click.Context, queues: tuple[str, ...], no_relay: bool) -> N
 
 
 NO_HANDLERS = (
-	"no handlers to consume: no installed app lists handler modules in the `eda_handlers` hook of its "
-	'hooks.py (eda_handlers = ["myapp.eda.handlers"]), and EDA_HANDLER_MODULES is not set'
+	"no handlers to consume: no enabled EDA Subscription, no installed app lists handler modules in the "
+	'`eda_handlers` hook of its hooks.py (eda_handlers = ["myapp.eda.handlers"]), and '
+	"EDA_HANDLER_MODULES is not set"
 )
 
 
@@ -289,6 +292,169 @@ def declare(context: click.Context) -> None:
 			worker.declare()
 			worker.close()
 			click.echo(f"declared {len(worker.subscriptions)} handler queues")
+
+
+@eda.command("backfill")
+@click.argument("doctype")
+@click.option(
+	"--filters",
+	default=None,
+	help='JSON, as frappe.get_all takes it: {"status": "Open"} or [["modified", ">", "2026-01-01"]].',
+)
+@click.option(
+	"--to",
+	"destination",
+	default=None,
+	help="Send to this EDA Destination (default: through the DocType's enabled publishing rules).",
+)
+@click.option("--batch-size", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option(
+	"--rate",
+	default=None,
+	type=click.FloatRange(min=0, min_open=True),
+	help="At most this many documents a second.",
+)
+@click.option(
+	"--max-pending",
+	default=None,
+	type=click.IntRange(min=0),
+	help="Wait before a batch while this many outgoing messages are Pending (default: 5 x batch size; 0: never).",
+)
+@click.option(
+	"--max-wait",
+	default=None,
+	type=click.FloatRange(min=0),
+	help="Give up after waiting this many seconds for the relay (default: wait as long as it takes).",
+)
+@click.option("--restart", is_flag=True, help="Start from the first document, not after the last run's.")
+@pass_context
+def backfill(
+	context: click.Context,
+	doctype: str,
+	filters: str | None,
+	destination: str | None,
+	batch_size: int,
+	rate: float | None,
+	max_pending: int | None,
+	max_wait: float | None,
+	restart: bool,
+) -> None:
+	"""Publish the existing DOCTYPE documents through the outbox (one `<doctype>.backfill` message each
+	per target), so a new server catches up: in name order, a commit per batch (run it again to resume),
+	throttled by --rate and by the Pending outbox."""
+	import json
+	import sys
+	import time
+
+	try:
+		parsed = json.loads(filters) if filters else None
+	except ValueError as e:
+		raise click.ClickException(f"--filters is not JSON ({e}): {filters!r}")
+	if parsed is not None and not isinstance(parsed, dict | list):
+		raise click.ClickException(f"--filters must be a JSON object or list, not {filters!r}")
+	with _site(context):
+		import frappe
+
+		from frappe_eda.replication.backfill import BackfillError
+		from frappe_eda.replication.backfill import backfill as run_backfill
+
+		frappe.set_user("Administrator")
+		bar = None
+		last_line = [0.0]
+
+		def progress(done: int, total: int) -> None:
+			nonlocal bar
+			if sys.stdout.isatty():
+				if bar is None:
+					bar = click.progressbar(length=max(total, 1), label=f"{doctype}", show_pos=True)
+					bar.__enter__()
+				bar.update(min(done, bar.length) - bar.pos)
+			elif done >= total or time.monotonic() - last_line[0] >= 5:
+				click.echo(f"{done}/{total} documents")
+				last_line[0] = time.monotonic()
+
+		try:
+			report = run_backfill(
+				doctype,
+				filters=parsed,
+				to=destination,
+				batch_size=batch_size,
+				rate=rate,
+				restart=restart,
+				progress=progress,
+				max_pending=max_pending,
+				max_wait=max_wait,
+				echo=click.echo,
+			)
+		except BackfillError as e:
+			raise click.ClickException(str(e))
+		except KeyboardInterrupt:
+			raise click.ClickException("interrupted: every committed batch is kept; run it again to resume")
+		finally:
+			if bar is not None:
+				bar.__exit__(None, None, None)
+		click.echo(report.summary())
+
+
+@eda.command("reconcile")
+@click.argument("doctype")
+@click.option(
+	"--with", "source", default=None, help="The source server (default: the subscription's Source)."
+)
+@click.option(
+	"--subscription", default=None, help="Only this EDA Subscription (default: all enabled for DOCTYPE)."
+)
+@click.option("--buckets", default=None, type=click.IntRange(1, 4096), help="Digest buckets (default 256).")
+@click.option("--wait", is_flag=True, help="Wait for the outcome and print it.")
+@click.option(
+	"--timeout", default=300.0, show_default=True, type=click.FloatRange(min=0), help="With --wait."
+)
+@pass_context
+def reconcile(
+	context: click.Context,
+	doctype: str,
+	source: str | None,
+	subscription: str | None,
+	buckets: int | None,
+	wait: bool,
+	timeout: float,
+) -> None:
+	"""Compare this site's copies of DOCTYPE with the source's digests and have what differs sent again
+	(anti-entropy; the eda workers of both sites do the work: see frappe_eda.replication.reconcile)."""
+	import time
+
+	with _site(context):
+		import frappe
+
+		from frappe_eda.messaging.replication.digests import DEFAULT_BUCKETS
+		from frappe_eda.replication import reconcile as rc
+
+		frappe.set_user("Administrator")
+		try:
+			names = rc.subscriptions_for(doctype, subscription)
+			for name in names:
+				state = rc.start_run(name, source, buckets or DEFAULT_BUCKETS)
+				frappe.db.commit()
+				click.echo(
+					f"reconciliation {state['run']} of {name}: digest of {state['local_documents']} copies "
+					f"in {state['buckets']} buckets sent to {state['source']}"
+				)
+		except frappe.ValidationError as e:
+			raise click.ClickException(frappe.utils.strip_html(str(e)))
+		if not wait:
+			return
+		deadline = time.monotonic() + timeout
+		pending = list(names)
+		while pending:
+			frappe.db.rollback()  # a fresh snapshot: the worker commits what it handled
+			for name in list(pending):
+				result = rc.refresh(name, force_finish=time.monotonic() > deadline)
+				frappe.db.commit()
+				if result.get("status") == "done":
+					pending.remove(name)
+					click.echo(rc.summary(name, result))
+			if pending:
+				time.sleep(0.5)
 
 
 commands = [eda]

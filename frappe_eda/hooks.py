@@ -21,6 +21,8 @@ doc_events = {
 			"on_cancel",
 			"on_trash",
 			"on_update_after_submit",
+			"on_change",  # published only after db_set (frappe_eda.outbox.doc_events)
+			"after_rename",
 		)
 	}
 }
@@ -40,7 +42,7 @@ after_migrate = "frappe_eda.setup.install.after_migrate"
 
 # EDA Messages and Errors are history about a document, not links that keep it alive: deleting the
 # document (even one whose on_trash rule just wrote a message) must not raise LinkExistsError.
-ignore_links_on_delete = ["EDA Message", "EDA Error"]
+ignore_links_on_delete = ["EDA Message", "EDA Error", "EDA Receipt", "EDA Replica"]
 
 # A message's payload is a copy of its document: readers need read permission on that document, or
 # the EDA Manager / System Manager role (frappe_eda.desk.access).
@@ -59,10 +61,14 @@ persistent_cache_keys = ["eda:replay-job:*"]
 
 scheduler_events = {
 	# Re-drive outbox messages that no relay picked up (the relay itself is woken after each commit).
-	"cron": {"* * * * *": ["frappe_eda.outbox.relay.relay_stale"]},
+	"cron": {
+		"* * * * *": ["frappe_eda.outbox.relay.relay_stale"],
+		# Reconciliation: finish open runs, start those each subscription's reconcile_every says are due.
+		"*/5 * * * *": ["frappe_eda.replication.reconcile.scheduled"],
+	},
 	"hourly": ["frappe_eda.desk.notifications.send_failure_digest"],
 	"daily": ["frappe_eda.desk.retention.apply_retention"],
 }
 
 # Log Settings may also clear finished EDA Messages (Failed and Dead are kept until resolved).
-default_log_clearing_doctypes = {"EDA Message": 30}
+default_log_clearing_doctypes = {"EDA Message": 30, "EDA Receipt": 90}

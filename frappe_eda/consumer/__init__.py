@@ -33,7 +33,7 @@ from werkzeug.local import release_local
 from frappe_eda.messaging.connection import BrokerConnection
 from frappe_eda.messaging.consumer import Worker, WorkerOptions, WorkerStats
 from frappe_eda.messaging.heartbeat import DEFAULT_HEARTBEAT_EVERY, show_worker_log
-from frappe_eda.messaging.registry import default_registry, import_handler_modules
+from frappe_eda.messaging.registry import HandlerRegistry, default_registry, import_handler_modules
 
 log = logging.getLogger(__name__)
 
@@ -100,18 +100,38 @@ def fresh_site_state(site: str, sites_path: str, user: str | None = None) -> Non
 		frappe.set_user(user)
 
 
+def site_registry() -> HandlerRegistry:
+	"""The handlers this site's worker runs: the apps' ``@subscribe`` handlers (``eda_handlers``), one per
+	enabled EDA Subscription, the receipts queue when a destination asks for receipts, and the
+	reconciliation queues (``replication.reconcile``)."""
+	from frappe_eda.replication import receipts, subscriptions
+
+	import_handler_modules(handler_modules())
+	registry = HandlerRegistry()
+	for subscription in default_registry:
+		registry.add(subscription)
+	subscriptions.add_to_registry(registry, subscriptions.enabled_specs())
+	if receipts.receipts_wanted():
+		registry.add(receipts.receipt_subscription())
+	from frappe_eda.replication import reconcile
+
+	reconcile.add_to_registry(registry)  # reconciliation queues, as a source and as a subscriber
+	return registry
+
+
 def build_worker(
 	connection: BrokerConnection,
 	queues: Iterable[str] | None = None,
 	heartbeat_every: float = DEFAULT_HEARTBEAT_EVERY,
+	registry: HandlerRegistry | None = None,
 ) -> Worker:
 	from frappe_eda.consumer.heartbeats import SiteHeartbeats
 	from frappe_eda.desk.notifications import site_notifier
+	from frappe_eda.replication.receipts import ReceiptingStore
 	from frappe_eda.settings import load_settings, load_worker_user
-	from frappe_eda.stores.doctype_store import DocTypeStore
 
 	settings = load_settings()
-	import_handler_modules(handler_modules())
+	registry = site_registry() if registry is None else registry
 	site, sites_path = frappe.local.site, frappe.local.sites_path
 
 	def connect_handler_thread() -> None:
@@ -126,8 +146,8 @@ def build_worker(
 
 	return Worker(
 		connection,
-		default_registry,
-		DocTypeStore(commit=True),
+		registry,
+		ReceiptingStore(commit=True),
 		queues=queues,
 		retry=settings.retry,
 		notifier=site_notifier(settings),
@@ -143,30 +163,90 @@ def build_worker(
 
 
 def run_worker(queues: Iterable[str] | None = None, relay: bool = True) -> WorkerStats:
-	"""Consume until SIGTERM/SIGINT; with ``relay`` also send the outbox between batches."""
+	"""Consume until SIGTERM/SIGINT; with ``relay`` also send the outbox between batches.
+
+	When an EDA Subscription is added, changed or removed (``subscriptions.ChangeWatch``), the worker
+	finishes the batch in hand and starts consuming the new set of queues on the same connection: no
+	restart. Until there is anything to consume it waits for a subscription, rather than exiting."""
+	from frappe_eda.replication.subscriptions import ChangeWatch
 	from frappe_eda.settings import load_settings
 
 	settings = load_settings()
 	show_worker_log()  # bench sets up no logging: the throughput line would not show
+	stopped = threading.Event()
+	total = WorkerStats()
 	with BrokerConnection(settings.broker) as connection:
-		worker = build_worker(connection, queues)
-		worker.install_signal_handlers()
-		# Queues and bindings exist once the banner says "consuming": a message published from then on
-		# is routed to them, even before the first poll (declaring again at start costs a round trip).
-		worker.declare()
-		_announce(worker, settings.broker.redacted_url(), settings.prefetch, relay)
 		stop = threading.Event()
+		relay_turn = None
 		if relay:
 			woken = threading.Event()
 			_listen_for_commits(connection, woken, stop)
-			worker.between_batches = _relay_when_woken(
-				connection, woken, frappe.local.site, frappe.local.sites_path
-			)
+			relay_turn = _relay_when_woken(connection, woken, frappe.local.site, frappe.local.sites_path)
 		try:
-			return worker.run()
+			while not stopped.is_set():
+				watch = ChangeWatch()
+				worker = build_worker(connection, queues)
+				_stop_on_signals(worker, stopped)
+				if not worker.subscriptions and queues is None:
+					_wait_for_subscriptions(connection, watch, stopped, relay_turn)
+					worker.close()
+					continue
+				# Queues and bindings exist once the banner says "consuming": a message published from
+				# then on is routed to them, even before the first poll.
+				worker.declare()
+				_announce(worker, settings.broker.redacted_url(), settings.prefetch, relay)
+				worker.between_batches = relay_turn
+				try:
+					stats = worker.run(until=lambda _stats, w=watch: w.changed())
+				finally:
+					worker.close()
+				_add_stats(total, stats)
+				if not stopped.is_set():
+					click_echo("EDA Subscriptions changed: consuming the new set of queues")
+			return total
 		finally:
 			stop.set()
-			worker.close()
+
+
+def _stop_on_signals(worker: Worker, stopped: threading.Event) -> None:
+	"""SIGTERM/SIGINT stop this worker after its batch in hand, and the reload loop with it."""
+	import signal
+
+	def handle(signum: int, _frame: Any) -> None:
+		log.info("received %s; finishing the batch in hand, then stopping", signal.Signals(signum).name)
+		stopped.set()
+		worker.stop()
+
+	signal.signal(signal.SIGTERM, handle)
+	signal.signal(signal.SIGINT, handle)
+
+
+def _wait_for_subscriptions(
+	connection: BrokerConnection,
+	watch: Any,
+	stopped: threading.Event,
+	relay_turn: Callable[[], None] | None,
+) -> None:
+	"""No handler and no subscription yet: keep the connection (and the relay) alive until one comes."""
+	click_echo(
+		f"eda worker for site {frappe.local.site}: no handlers and no enabled EDA Subscriptions yet; "
+		"waiting for one"
+	)
+	while not stopped.is_set() and not watch.changed():
+		connection.process_events(1.0)
+		if relay_turn is not None:
+			relay_turn()
+
+
+def _add_stats(total: WorkerStats, stats: WorkerStats) -> None:
+	for name in ("processed", "duplicates", "retried", "dead", "reconnects", "store_failures", "refused"):
+		setattr(total, name, getattr(total, name) + getattr(stats, name))
+
+
+def click_echo(text: str) -> None:
+	import click
+
+	click.echo(text)
 
 
 def _announce(worker: Worker, broker: str, prefetch: int, relay: bool) -> None:

@@ -16,6 +16,7 @@ import frappe
 from frappe import _
 
 from frappe_eda.desk import access, notifications, replay, tracking
+from frappe_eda.replication import receipts
 
 MANAGER_ROLE = "EDA Manager"
 MAX_NAMES = 10_000  # names in one bulk action; a larger selection goes by filters
@@ -273,6 +274,16 @@ def message_errors(name: str) -> list[dict[str, Any]]:
 		],
 		order_by="occurred_at asc",
 	)
+
+
+@frappe.whitelist()
+def message_receipts(name: str) -> list[dict[str, Any]]:
+	"""The receipts of one outgoing message, newest first (for the form): for whoever may read it."""
+	if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+		frappe.throw(_("name must be an EDA Message name"), frappe.ValidationError)
+	doc = frappe.get_doc("EDA Message", name)
+	doc.check_permission("read")
+	return receipts.receipts_of([doc.name])[doc.name]
 
 
 @frappe.whitelist()

@@ -4,7 +4,8 @@ Outgoing messages name the document they were made of (a rule, a hook, ``publish
 incoming ones the document their handler wrote first (``frappe_eda.consumer.written``). Every form's
 "Messages" section (``frappe_eda.bundle.js``) shows these, newest first, read with the user's own
 permissions: they must read the document, and they see only the EDA Messages they may read
-(``frappe_eda.desk.access``).
+(``frappe_eda.desk.access``). Each outgoing message carries the receipts the servers it reached sent
+back (``frappe_eda.replication.receipts``): whoever may read a message may read its receipts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from typing import Any
 import frappe
 from frappe import _
 
+from frappe_eda.replication.receipts import receipts_of
+
 DOCUMENT_MESSAGES_LIMIT = 20
+OUTGOING = "Outgoing"
 FIELDS = [
 	"name",
 	"direction",
@@ -57,10 +61,13 @@ def document_messages(doctype: str, name: str) -> dict[str, Any]:
 		group_by="direction, status",
 		order_by="direction asc",
 	)
-	for row in rows:
+	shown = rows[:DOCUMENT_MESSAGES_LIMIT]
+	receipts = receipts_of(row.name for row in shown if row.direction == OUTGOING)
+	for row in shown:
 		row.last_error = (row.last_error or "").split("\n", 1)[0][:300]
+		row.receipts = receipts.get(row.name, [])
 	return {
-		"messages": rows[:DOCUMENT_MESSAGES_LIMIT],
+		"messages": shown,
 		"more": len(rows) > DOCUMENT_MESSAGES_LIMIT,
 		"counts": counts,
 	}

@@ -7,6 +7,7 @@ if the broker is down the message waits as Pending and goes out, in order, when 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import frappe
@@ -15,6 +16,7 @@ from frappe_eda.messaging import wire
 from frappe_eda.messaging.envelope import DEFAULT_MAX_BYTES, Message, encode
 from frappe_eda.messaging.errors import DestinationUnavailable
 from frappe_eda.messaging.publisher import envelope_from_record
+from frappe_eda.messaging.replication import addressing
 from frappe_eda.messaging.store import Direction, MessageRecord, Status
 from frappe_eda.messaging.templates import render_template
 from frappe_eda.outbox.wakeup import wake_relay_after_commit
@@ -31,6 +33,7 @@ def publish(
 	reference_name: str | None = None,
 	correlation_id: str | None = None,
 	causation_id: str | None = None,
+	headers: Mapping[str, Any] | None = None,
 ) -> Message:
 	"""Queue a message for publishing when the current transaction commits; returns it.
 
@@ -40,6 +43,11 @@ def publish(
 	body over 1 MiB: ``BodyTooLarge``) or AMQP cannot carry (``FieldTooLong``, ...) its ``Unsendable``
 	error; document rules catch both and record the message Failed instead
 	(``frappe_eda.outbox.unsendable``), so a user's save never fails on it.
+
+	Every message says where its change started (``eda-origin``: this site, or the origin of the message
+	a subscription is applying), and a message to a destination names the servers it is for
+	(``eda-to``) and, when the destination asks for receipts, where they go (``eda-reply-to``); see
+	``frappe_eda.messaging.replication.addressing``.
 	"""
 	from frappe_eda.settings import load_outbox_settings
 	from frappe_eda.stores.doctype_store import DocTypeStore
@@ -54,6 +62,7 @@ def publish(
 		source=f"{frappe.local.site}",
 		correlation_id=correlation_id,
 		causation_id=causation_id,
+		headers={**routing_headers(to), **(headers or {})},
 	)
 	record = outgoing_record(
 		message,
@@ -123,3 +132,21 @@ def resolve_destination(
 		)
 		return exchange or destination.exchange or default_exchange, key
 	return exchange or default_exchange, routing_key or message_type
+
+
+def routing_headers(to: str | None) -> dict[str, Any]:
+	"""``eda-origin`` always; ``eda-to`` and ``eda-reply-to`` from the EDA Destination ``to``."""
+	headers: dict[str, Any] = {
+		addressing.ORIGIN: getattr(frappe.local.flags, "eda_origin", None) or frappe.local.site
+	}
+	if to:
+		target = frappe.db.get_value(
+			"EDA Destination", to, ["target_servers", "request_receipts"], as_dict=True
+		)
+		if target:
+			servers = [s.strip() for s in (target.target_servers or "").replace(",", "\n").splitlines()]
+			if servers := [s for s in servers if s]:
+				headers[addressing.TO] = servers
+			if target.request_receipts:
+				headers[addressing.REPLY_TO] = addressing.receipt_key_for(frappe.local.site)
+	return headers

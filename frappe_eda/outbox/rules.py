@@ -37,7 +37,16 @@ log = logging.getLogger(__name__)
 
 RULES_CACHE_KEY = "eda_event_rules"
 RULES_TTL_SECONDS = 600
-DOC_EVENTS = ("after_insert", "on_update", "on_submit", "on_cancel", "on_trash", "on_update_after_submit")
+DOC_EVENTS = (
+	"after_insert",
+	"on_update",
+	"on_submit",
+	"on_cancel",
+	"on_trash",
+	"on_update_after_submit",
+	"on_change",
+	"after_rename",
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,9 @@ class PublishRule:
 	fields: tuple[str, ...] = ()
 	condition: str = ""
 	rule: str = ""  # the EDA Event Rule's name, when it came from the desk
+	send_linked: bool = False  # add the linked documents (frappe_eda.outbox.linked)
+	skip_imports: bool = False  # Data Import publishes unless the rule opts out
+	in_patches: bool = False  # patches publish only when the rule says so
 
 
 def rules_for(doctype: str, event: str) -> list[PublishRule]:
@@ -77,18 +89,28 @@ def clear_rules_cache() -> None:
 
 def _load_rules() -> dict[str, list[PublishRule]]:
 	rules: dict[str, list[PublishRule]] = {}
+	# During bench migrate a patch may save documents before the DocType's new columns exist: read only
+	# the columns the table has (a missing one reads as its default).
+	existing = set(frappe.db.get_table_columns("EDA Event Rule"))
 	for row in frappe.get_all(
 		"EDA Event Rule",
 		filters={"enabled": 1},
 		fields=[
-			"name",
-			"document_type",
-			"event",
-			"condition",
-			"destination",
-			"exchange",
-			"routing_key",
-			"send_fields",
+			column
+			for column in (
+				"name",
+				"document_type",
+				"event",
+				"condition",
+				"destination",
+				"exchange",
+				"routing_key",
+				"send_fields",
+				"send_linked",
+				"skip_imports",
+				"publish_in_patches",
+			)
+			if column in existing
 		],
 	):
 		rules.setdefault(row.document_type, []).append(
@@ -101,6 +123,9 @@ def _load_rules() -> dict[str, list[PublishRule]]:
 				fields=_split(row.send_fields),
 				condition=row.condition or "",
 				rule=row.name,
+				send_linked=bool(row.get("send_linked")),
+				skip_imports=bool(row.get("skip_imports")),
+				in_patches=bool(row.get("publish_in_patches")),
 			)
 		)
 	for rule in hook_rules(frappe.get_hooks("eda_publish")):
@@ -174,6 +199,9 @@ def _from_hook(doctype: str, spec: Any) -> PublishRule:
 		destination=texts["to"],
 		fields=tuple(fields),
 		condition=texts["condition"],
+		send_linked=bool(spec.get("send_linked")),
+		skip_imports=bool(spec.get("skip_imports")),
+		in_patches=bool(spec.get("publish_in_patches")),
 	)
 
 

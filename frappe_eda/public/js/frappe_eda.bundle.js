@@ -188,6 +188,7 @@ const UTC_FIELDS = {
 	"EDA Message": ["created_at", "updated_at"],
 	"EDA Error": ["occurred_at"],
 	"EDA Worker": ["started_at", "last_heartbeat"],
+	"EDA Receipt": ["outcome_at", "received_at"],
 };
 
 frappe_eda.show_utc_columns = function (doctype) {
@@ -286,6 +287,30 @@ frappe_eda.setup_list = function (listview, group_by_fields, total_fields) {
 	}
 };
 
+// Delivery receipts (frappe_eda.replication.receipts): what each server did with an outgoing message.
+// Every text in a receipt came from another server and is stored HTML-escaped: shown with stored_text.
+frappe_eda.RECEIPT_COLOURS = { Applied: "green", Skipped: "gray", Retrying: "orange", Refused: "red" };
+
+// One receipt as inert HTML: "Applied at wh1.localhost at 10:04 — ITEM-9" or "Refused at wh2.localhost
+// at 10:05: MissingLink: missing Item ITEM-9".
+frappe_eda.receipt_line = function (r) {
+	const colour = frappe_eda.RECEIPT_COLOURS[r.outcome] || "gray";
+	const outcome = frappe_eda.RECEIPT_COLOURS[r.outcome] ? __(r.outcome) : frappe_eda.stored_text(r.outcome);
+	const at = r.outcome_at ? " " + __("at {0}", [frappe_eda.format_utc(r.outcome_at)]) : "";
+	const document = r.document ? ` — ${frappe_eda.stored_text(r.document)}` : "";
+	const detail = r.detail ? `: ${frappe.utils.escape_html(frappe_eda.short_text(frappe_eda.unescape(r.detail), 300))}` : "";
+	const subscription = r.subscription
+		? ` <span class="text-muted">(${__("subscription {0}", [frappe_eda.stored_text(r.subscription)])})</span>`
+		: "";
+	return `<div class="eda-receipt"><span class="indicator-pill ${colour}">${outcome}</span> ${__("at")} <b>${frappe_eda.stored_text(
+		r.server
+	)}</b>${at}${document}${detail}${subscription}</div>`;
+};
+
+frappe_eda.receipt_lines = function (receipts) {
+	return (receipts || []).map((r) => frappe_eda.receipt_line(r)).join("");
+};
+
 // Every document's form: a "Messages" section listing the EDA Messages about it (sent from it, or
 // received and applied to it), newest first, with status, linked (frappe_eda.desk.tracking). Shown
 // only when there are some, to users who may read EDA Messages; the text is stored producer text,
@@ -316,7 +341,11 @@ frappe_eda.show_document_messages = function (frm) {
 					<td>${frappe_eda.stored_text(where || "")}</td>
 					<td>${frappe_eda.utc_age(m.created_at)}</td>
 					<td class="text-muted">${frappe.utils.escape_html(frappe_eda.short_text(frappe_eda.unescape(m.last_error || ""), 80))}</td>
-				</tr>`;
+				</tr>${
+					(m.receipts || []).length
+						? `<tr class="eda-receipts"><td></td><td colspan="5" class="small">${frappe_eda.receipt_lines(m.receipts)}</td></tr>`
+						: ""
+				}`;
 			});
 			const html = `<div class="eda-document-messages-body">
 				<p class="text-muted small">${counts}</p>

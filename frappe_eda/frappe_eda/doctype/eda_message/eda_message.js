@@ -13,6 +13,7 @@ frappe.ui.form.on("EDA Message", {
 		show_body(frm);
 		show_errors(frm);
 		show_related(frm);
+		show_receipts(frm);
 		if (!frappe.user.has_role("EDA Manager") && frappe.session.user !== "Administrator") return;
 
 		frm.add_custom_button(__("Replay"), () => replay(frm), __("Actions"));
@@ -190,4 +191,29 @@ function show_related(frm) {
 			if (rows.length) frm.get_field("related_section").collapse(false);
 		}
 	);
+}
+
+// What each server did with an outgoing message (its delivery receipts, newest first), in the form's
+// dashboard: the servers' text is shown inert (frappe_eda.receipt_line).
+const RECEIPTS_SECTION = "eda-message-receipts";
+
+function show_receipts(frm) {
+	frm.dashboard.parent.find(`.${RECEIPTS_SECTION}`).remove();
+	if (frm.doc.direction !== "Outgoing") return;
+	const name = frm.doc.name;
+	frappe
+		.xcall("frappe_eda.desk.api.message_receipts", { name })
+		.then((receipts) => {
+			if (frm.docname !== name) return; // the form moved on
+			frm.dashboard.parent.find(`.${RECEIPTS_SECTION}`).remove();
+			if (!receipts.length) return;
+			frm.dashboard.add_section(
+				`<div class="eda-message-receipts-body">${frappe_eda.receipt_lines(receipts)}
+				<a class="small" href="/app/eda-receipt?eda_message=${encodeURIComponent(name)}">${__("All receipts")}</a></div>`,
+				__("Receipts"),
+				`custom ${RECEIPTS_SECTION}`
+			);
+			frm.dashboard.show();
+		})
+		.catch(() => {});
 }

@@ -1,0 +1,31 @@
+// Copyright (c) 2026, frappe_eda developers and contributors
+// License: MIT. See LICENSE
+
+frappe.ui.form.on("EDA Subscription", {
+	refresh(frm) {
+		if (frm.is_new()) return;
+		frm.add_custom_button(__("Copies"), () => {
+			frappe.set_route("List", "EDA Replica", { subscription: frm.doc.name });
+		});
+		frm.add_custom_button(__("Messages"), () => {
+			frappe.set_route("List", "EDA Message", { queue: frm.doc.queue });
+		});
+		if (frm.doc.enabled && frm.doc.source) {
+			frm.add_custom_button(__("Reconcile Now"), () => {
+				frappe
+					.call("frappe_eda.replication.reconcile.reconcile_now", { subscription: frm.doc.name })
+					.then((r) => {
+						frappe.show_alert({
+							message: __("Digest of {0} copies sent; the outcome shows here when the run ends", [
+								r.message.local_documents,
+							]),
+							indicator: "blue",
+						});
+					});
+			});
+		}
+	},
+	source_doctype(frm) {
+		if (!frm.doc.document_type) frm.set_value("document_type", frm.doc.source_doctype);
+	},
+});

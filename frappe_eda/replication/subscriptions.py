@@ -1,0 +1,182 @@
+"""Enabled EDA Subscriptions as handlers of the worker, re-read when one is added, changed or removed.
+
+Each subscription is one entry of the worker's registry: its own queue (``eda.sub.<name>`` unless set),
+bound to its exchange with each routing-key pattern, and one handler (``apply.SubscriptionHandler``) whose
+name, ``eda_subscription:<name>``, keys its inbox, retries and EDA Errors. Saving or deleting a
+subscription bumps a version in the cache; the worker compares it between batches (and reads the table
+itself every ``CHECK_EVERY`` seconds, should the cache have been cleared) and, when it moved, finishes
+the batch in hand and consumes the new set, on the same connection, without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import frappe
+
+from frappe_eda.messaging.registry import HandlerRegistry, Subscription
+from frappe_eda.messaging.replication.mapping import FieldAction, FieldMapping, FieldRule
+from frappe_eda.messaging.replication.planning import ConflictPolicy
+from frappe_eda.replication import subscription_handler_name
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTION = "EDA Subscription"
+VERSION_KEY = "eda_subscriptions_version"
+QUEUE_PREFIX = "eda.sub."
+
+
+@dataclass(frozen=True)
+class SubscriptionSpec:
+	"""One EDA Subscription as the handler needs it, read once per (re)load of the worker."""
+
+	name: str
+	source_doctype: str
+	document_type: str
+	source: str
+	patterns: tuple[str, ...]
+	exchange: str
+	queue: str
+	match_by: str
+	key_field: str
+	follow_docstatus: bool
+	follow_deletes: bool
+	conflict_policy: ConflictPolicy
+	link_policy: str
+	publish_applied: bool
+	mapping: FieldMapping
+
+	@property
+	def handler_name(self) -> str:
+		return subscription_handler_name(self.name)
+
+
+def default_queue(name: str) -> str:
+	return QUEUE_PREFIX + re.sub(r"[^A-Za-z0-9_.\-]", "_", name.strip().lower())[:200]
+
+
+def patterns_of(text: str | None) -> tuple[str, ...]:
+	return tuple(p.strip() for p in (text or "").replace(",", "\n").splitlines() if p.strip())
+
+
+def spec_of(doc: Any, default_exchange: str) -> SubscriptionSpec:
+	rules = tuple(
+		FieldRule(
+			action=FieldAction(row.action or "Map"),
+			source=(row.source_field or "").strip(),
+			target=(row.target_field or "").strip(),
+			value=row.value,
+			table=(row.child_table or "").strip(),
+		)
+		for row in doc.get("field_rules") or []
+	)
+	return SubscriptionSpec(
+		name=doc.name,
+		source_doctype=doc.source_doctype,
+		document_type=doc.document_type or doc.source_doctype,
+		source=(doc.source or "").strip(),
+		patterns=patterns_of(doc.routing_key_patterns),
+		exchange=(doc.exchange or "").strip() or default_exchange,
+		queue=(doc.queue or "").strip() or default_queue(doc.name),
+		match_by=doc.match_by or "Source Name",
+		key_field=(doc.key_field or "").strip(),
+		follow_docstatus=bool(doc.follow_docstatus),
+		follow_deletes=bool(doc.follow_deletes),
+		conflict_policy=ConflictPolicy(doc.conflict_policy or ConflictPolicy.SOURCE_WINS.value),
+		link_policy=doc.link_policy or "Wait and Retry",
+		publish_applied=bool(doc.publish_applied),
+		mapping=FieldMapping(rules=rules, copy_unlisted=bool(doc.copy_unlisted)),
+	)
+
+
+def enabled_specs() -> list[SubscriptionSpec]:
+	"""Every enabled subscription; one that cannot be read is logged and left out, never fatal."""
+	from frappe_eda.settings import load_settings
+
+	if not frappe.db.table_exists(SUBSCRIPTION):
+		return []
+	exchange = load_settings().exchange
+	specs = []
+	for name in frappe.get_all(SUBSCRIPTION, filters={"enabled": 1}, pluck="name", order_by="name asc"):
+		try:
+			specs.append(spec_of(frappe.get_doc(SUBSCRIPTION, name), exchange))
+		except Exception:
+			log.exception("EDA Subscription %r cannot be served; left out", name)
+	return specs
+
+
+def add_to_registry(registry: HandlerRegistry, specs: list[SubscriptionSpec]) -> None:
+	"""One registry entry per subscription; a queue another handler already has is logged and skipped."""
+	from frappe_eda.replication.apply import SubscriptionHandler
+
+	for spec in specs:
+		try:
+			registry.add(
+				Subscription(
+					queue=spec.queue,
+					patterns=spec.patterns,
+					exchange=spec.exchange,
+					handler=SubscriptionHandler(spec),
+					name=spec.handler_name,
+				)
+			)
+		except Exception:
+			log.exception("EDA Subscription %r cannot be served on queue %r", spec.name, spec.queue)
+
+
+def bump_version() -> None:
+	"""Tell running workers the subscriptions changed (called when one is saved or deleted), once the
+	change commits: a worker reloading earlier would read the table as it was, and keep the old set."""
+	frappe.db.after_commit.add(_bump)
+
+
+def _bump() -> None:
+	frappe.cache.set_value(VERSION_KEY, frappe.generate_hash(length=12), expires_in_sec=30 * 24 * 3600)
+
+
+def signature() -> str:
+	"""What the worker compares: the cache's version and, read from the table, names and modified."""
+	rows = frappe.db.sql(f"select name, modified, enabled from `tab{SUBSCRIPTION}` order by name")
+	return hashlib.sha1(repr(rows).encode()).hexdigest()
+
+
+class ChangeWatch:
+	"""Between batches: has any subscription changed since the worker loaded them?
+
+	The cache's version is read at every turn (one Redis GET); the table every ``check_every``
+	seconds, after ending the loop thread's read snapshot (MariaDB's repeatable read would otherwise
+	show the table as it was when the worker started)."""
+
+	CHECK_EVERY = 10.0
+
+	def __init__(self, check_every: float = CHECK_EVERY) -> None:
+		import time
+
+		self._time = time.monotonic
+		self.check_every = check_every
+		self.version = frappe.cache.get_value(VERSION_KEY, expires=True)
+		self.table = self._table_signature()
+		self._checked = self._time()
+
+	def _table_signature(self) -> str:
+		try:
+			frappe.db.rollback()
+			return signature() if frappe.db.table_exists(SUBSCRIPTION) else ""
+		except Exception:
+			log.warning("could not read EDA Subscriptions; checking again later", exc_info=True)
+			return self.table if hasattr(self, "table") else ""
+
+	def changed(self) -> bool:
+		try:
+			if frappe.cache.get_value(VERSION_KEY, expires=True) != self.version:
+				return True
+		except Exception:
+			pass  # Redis away: the table check below still notices
+		if self._time() - self._checked >= self.check_every:
+			self._checked = self._time()
+			return self._table_signature() != self.table
+		return False
