@@ -16,6 +16,7 @@ from frappe_eda.messaging.connection import BrokerSettings, TlsOptions
 from frappe_eda.messaging.retry import DEFAULT_DELAYS, RetryPolicy
 
 SETTINGS_DOCTYPE = "EDA Settings"
+DEFAULT_BATCH_SIZE = 50
 
 # site_config key -> EDA Settings field
 OVERRIDES = {
@@ -23,6 +24,7 @@ OVERRIDES = {
 	"eda_amqp_url": "amqp_url",
 	"eda_exchange": "default_exchange",
 	"eda_prefetch": "prefetch",
+	"eda_batch_size": "batch_size",
 	"eda_max_attempts": "max_attempts",
 	"eda_retry_delays": "retry_delays",
 	"eda_queue_type": "queue_type",
@@ -57,6 +59,7 @@ class SiteSettings:
 	broker: BrokerSettings
 	exchange: str
 	prefetch: int
+	batch_size: int  # messages per site transaction in the worker, each in a savepoint of its own
 	retry: RetryPolicy
 	queue_type: str
 	worker_user: str
@@ -127,6 +130,7 @@ def load_settings() -> SiteSettings:
 		broker=broker,
 		exchange=outbox.exchange,
 		prefetch=int(values.get("prefetch") or 100),
+		batch_size=max(1, int(values.get("batch_size") or DEFAULT_BATCH_SIZE)),
 		retry=RetryPolicy(
 			max_attempts=int(values.get("max_attempts") or 5), delays=parse_delays(values.get("retry_delays"))
 		),

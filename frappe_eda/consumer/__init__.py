@@ -2,22 +2,26 @@
 
 Apps list handler modules in their hooks.py (``eda_handlers = ["myapp.eda.handlers"]``); the modules
 use ``frappe_eda.messaging.subscribe``. Each message runs in the site context, as the configured
-worker user, in a transaction of its own: the handler's writes and the EDA Message record commit
-together, then the delivery is acked. On failure everything the handler wrote rolls back, the error
-is recorded as an EDA Error, and the message is retried or dead-lettered.
+worker user, in a savepoint of its own inside a site transaction shared by up to *Messages Per
+Transaction* messages (EDA Settings, 50 by default): the handlers' writes and the EDA Message records
+commit together, then the deliveries are acked. On failure everything that message's handler wrote
+rolls back (its savepoint), the error is recorded as an EDA Error, and the message is retried or
+dead-lettered; the others of the batch commit.
 
 The loop thread (the bench command's) owns the broker connection and also relays the outbox between
 batches; handlers run on one handler thread that has its own site connection.
 
-Each message starts from a fresh ``frappe.local``, as a web request or a background job does (Frappe
-builds one per job in ``frappe.utils.background_jobs.execute_job``): no ``frappe.flags`` of the last
-handler, an empty ``message_log`` and request-local cache, so EDA Settings (the Worker User), the event
-rules and every cached document are read as the desk last saved them. The site's database connection
+Each batch starts from a fresh ``frappe.local``, as a web request or a background job does (Frappe
+builds one per job in ``frappe.utils.background_jobs.execute_job``): an empty request-local cache, so
+EDA Settings (the Worker User), the event rules and every cached document are read as the desk last
+saved them; each message starts with no ``frappe.flags`` of the last handler, an empty
+``message_log``, and the Worker User (``per_message``). The site's database connection
 is kept: connecting per message would cost more than most messages.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
@@ -119,6 +123,41 @@ def site_registry() -> HandlerRegistry:
 	return registry
 
 
+def per_message(registry: HandlerRegistry, worker_user: Callable[[], str]) -> HandlerRegistry:
+	"""The same handlers, each call starting from the state a new message should see.
+
+	Messages of a batch share one site transaction (each in its own savepoint), so ``frappe.local`` is
+	renewed per batch only (``fresh_site_state``; the store's transaction state lives there); per message
+	the flags, the message log, the user and the list of documents written are reset, and what the
+	handler wrote is kept under its message id for the record's reference (``consumer.written``)."""
+	from frappe_eda.consumer.written import first_written
+
+	wrapped = HandlerRegistry()
+	for subscription in registry:
+		handler = subscription.handler
+
+		def run(message: Any, handler: Callable[[Any], Any] = handler) -> Any:
+			local = frappe.local
+			initial = getattr(local, "eda_initial_flags", None) or {"currently_saving": []}
+			local.flags = frappe._dict(
+				{k: list(v) if isinstance(v, list) else v for k, v in initial.items()}, in_eda_worker=True
+			)
+			local.message_log = []
+			local.eda_written = []
+			frappe.set_user(worker_user())
+			result = handler(message)
+			written = first_written()
+			if written is not None:
+				by_id = getattr(local, "eda_written_by_id", None)
+				if by_id is None:
+					by_id = local.eda_written_by_id = {}
+				by_id[message.id] = written
+			return result
+
+		wrapped.add(dataclasses.replace(subscription, handler=run))
+	return wrapped
+
+
 def build_worker(
 	connection: BrokerConnection,
 	queues: Iterable[str] | None = None,
@@ -138,24 +177,30 @@ def build_worker(
 		frappe.init(site=site, sites_path=sites_path)
 		frappe.connect()
 
-	def before_each_message() -> None:
+	user: list[str] = []
+
+	def before_each_batch() -> None:
 		fresh_site_state(site, sites_path)
 		ensure_database()
-		frappe.set_user(load_worker_user())
+		user[:] = [load_worker_user()]  # read once per batch: EDA Settings as the desk last saved them
+		frappe.set_user(user[0])
 		frappe.local.flags.in_eda_worker = True
+		frappe.local.eda_initial_flags = dict(frappe.local.flags)  # what per_message gives each message
 
 	return Worker(
 		connection,
-		registry,
+		per_message(registry, lambda: user[0] if user else load_worker_user()),
 		ReceiptingStore(commit=True),
 		queues=queues,
 		retry=settings.retry,
 		notifier=site_notifier(settings),
 		options=WorkerOptions(
-			prefetch=settings.prefetch, max_batch=1, default_queue_type=settings.queue_type
+			prefetch=max(settings.prefetch, settings.batch_size),
+			max_batch=settings.batch_size,
+			default_queue_type=settings.queue_type,
 		),
 		handler_thread_initializer=connect_handler_thread,
-		before_batch=before_each_message,
+		before_batch=before_each_batch,
 		# EDA Worker rows, written on the loop thread on a connection of their own (consumer.heartbeats)
 		on_heartbeat=SiteHeartbeats(),
 		heartbeat_every=heartbeat_every,

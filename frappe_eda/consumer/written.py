@@ -2,10 +2,10 @@
 
 A message a site publishes names the document it is about (*Reference Document*); a message the
 worker consumes names none on the wire that this site can trust. What an operator asks on a document
-("where did this come from?") is answered by the handler's own writes: the worker runs one message per
-transaction (``max_batch=1``) with a fresh ``frappe.local``, the ``doc_events["*"]`` hook notes each
-document inserted or changed meanwhile, and the store gives a Processed incoming record the first of
-them as its reference (a failed handler's writes are rolled back, so its record names none).
+("where did this come from?") is answered by the handler's own writes: the worker runs each message
+with an empty list of written documents (``consumer.per_message``), the ``doc_events["*"]`` hook notes
+each document inserted or changed meanwhile, the worker keeps the first under the message's id, and the
+store gives the Processed incoming record that document as its reference (a failed handler's writes are rolled back, so its record names none).
 """
 
 from __future__ import annotations

@@ -560,8 +560,9 @@ def _message_values(record: MessageRecord, now: datetime) -> dict[str, Any]:
 
 def _with_written_reference(records: Sequence[MessageRecord]) -> Sequence[MessageRecord]:
 	"""A Processed incoming record with no reference names the document its handler wrote first
-	(``frappe_eda.consumer.written``); only when it is the one such record saved, as in the Frappe
-	worker's one-message transactions, so a batch never lends one message's document to another."""
+	(``frappe_eda.consumer.written``): the Frappe worker keeps that per message id, so messages sharing a
+	transaction never lend each other a document. Without that map (a handler run outside the worker's
+	wrapper) only a record that is the one such record saved gets ``first_written()``."""
 	from frappe_eda.consumer.written import first_written
 
 	candidates = [
@@ -569,12 +570,19 @@ def _with_written_reference(records: Sequence[MessageRecord]) -> Sequence[Messag
 		for i, r in enumerate(records)
 		if r.direction is Direction.INCOMING and r.status is Status.PROCESSED and not r.reference_doctype
 	]
-	written = first_written() if len(candidates) == 1 else None
-	if written is None:
+	if not candidates:
 		return records
+	by_id = getattr(frappe.local, "eda_written_by_id", None)
+	if by_id is None:
+		written = first_written() if len(candidates) == 1 else None
+		by_id = {records[candidates[0]].message_id: written} if written else {}
 	records = list(records)
-	i = candidates[0]
-	records[i] = dataclasses.replace(records[i], reference_doctype=written[0], reference_name=written[1])
+	for i in candidates:
+		written = by_id.get(records[i].message_id)
+		if written:
+			records[i] = dataclasses.replace(
+				records[i], reference_doctype=written[0], reference_name=written[1]
+			)
 	return records
 
 
