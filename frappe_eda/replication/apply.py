@@ -156,7 +156,7 @@ def apply_message(spec: SubscriptionSpec, message: Message) -> None:
 		local_name=written.name,
 		status="Applied",
 		version=version,
-		local_modified=frappe.db.get_value(spec.document_type, written.name, "modified"),
+		local_modified=written.modified,  # as the save just wrote it
 		source_hash=_source_hash(payload),
 	)
 	_send_receipt(spec, message, ReceiptOutcome.APPLIED, action.value, written.name)
@@ -189,6 +189,14 @@ def _document_of(spec: SubscriptionSpec, message: Message) -> dict[str, Any]:
 
 
 def _local_fields(doctype: str) -> LocalFields:
+	"""Kept for the request (the worker's batch): read for every message, changed only by migrate."""
+	cache = frappe.local.cache.setdefault("eda_local_fields", {})
+	if doctype not in cache:
+		cache[doctype] = _read_local_fields(doctype)
+	return cache[doctype]
+
+
+def _read_local_fields(doctype: str) -> LocalFields:
 	meta = frappe.get_meta(doctype)
 	fields = {df.fieldname for df in meta.fields if df.fieldtype not in frappe.model.no_value_fields}
 	tables = {
@@ -227,8 +235,15 @@ def _local_name(
 def _local_copy(doctype: str, name: str) -> LocalCopy | None:
 	if not name:
 		return None
-	row = frappe.db.get_value(doctype, name, ["modified", "docstatus"], as_dict=True, for_update=True)
-	return LocalCopy(modified=row.modified, docstatus=row.docstatus or 0) if row else None
+	table = frappe.qb.DocType(doctype)
+	rows = (
+		frappe.qb.from_(table)
+		.select(table.modified, table.docstatus)
+		.where(table.name == name)
+		.for_update()
+		.run(as_dict=True)
+	)
+	return LocalCopy(modified=rows[0].modified, docstatus=rows[0].docstatus or 0) if rows else None
 
 
 # --- writing the copy --------------------------------------------------------------------------------
@@ -277,7 +292,8 @@ def _upsert(
 	local: LocalCopy | None,
 ) -> Any:
 	if local is None:
-		doc = frappe.new_doc(spec.document_type)
+		# get_doc of a dict, as a script would insert it; insert() sets the DocType's defaults
+		doc = frappe.get_doc({"doctype": spec.document_type})
 		doc.update(values)
 		if spec.link_policy == "Ignore":
 			doc.flags.ignore_links = True

@@ -1,5 +1,5 @@
 """Replication measured against a bare loop on one site:
-``bench --site SITE execute frappe_eda.replication.benchmark.run --kwargs '{"count": 500}'``.
+``bench --site SITE execute frappe_eda.replication.benchmark.run --kwargs '{"count": 500, "rounds": 3}'``.
 
 1. A bare loop inserts ``count`` documents (``EDA Test Item`` with two price rows), one commit each.
 2. ``count`` replicated-document messages of the same documents, as a source site's outbox would send
@@ -43,7 +43,24 @@ SOURCE = "eda-bench.source"
 TIMEOUT = 600
 
 
-def run(count: int = 500, profile: int = 0, py_spy: str | None = None) -> dict:
+def run(count: int = 500, rounds: int = 3, profile: int = 0, py_spy: str | None = None) -> dict:
+	"""``rounds`` rounds of (bare loop, then replication); the median ratio is the figure (the machine
+	is noisy: each round measures both sides within seconds of each other)."""
+	import statistics
+
+	results = [_one_round(count, profile, py_spy) for _ in range(max(1, int(rounds)))]
+	summary = {
+		"rounds": len(results),
+		"ratios": [round(r["ratio"], 3) for r in results],
+		"median_bare_per_s": statistics.median(r["bare_per_s"] for r in results),
+		"median_replication_per_s": statistics.median(r["replication_per_s"] for r in results),
+		"median_ratio": statistics.median(r["ratio"] for r in results),
+	}
+	print(f"median of {len(results)} rounds: ratio {summary['median_ratio']:.3f} {summary['ratios']}")
+	return summary
+
+
+def _one_round(count: int = 500, profile: int = 0, py_spy: str | None = None) -> dict:
 	from frappe_eda.tests.two_sites import ITEM, drop_doctypes, ensure_doctypes
 
 	count = int(count)
@@ -190,8 +207,8 @@ def _worker(tag: str, profile: int, py_spy: str | None) -> tuple[subprocess.Pope
 		return worker, None
 	out = os.path.abspath(frappe.get_site_path("logs", f"eda-replication-bench-{tag}.txt"))
 	recorder = subprocess.Popen(
-		[spy, "record", "--threads", "--nonblocking", "--rate", "200", "--format", "raw"]
-		+ ["-o", out, "--pid", str(worker.pid)],
+		[*(spy, "record", "--threads", "--nonblocking", "--rate", "200", "--format", "raw"), "-o", out]
+		+ ["--pid", str(worker.pid)],
 		stdout=log,
 		stderr=subprocess.STDOUT,
 	)

@@ -48,15 +48,19 @@ def replica_name(subscription: str, source: str, source_name: str) -> str:
 def load(subscription: str, source: str, source_name: str) -> ReplicaRow | None:
 	"""The row, locked for the rest of the message's transaction."""
 	name = replica_name(subscription, source, source_name)
-	row = frappe.db.get_value(
-		REPLICA,
-		name,
-		["name", "local_name", "status", "source_version", "local_modified"],
-		as_dict=True,
-		for_update=True,
+	table = frappe.qb.DocType(REPLICA)
+	# The query builder directly: frappe.db.get_value parses its fields with sqlparse, ~0.3 ms a
+	# message on the worker's hot path (measured with py-spy).
+	rows = (
+		frappe.qb.from_(table)
+		.select(table.name, table.local_name, table.status, table.source_version, table.local_modified)
+		.where(table.name == name)
+		.for_update()
+		.run(as_dict=True)
 	)
-	if row is None:
+	if not rows:
 		return None
+	row = rows[0]
 	return ReplicaRow(
 		name=row.name,
 		local_name=row.local_name or "",
@@ -100,22 +104,25 @@ def record(
 		values["local_modified"] = local_modified
 	if source_hash is not None:
 		values["source_hash"] = source_hash
-	if existing is None:
-		doc = frappe.get_doc(
-			{
-				"doctype": REPLICA,
-				"subscription": subscription,
-				"source": source[:140],
-				"source_doctype": source_doctype,
-				"source_name": source_name,
-				"document_type": document_type,
-				**values,
-			}
-		)
-		doc.name = replica_name(subscription, source, source_name)
-		doc.db_insert()
-		return
 	table = frappe.qb.DocType(REPLICA)
+	if existing is None:
+		user = frappe.session.user
+		row = {
+			"name": replica_name(subscription, source, source_name),
+			"owner": user,
+			"modified_by": user,
+			"creation": now,
+			"modified": now,
+			"docstatus": 0,
+			"subscription": subscription,
+			"source": source[:140],
+			"source_doctype": source_doctype,
+			"source_name": source_name,
+			"document_type": document_type,
+			**values,
+		}
+		frappe.qb.into(table).columns(*row).insert(*row.values()).run()
+		return
 	query = frappe.qb.update(table).set(table.modified, now)
 	for column, value in values.items():
 		query = query.set(table[column], value)
