@@ -206,9 +206,10 @@ def _worker(tag: str, profile: int, py_spy: str | None) -> tuple[subprocess.Pope
 	if not (profile and spy):
 		return worker, None
 	out = os.path.abspath(frappe.get_site_path("logs", f"eda-replication-bench-{tag}.txt"))
+	command = [spy, "record", "--threads", "--nonblocking", "--rate", "200", "--format", "raw"]
+	command.extend(["-o", out, "--pid", str(worker.pid)])
 	recorder = subprocess.Popen(
-		[*(spy, "record", "--threads", "--nonblocking", "--rate", "200", "--format", "raw"), "-o", out]
-		+ ["--pid", str(worker.pid)],
+		command,
 		stdout=log,
 		stderr=subprocess.STDOUT,
 	)
