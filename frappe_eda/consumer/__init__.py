@@ -41,6 +41,9 @@ from frappe_eda.messaging.registry import HandlerRegistry, default_registry, imp
 
 log = logging.getLogger(__name__)
 
+# Outbox batches (of 500) the worker relays between two batches it consumes.
+RELAY_BATCHES_PER_TURN = 2
+
 
 def handler_modules() -> list[str]:
 	"""Modules listed by installed apps (``eda_handlers`` hook), plus ``EDA_HANDLER_MODULES``
@@ -347,7 +350,7 @@ def _relay_when_woken(
 ) -> Callable[[], None]:
 	"""Drain the outbox when a commit signalled it, and every ``poll_seconds`` regardless; each drain
 	starts from a fresh ``frappe.local`` too, so it reads EDA Settings as they are now."""
-	from frappe_eda.outbox.relay import drain
+	from frappe_eda.outbox.relay import relay_some
 
 	last = 0.0
 
@@ -358,7 +361,10 @@ def _relay_when_woken(
 			last = time.monotonic()
 			try:
 				fresh_site_state(site, sites_path, "Administrator")  # system work, as frappe.connect() does
-				drain(connection)
+				# A few batches per turn: a big import or backfill goes out while the worker consumes.
+				_sent, more = relay_some(connection, RELAY_BATCHES_PER_TURN)
+				if more:
+					woken.set()
 			except Exception:
 				# The broker or the database is away: the messages stay Pending for the next turn.
 				log.warning("outbox relay failed; messages stay Pending", exc_info=True)

@@ -51,6 +51,27 @@ def drain(connection: BrokerConnection, older_than: datetime | None = None) -> i
 		publisher.close()
 
 
+def relay_some(connection: BrokerConnection, batches: int) -> tuple[int, bool]:
+	"""At most ``batches`` batches of what is Pending; ``(confirmed, more)``, ``more`` when a batch came
+	back full (there may be more to send). The worker relays this way between the batches it consumes,
+	so a large import or backfill in the outbox is sent a few hundred messages at a time while the
+	worker keeps consuming, instead of holding its loop until the whole outbox is empty."""
+	frappe.db.commit()  # a fresh snapshot, as drain
+	publisher = site_publisher(connection)
+	assert publisher.store is not None
+	relay = OutboxRelay(publisher, publisher.store)
+	total = 0
+	try:
+		for _ in range(max(1, batches)):
+			sent = relay.relay_once()
+			total += sent
+			if sent < relay.batch_size:
+				return total, False
+		return total, True
+	finally:
+		publisher.close()
+
+
 def run_relay(poll_seconds: float = 5.0, stop: threading.Event | None = None) -> None:
 	"""Relay until SIGTERM/SIGINT: drain, wait for a commit signal (or the poll timeout), repeat."""
 	from frappe_eda.settings import load_settings
