@@ -15,7 +15,8 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.faults import scenarios
+from tests.faults import cluster_scenarios, scenarios
+from tests.faults.cluster import RabbitCluster
 from tests.faults.harness import FaultLab, Outcome, rabbitmqctl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,11 +26,20 @@ def main() -> None:
 	parser = argparse.ArgumentParser(prog="python -m tests.faults", description=__doc__)
 	parser.add_argument("--count", type=int, default=2000, help="messages per scenario (default 2000)")
 	parser.add_argument("--out", default=str(REPO / "docs" / "reliability.md"))
+	parser.add_argument(
+		"--cluster-only",
+		action="store_true",
+		help="only the three-node cluster scenarios (they never touch the system broker)",
+	)
 	args = parser.parse_args()
+	started = time.monotonic()
+	if args.cluster_only:
+		rows = _cluster_rows(args.count)
+		_write(Path(args.out), rows, args.count, time.monotonic() - started)
+		return
 	vhost = f"eda-faults-{uuid.uuid4().hex[:8]}"
 	rabbitmqctl("add_vhost", vhost)
 	rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-	started = time.monotonic()
 	rows: list[Outcome] = []
 	try:
 		runs = [
@@ -76,7 +86,22 @@ def main() -> None:
 	finally:
 		subprocess.run(["rabbitmqctl", "-q", "start_app"], capture_output=True)
 		rabbitmqctl("delete_vhost", vhost)
+	rows += _cluster_rows(args.count)
 	_write(Path(args.out), rows, args.count, time.monotonic() - started)
+
+
+def _cluster_rows(count: int) -> list[Outcome]:
+	"""The cluster scenarios, on a three-node cluster started here and removed after; ``count``
+	messages per producer (two producers, three workers)."""
+	rows: list[Outcome] = []
+	with RabbitCluster() as cluster:
+		for name, run in cluster_scenarios.SCENARIOS:
+			with tempfile.TemporaryDirectory(prefix=f"eda-fault-{name}-") as folder:
+				rows.append(
+					_timed(lambda _, run=run, folder=folder: run(cluster, Path(folder), count).check(0), None)
+				)
+			print(_line(rows[-1]), flush=True)
+	return rows
 
 
 def _with_dead(result: tuple[Outcome, int]) -> Outcome:
@@ -106,6 +131,12 @@ def _write(path: Path, rows: list[Outcome], count: int, seconds: float) -> None:
 		"side-effect row, written in the same transaction as the inbox record) or as dead with an error "
 		"record. `pytest -m faults` runs the same scenarios with 200 messages each.",
 		"",
+		"The rows starting with *cluster* run on a three-node RabbitMQ cluster the run starts beside the "
+		"system broker (own node names, ports, data folders and Erlang cookie) and removes after: quorum "
+		"queues (delay and dead-letter queues too), two producer processes and three worker processes on "
+		"one queue, each preferring another node of its node list, sharing a MariaDB store. *sent* counts "
+		"both producers.",
+		"",
 		"| scenario | sent | processed | dead-lettered | lost | processed twice | time to recover | notes |",
 		"|---|---:|---:|---:|---:|---:|---:|---|",
 	]
@@ -117,7 +148,9 @@ def _write(path: Path, rows: list[Outcome], count: int, seconds: float) -> None:
 	lines += [
 		"",
 		"Time to recover: from the end of the fault (broker back, connection cut, worker restarted, database "
-		"unlocked) to the next message processed.",
+		"unlocked) to the next message processed. On the cluster there is no end to wait for: from the "
+		"moment of the fault (the SIGKILL, the stop, the first node of the rolling restart) to the next "
+		"message processed by any worker; the other nodes and workers carry on meanwhile.",
 	]
 	path.parent.mkdir(parents=True, exist_ok=True)
 	path.write_text("\n".join(lines) + "\n")
