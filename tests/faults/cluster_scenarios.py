@@ -244,6 +244,19 @@ def _run(
 	return outcome
 
 
+def _seconds_until(condition: Callable[[], bool], moment: float, timeout: float = 120) -> float | None:
+	"""Seconds from ``moment`` until ``condition`` holds (None if it never does within ``timeout``)."""
+	deadline = time.monotonic() + timeout
+	while time.monotonic() < deadline:
+		try:
+			if condition():
+				return time.monotonic() - moment
+		except (LookupError, subprocess.CalledProcessError):
+			pass
+		time.sleep(0.2)
+	return None
+
+
 def leader_killed(cluster: RabbitCluster, workdir: Path, count: int) -> Outcome:
 	with cluster_lab(cluster, workdir) as lab:
 
@@ -252,10 +265,17 @@ def leader_killed(cluster: RabbitCluster, workdir: Path, count: int) -> Outcome:
 			moment = time.monotonic()
 			cluster.kill_node(leader)
 			lab.killed = leader  # type: ignore[attr-defined]
+			lab.elected = _seconds_until(  # type: ignore[attr-defined]
+				lambda: cluster.leader(lab.queue, lab.vhost) is not leader, moment
+			)
 			return moment
 
 		outcome = _run(lab, "cluster: SIGKILL of the queue leader's node, mid-stream", count, kill_leader)
-		outcome.notes.append(f"killed {lab.killed.name.split('@')[0]} (the leader)")  # type: ignore[attr-defined]
+		killed: Node = lab.killed  # type: ignore[attr-defined]
+		outcome.notes.append(f"killed {killed.name.split('@')[0]} (the leader)")
+		elected: float | None = lab.elected  # type: ignore[attr-defined]
+		if elected is not None:
+			outcome.notes.append(f"a new leader within {elected:.1f}s (polled with rabbitmqctl)")
 		return outcome
 
 
@@ -268,11 +288,19 @@ def worker_node_killed(cluster: RabbitCluster, workdir: Path, count: int) -> Out
 			moment = time.monotonic()
 			cluster.kill_node(nodes[0])
 			lab.killed = nodes[0]  # type: ignore[attr-defined]
+			lab.moved = _seconds_until(  # type: ignore[attr-defined]
+				lambda: any(n is not nodes[0] for n in cluster.connection_nodes(lab.client_name(0))), moment
+			)
 			return moment
 
 		outcome = _run(lab, "cluster: SIGKILL of the node a worker is connected to", count, kill_worker_node)
 		killed: Node = lab.killed  # type: ignore[attr-defined]
 		outcome.notes.append(f"killed {killed.name.split('@')[0]}, worker 0's node")
+		moved: float | None = lab.moved  # type: ignore[attr-defined]
+		if moved is not None:
+			outcome.notes.append(
+				f"worker 0 connected to another node within {moved:.1f}s (polled with rabbitmqctl)"
+			)
 		return outcome
 
 
