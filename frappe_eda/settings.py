@@ -12,7 +12,7 @@ from typing import Any
 
 import frappe
 
-from frappe_eda.messaging.connection import BrokerSettings, TlsOptions
+from frappe_eda.messaging.connection import BrokerSettings, TlsOptions, split_addresses
 from frappe_eda.messaging.retry import DEFAULT_DELAYS, RetryPolicy
 
 SETTINGS_DOCTYPE = "EDA Settings"
@@ -22,6 +22,7 @@ DEFAULT_BATCH_SIZE = 50
 OVERRIDES = {
 	"eda_enabled": "enabled",
 	"eda_amqp_url": "amqp_url",
+	"eda_broker_nodes": "broker_nodes",
 	"eda_exchange": "default_exchange",
 	"eda_prefetch": "prefetch",
 	"eda_batch_size": "batch_size",
@@ -111,9 +112,11 @@ def load_settings() -> SiteSettings:
 			key_file=values.get("key_file") or None,
 			verify=bool(int(values.get("verify_tls", 1) or 0)),
 		)
+	# A cluster's other nodes: a list from site_config.json, or lines / commas from the form.
+	nodes = tuple(split_addresses(values.get("broker_nodes") or ""))
 	if values.get("amqp_url"):
 		broker = BrokerSettings(
-			url=values["amqp_url"], tls=tls, client_name=f"frappe_eda:{frappe.local.site}"
+			url=values["amqp_url"], tls=tls, client_name=f"frappe_eda:{frappe.local.site}", nodes=nodes
 		)
 	else:
 		broker = BrokerSettings.from_parts(
@@ -124,6 +127,7 @@ def load_settings() -> SiteSettings:
 			password=_password(doc) or "guest",
 			tls=tls,
 			client_name=f"frappe_eda:{frappe.local.site}",
+			nodes=nodes,
 		)
 	return SiteSettings(
 		enabled=outbox.enabled,

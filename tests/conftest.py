@@ -57,3 +57,19 @@ def raw_channel(amqp_url: str) -> Iterator[pika.adapters.blocking_connection.Blo
 	finally:
 		if connection.is_open:
 			connection.close()
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster():
+	"""A three-node RabbitMQ cluster of the session's own, beside the system broker (about 20 s to
+	start); stopped and removed at the end. Only tests that ask for it start it."""
+	from tests.faults.cluster import ClusterUnavailable, RabbitCluster
+
+	try:
+		cluster = RabbitCluster().start()
+	except ClusterUnavailable as e:
+		pytest.fail(f"cannot start the test cluster: {e}")
+	try:
+		yield cluster
+	finally:
+		cluster.close()

@@ -69,7 +69,8 @@ TIME_FORMATS = (
 	envvar="EDA_AMQP_URL",
 	default="amqp://guest:guest@127.0.0.1:5672/%2F",
 	show_envvar=True,
-	help="Broker URL (amqp:// or amqps://).",
+	help="Broker URL (amqp:// or amqps://); for a cluster, every node's URL (or host:port after the "
+	"first URL) separated by commas.",
 )
 @click.option(
 	"--store",

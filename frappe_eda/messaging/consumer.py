@@ -501,13 +501,27 @@ class Worker:
 			self.stats.dead += 1
 
 	def _recover(self, error: BaseException) -> None:
-		"""The connection or channel died: whatever was not acked comes back; connect and consume again."""
-		log.warning("lost the broker (%s: %s); reconnecting", type(error).__name__, error)
-		self._buffer.clear()
-		self.stats.reconnects += 1
-		self.publisher.close()
-		self.connection.reconnect()
-		self._start()
+		"""The connection or channel died: whatever was not acked comes back; connect and consume again.
+
+		On a cluster the first node reached may still be electing the queue's new leader, or be the next
+		one to go: declaring or consuming can fail right after connecting, so that is retried (each time
+		on a new connection, which goes to the next node) as many times as the connection itself would
+		be, instead of ending the worker."""
+		tries = max(1, self.connection.settings.reconnect_attempts)
+		for attempt in range(1, tries + 1):
+			log.warning("lost the broker (%s: %s); reconnecting", type(error).__name__, error)
+			self._buffer.clear()
+			self.stats.reconnects += 1
+			self.publisher.close()
+			self.connection.reconnect()
+			try:
+				self._start()
+				return
+			except CONNECTION_ERRORS as e:
+				if attempt == tries:
+					raise
+				error = e
+				time.sleep(min(0.2 * 2**attempt, self.connection.settings.reconnect_max_wait))
 
 	def _finish(self) -> None:
 		"""Stop consuming; prefetched deliveries not yet handled go back to the queue unacked."""

@@ -183,6 +183,9 @@ class DeliveryProcessor:
 				message = item.message
 				if message is not None and (isinstance(item, _Accepted) or self._can_look_up(message.id)):
 					wanted.setdefault(item.delivery.queue, []).append(message.id)
+			for queue, ids in wanted.items():
+				# Before the inbox is read: another worker holding the same id finishes first.
+				self.store.claim_inbox(queue, ids)
 			done = {queue: self.store.processed_ids(queue, ids) for queue, ids in wanted.items()}
 			if again or any(item.delivery.redelivered for item in checked):
 				# A batch seen before (redelivered, or run again after it failed to record) may hold

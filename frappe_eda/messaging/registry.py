@@ -35,6 +35,8 @@ class Subscription:
 	exchange_type: str = "topic"
 	retry: RetryPolicy | None = None
 	queue_type: str | None = None
+	# One consumer at a time gets the queue's messages (the others wait as hot standbys): strict order.
+	single_active_consumer: bool = False
 
 	def accepts(self, routing_key: str) -> bool:
 		"""Whether this handler subscribed to ``routing_key`` (a replay straight to the queue included)."""
@@ -62,11 +64,15 @@ class HandlerRegistry:
 		max_attempts: int | None = None,
 		retry_delays: Iterable[float] | None = None,
 		queue_type: str | None = None,
+		single_active_consumer: bool = False,
 	) -> Callable[[H], H]:
 		"""Register the decorated function as the handler of ``queue``; it receives a ``Message``.
 
 		``max_attempts`` / ``retry_delays`` override the worker's default ``RetryPolicy`` for this
 		queue; ``queue_type="quorum"`` asks for a quorum queue on a RabbitMQ cluster.
+		``single_active_consumer=True`` has the broker deliver to one worker at a time, so the queue is
+		handled in order however many workers run (the others take over when it goes); it is a queue
+		argument, so switching it on for an existing queue means deleting the queue first.
 		"""
 		patterns = (pattern,) if isinstance(pattern, str) else tuple(pattern)
 		if exchange_type not in EXCHANGE_TYPES:
@@ -94,6 +100,7 @@ class HandlerRegistry:
 					exchange_type=exchange_type,
 					retry=retry,
 					queue_type=queue_type,
+					single_active_consumer=single_active_consumer,
 				)
 			)
 			return handler

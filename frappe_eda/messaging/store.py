@@ -171,6 +171,17 @@ class MessageStore(ABC):
 	def processed_ids(self, queue: str, message_ids: Iterable[str]) -> set[str]:
 		"""The inbox: which of ``message_ids`` were already PROCESSED by ``queue``'s handler."""
 
+	def claim_inbox(self, queue: str, message_ids: Iterable[str]) -> None:  # noqa: B027 - optional hook
+		"""Hold ``queue``'s inbox entries of ``message_ids`` until the open transaction ends.
+
+		Competing workers on one queue can hold two copies of one id at once (a producer resent it after
+		a lost confirm; a worker whose node died is still finishing a batch the broker already gave to
+		another worker). Both would read "not processed" and run the handler twice. The processor claims
+		a batch's ids first: a second worker claiming one of them waits until the first one's
+		transaction ends, and then reads the inbox as it left it. The default does nothing, for stores
+		whose transactions already run one at a time (the memory store; SQLite's ``BEGIN IMMEDIATE``).
+		"""
+
 	def dead_ids(self, queue: str, message_ids: Iterable[str]) -> set[str]:
 		"""Which of ``message_ids`` ``queue``'s handler already settled as DEAD. The worker asks for a
 		redelivered batch, and for a batch it runs again one by one: a dead message is not run again

@@ -8,7 +8,9 @@ Each consumer queue ``Q`` comes with:
   broker (a quorum queue's ``x-delivery-limit``, a crash loop) is parked, never dropped.
 
 Declaring is idempotent. A queue that exists with other arguments makes RabbitMQ close the channel
-with a bare PRECONDITION_FAILED; we turn that into ``TopologyMismatch`` naming the argument.
+with a bare PRECONDITION_FAILED; we turn that into ``TopologyMismatch`` naming the argument (switching
+``single_active_consumer`` or the queue type on an existing queue is one: RabbitMQ cannot change
+either in place, so the queue is drained and deleted, then declared again).
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ def consumer_topology(
 	if queue_type == "quorum":
 		# Without an explicit limit and target a quorum queue drops messages that crash consumers.
 		work_arguments["x-delivery-limit"] = delivery_limit
+	if subscription.single_active_consumer:
+		work_arguments["x-single-active-consumer"] = True
 	queues = [Queue(name, queue_type, work_arguments), Queue(dead_letter_queue(name), queue_type)]
 	for delay in policy.tiers():
 		queues.append(

@@ -14,11 +14,12 @@ microseconds, whatever the site's time zone; ``creation``/``modified`` stay in t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import Any
@@ -41,6 +42,7 @@ from frappe_eda.messaging.store import (
 	Status,
 	StoreLimits,
 )
+from frappe_eda.stores import doctype_inbox_claim as inbox_claim
 from frappe_eda.stores.doctype_claim import site_relay_claim
 from frappe_eda.stores.doctype_columns import (
 	aware_time_range,
@@ -53,7 +55,7 @@ from frappe_eda.stores.doctype_columns import (
 	to_column,
 )
 from frappe_eda.stores.doctype_columns import stored_length as _stored_length
-from frappe_eda.stores.doctype_transaction import checkpoint, site_transaction
+from frappe_eda.stores.doctype_transaction import checkpoint, in_site_transaction, site_transaction
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,21 @@ class DocTypeStore(MessageStore):
 	def transaction(self) -> AbstractContextManager[None]:
 		"""Savepoint levels on the site's transaction; the outermost commits when the store owns it
 		(``commit=True``). See ``doctype_transaction``."""
-		return site_transaction(self.commit)
+		return self._transaction()
+
+	@contextlib.contextmanager
+	def _transaction(self) -> Iterator[None]:
+		outermost = not in_site_transaction()
+		try:
+			with site_transaction(self.commit):
+				yield
+		finally:
+			if outermost:
+				inbox_claim.release()  # the inbox claims of a worker's batch end with its transaction
+
+	def claim_inbox(self, queue: str, message_ids: Iterable[str]) -> None:
+		"""See ``doctype_inbox_claim``: a database lock per id, held until the transaction ends."""
+		inbox_claim.claim(to_column("queue", queue), message_ids)
 
 	def checkpoint(self) -> None:
 		checkpoint()
@@ -352,8 +368,12 @@ class DocTypeStore(MessageStore):
 				& (m.status == STATUS_LABELS[status])
 				& m.message_id.isin(_column_values("message_id", ids))
 			)
-			.run(pluck=True)
 		)
+		if inbox_claim.claimed():
+			# A locking read: the latest commit, which another worker's may be (a plain read of MariaDB's
+			# repeatable-read snapshot could predate it).
+			rows = rows.for_update()
+		rows = rows.run(pluck=True)
 		return {from_column("message_id", row) for row in rows}
 
 	def errors(self, message_id: str, queue: str | None = None) -> list[ErrorRecord]:

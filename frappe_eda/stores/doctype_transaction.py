@@ -59,6 +59,12 @@ class _Open:
 	levels: list[_Level] = field(default_factory=list)
 
 
+def in_site_transaction() -> bool:
+	"""Whether a store transaction is open on this site connection (a level would be nested)."""
+	state: _Open | None = getattr(frappe.local, "eda_transaction", None)
+	return state is not None and state.depth > 0
+
+
 @contextmanager
 def site_transaction(commit: bool) -> Iterator[None]:
 	"""One level of the store's transaction on this site connection (see the module docstring)."""

@@ -50,6 +50,7 @@ from frappe_eda.stores.sql_schema import (
 	build_tables,
 	error_record,
 	error_row,
+	inbox_claim_table,
 	message_record,
 	message_row,
 	naive_utc,
@@ -101,6 +102,7 @@ class SqlStore(MessageStore):
 		self._byte_fields = frozenset(self.limits.text_chars)
 		self._local = threading.local()
 		self._relay_claim = RelayClaim(engine, self.messages.name)
+		self.inbox_claims = inbox_claim_table(self.metadata, table_prefix)
 		event.listen(engine, "commit", lambda connection: self._transaction_ended(connection, "commit"))
 		event.listen(engine, "rollback", lambda connection: self._transaction_ended(connection, "rollback"))
 		if create_tables:
@@ -423,6 +425,33 @@ class SqlStore(MessageStore):
 			return found
 
 		return self._read(work)
+
+	def claim_inbox(self, queue: str, message_ids: Iterable[str]) -> None:
+		"""Insert-then-delete each key in the claim table: the row is gone at once, but its key stays
+		locked by this transaction until it ends, so another worker's insert of the same key waits
+		(MariaDB and PostgreSQL alike) and then finds the inbox as this batch left it. The table stays
+		empty; a key left by a crash is simply taken over. SQLite needs none of it (one writer)."""
+		connection = self._state().connection
+		if self.engine.dialect.name == "sqlite" or connection is None:
+			return  # SQLite has one writer; outside a transaction there is nothing to hold a key for
+		keys = sorted(set(message_ids))  # one order for every worker: no lock-order deadlocks
+		claims = self.inbox_claims
+		# Not counted as a write of the batch (``state.wrote``): nothing stays, so a handler that rolls
+		# the transaction back loses no record (only the claim; its message is retried anyway).
+		for chunk in _chunks(keys):
+			connection.execute(self._claim_statement, [{"queue": queue, "message_id": k} for k in chunk])
+			connection.execute(delete(claims).where(claims.c.queue == queue, claims.c.message_id.in_(chunk)))
+
+	@cached_property
+	def _claim_statement(self) -> Any:
+		claims = self.inbox_claims
+		if self.engine.dialect.name == "postgresql":
+			pg = postgresql.insert(claims)
+			return pg.on_conflict_do_update(
+				index_elements=["queue", "message_id"], set_={"message_id": pg.excluded.message_id}
+			)
+		my = mysql.insert(claims)
+		return my.on_duplicate_key_update(message_id=my.inserted.message_id)
 
 	def errors(self, message_id: str, queue: str | None = None) -> list[ErrorRecord]:
 		e = self.error_table

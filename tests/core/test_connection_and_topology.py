@@ -15,6 +15,7 @@ from frappe_eda.messaging.errors import (
 from frappe_eda.messaging.registry import HandlerRegistry
 from frappe_eda.messaging.retry import RetryPolicy
 from frappe_eda.messaging.topology import Queue, Topology, TopologyDeclarer, topology_for
+from tests.conftest import AMQP_PORT
 
 
 def test_settings_never_show_the_password() -> None:
@@ -110,3 +111,56 @@ def test_quorum_queues_get_a_delivery_limit_and_a_dead_letter_target(
 	declarer.declare(topology)
 	assert declarer.queue_depth(f"{unique_name}.quorum") == 0
 	declarer.delete(topology)
+
+
+def test_a_node_list_gives_each_host_the_credentials_and_vhost_of_the_first() -> None:
+	settings = BrokerSettings(url="amqp://erp:s3cr3t@mq1:5672/prod", nodes=("mq2", "mq3:5673"))
+	assert settings.addresses == (
+		"amqp://erp:s3cr3t@mq1:5672/prod",
+		"amqp://erp:s3cr3t@mq2:5672/prod",
+		"amqp://erp:s3cr3t@mq3:5673/prod",
+	)
+	assert "s3cr3t" not in repr(settings) and "mq3:5673" in repr(settings)
+	assert "s3cr3t" not in settings.redacted_addresses()
+	assert [p.host for p in settings.node_parameters()] == ["mq1", "mq2", "mq3"]
+	assert settings.with_vhost("other").addresses[2] == "amqp://erp:s3cr3t@mq3:5673/other"
+
+
+def test_a_url_may_list_several_nodes_as_an_environment_variable_carries_them() -> None:
+	listed = BrokerSettings(url="amqp://u:p%2Cq@a:5672/v, amqp://u:p%2Cq@b:5672/v c")
+	assert listed.url == "amqp://u:p%2Cq@a:5672/v"
+	assert listed.nodes == ("amqp://u:p%2Cq@b:5672/v", "amqp://u:p%2Cq@c:5672/v")
+	assert listed.parameters().credentials.password == "p,q"
+	assert BrokerSettings.from_parts(host="mq1, mq2:5673", password="a,b").nodes == (
+		"amqp://guest:a%2Cb@mq2:5673/%2F",
+	)
+	single = BrokerSettings(url="amqps://u:p@b-1.mq.eu-west-1.amazonaws.com:5671/%2F")
+	assert single.nodes == () and len(single.node_parameters()) == 1
+
+
+def test_nodes_of_one_cluster_share_a_vhost_and_a_scheme() -> None:
+	with pytest.raises(ConfigurationError, match="same vhost"):
+		BrokerSettings(url="amqp://u:p@a/one", nodes=("amqp://u:p@b/two",))
+	with pytest.raises(ConfigurationError, match="one scheme"):
+		BrokerSettings(url="amqp://u:p@a/one", nodes=("amqps://u:p@b/one",))
+
+
+def test_a_dead_node_first_in_the_list_is_skipped(amqp_url: str) -> None:
+	dead = amqp_url.replace(f":{AMQP_PORT}/", ":1/")
+	settings = BrokerSettings(url=dead, nodes=(amqp_url,), reconnect_attempts=2)
+	with BrokerConnection(settings) as connection:
+		assert connection.node == settings.redacted_url(amqp_url)
+		connection.reconnect()  # starts after the node it was on: the dead one, then back here
+		assert connection.is_open
+
+
+def test_unreachable_nodes_fail_after_backing_off_naming_every_one() -> None:
+	settings = BrokerSettings(
+		url="amqp://guest:secret@127.0.0.1:1/%2F",
+		nodes=("127.0.0.1:2",),
+		reconnect_attempts=2,
+		reconnect_max_wait=0.1,
+	)
+	with pytest.raises(BrokerUnavailable, match=r"any of .*:1/.*:2/.* after 2 tries") as raised:
+		BrokerConnection(settings).open()
+	assert "secret" not in str(raised.value)

@@ -38,6 +38,10 @@ MARKERS = Path(os.environ["EDA_FAULT_MARKERS"])
 KILL_IN_HANDLER = int(os.environ.get("EDA_FAULT_KILL_IN_HANDLER", "0"))
 KILL_BEFORE_ACK = int(os.environ.get("EDA_FAULT_KILL_BEFORE_ACK", "0"))
 HANDLER_SECONDS = float(os.environ.get("EDA_FAULT_HANDLER_SECONDS", "0"))
+# The cluster scenarios: quorum queues, a name to find the worker's connection by, strict order.
+QUEUE_TYPE = os.environ.get("EDA_FAULT_QUEUE_TYPE", "classic")
+CLIENT_NAME = os.environ.get("EDA_FAULT_CLIENT_NAME", "frappe_eda")
+SINGLE_ACTIVE = os.environ.get("EDA_FAULT_SINGLE_ACTIVE") == "1"
 
 registry = HandlerRegistry()
 
@@ -50,7 +54,14 @@ def _once(name: str) -> bool:
 	return True
 
 
-@registry.subscribe("fault.#", queue=QUEUE, exchange=EXCHANGE, max_attempts=3, retry_delays=(0.2, 0.5))
+@registry.subscribe(
+	"fault.#",
+	queue=QUEUE,
+	exchange=EXCHANGE,
+	max_attempts=3,
+	retry_delays=(0.2, 0.5),
+	single_active_consumer=SINGLE_ACTIVE,
+)
 def apply_effect(message: Message) -> None:
 	context = current_context()
 	payload = message.payload
@@ -88,7 +99,11 @@ def main() -> None:
 	logging.getLogger("pika").setLevel(logging.ERROR)
 	store = open_store(os.environ["EDA_FAULT_STORE"])
 	settings = BrokerSettings(
-		url=os.environ["EDA_FAULT_AMQP"], heartbeat=5, reconnect_attempts=60, reconnect_max_wait=2
+		url=os.environ["EDA_FAULT_AMQP"],
+		heartbeat=5,
+		reconnect_attempts=60,
+		reconnect_max_wait=2,
+		client_name=CLIENT_NAME,
 	)
 	with BrokerConnection(settings) as connection:
 		worker = FaultyWorker(
@@ -97,7 +112,11 @@ def main() -> None:
 			store,
 			retry=RetryPolicy(3, (0.2, 0.5)),
 			notifier=LoggingNotifier(),
-			options=WorkerOptions(prefetch=int(os.environ.get("EDA_FAULT_PREFETCH", "50")), poll_seconds=0.2),
+			options=WorkerOptions(
+				prefetch=int(os.environ.get("EDA_FAULT_PREFETCH", "50")),
+				poll_seconds=0.2,
+				default_queue_type=QUEUE_TYPE,
+			),
 		)
 		worker.install_signal_handlers()
 		stats = worker.run()

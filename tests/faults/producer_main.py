@@ -1,0 +1,66 @@
+"""A producer process of the cluster scenarios: writes the ids it will send, then publishes them with
+confirms in chunks, resending a chunk after an outage (same ids: the consumers' inboxes drop copies).
+
+One process per producer because a process holds one broker connection (``ConnectionAlreadyOpen``).
+Configured by environment: EDA_FAULT_AMQP (the node list), EDA_FAULT_EXCHANGE, EDA_FAULT_COUNT,
+EDA_FAULT_TAG (in each payload), EDA_FAULT_IDS (the file of ids), EDA_FAULT_CLIENT_NAME.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from frappe_eda.messaging.connection import BrokerConnection, BrokerSettings
+from frappe_eda.messaging.envelope import Message
+from frappe_eda.messaging.errors import BrokerUnavailable
+from frappe_eda.messaging.publisher import Publisher
+
+CHUNK = int(os.environ.get("EDA_FAULT_CHUNK", "20"))
+# A short pause between chunks keeps the producers publishing while the fault strikes.
+PAUSE = float(os.environ.get("EDA_FAULT_PAUSE", "0.02"))
+
+
+def main() -> None:
+	logging.basicConfig(
+		level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+	)
+	logging.getLogger("pika").setLevel(logging.ERROR)
+	tag, count = os.environ["EDA_FAULT_TAG"], int(os.environ["EDA_FAULT_COUNT"])
+	messages = [Message("fault.item", {"producer": tag, "n": n}) for n in range(1, count + 1)]
+	Path(os.environ["EDA_FAULT_IDS"]).write_text("\n".join(m.id for m in messages) + "\n")
+	settings = BrokerSettings(
+		url=os.environ["EDA_FAULT_AMQP"],
+		reconnect_attempts=60,
+		reconnect_max_wait=2,
+		heartbeat=5,
+		client_name=os.environ.get("EDA_FAULT_CLIENT_NAME", "frappe_eda"),
+	)
+	resent = 0
+	with BrokerConnection(settings) as connection:
+		publisher = Publisher(connection, exchange=os.environ["EDA_FAULT_EXCHANGE"], resend_attempts=5)
+		for start in range(0, count, CHUNK):
+			time.sleep(PAUSE)
+			part = messages[start : start + CHUNK]
+			for _ in range(60):
+				try:
+					publisher.publish_many(part).raise_first()
+					break
+				except BrokerUnavailable as e:
+					resent += 1
+					print(f"chunk at {start} not confirmed ({e}); resending it", flush=True)
+					time.sleep(0.5)
+					try:
+						connection.reconnect()
+					except BrokerUnavailable:
+						pass
+			else:
+				raise SystemExit(f"chunk at {start} never confirmed")
+	print(f"producer {tag} done: {count} confirmed, {resent} chunks resent", flush=True)
+
+
+if __name__ == "__main__":
+	main()
