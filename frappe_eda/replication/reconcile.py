@@ -27,12 +27,11 @@ one of these is refused (dead-lettered) with a clear error.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import html
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -44,9 +43,11 @@ from frappe_eda.messaging.registry import HandlerRegistry, Subscription
 from frappe_eda.messaging.replication.digests import (
 	DEFAULT_BUCKETS,
 	MAX_BUCKETS,
-	BucketDigest,
 	bucket_of,
+	compare_listing,
+	content_token,
 	differing_buckets,
+	digest,
 	digest_from_wire,
 	digest_to_wire,
 )
@@ -90,30 +91,6 @@ class ReconcileError(frappe.ValidationError):
 
 
 # --- digests of content hashes ------------------------------------------------------------------
-
-
-def _item_hash(name: str, content: str) -> int:
-	text = f"{name}\x1f{content}".encode("utf-8", "surrogatepass")
-	return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
-
-
-def hash_digest(items: Iterable[tuple[str, str]], buckets: int = DEFAULT_BUCKETS) -> dict[int, BucketDigest]:
-	"""Per bucket, count and XOR of ``(name, content hash)``: ``digests.digest`` with the content hash
-	(``replication.content``) in place of ``modified``, which a raw SQL update leaves as it was."""
-	counts: dict[int, int] = {}
-	hashes: dict[int, int] = {}
-	for name, content in items:
-		bucket = bucket_of(name, buckets)
-		counts[bucket] = counts.get(bucket, 0) + 1
-		hashes[bucket] = hashes.get(bucket, 0) ^ _item_hash(name, content or "")
-	return {b: BucketDigest(counts[b], hashes[b]) for b in counts}
-
-
-def compare_hashes(source: Mapping[str, str], local: Mapping[str, str]) -> tuple[list[str], list[str]]:
-	"""``(to_send, gone)`` of one bucket: names missing here or with another hash; names only here."""
-	to_send = sorted(name for name, content in source.items() if local.get(name) != content)
-	gone = sorted(name for name in local if name not in source)
-	return to_send, gone
 
 
 def scrub_site(site: str) -> str:
@@ -401,7 +378,7 @@ def answer_digest(message: Message, exchange: str) -> None:
 	ours_items: dict[int, dict[str, str]] = {}
 	for name, content, _rule in source_rows(doctype, rules):
 		ours_items.setdefault(bucket_of(name, buckets), {})[name] = content
-	ours = hash_digest(((n, c) for items in ours_items.values() for n, c in items.items()), buckets)
+	ours = digest(((n, c) for items in ours_items.values() for n, c in items.items()), buckets, content_token)
 	differing = differing_buckets(theirs, ours)
 	parts: list[tuple[list[int], dict[str, str]]] = []
 	size, current_buckets, current = 0, [], {}
@@ -577,7 +554,7 @@ def start_run(subscription: str, source: str | None = None, buckets: int = DEFAU
 			"server": site,
 			"doctype": spec.source_doctype,
 			"buckets": buckets,
-			"digest": digest_to_wire(hash_digest(items.items(), buckets)),
+			"digest": digest_to_wire(digest(items.items(), buckets, content_token)),
 		},
 		exchange=spec.exchange,
 		routing_key=request_key(source),
@@ -686,7 +663,7 @@ def _compare_listing(
 	state["parts_seen"].append(part)
 	spec = _spec(subscription)
 	local = {n: c for n, c in local_items(spec, state["source"]).items() if bucket_of(n, buckets) in wanted}
-	to_send, gone = compare_hashes(entries, local)
+	to_send, gone = compare_listing(entries, local, content_token)
 	state["listed"] += len(entries)
 	state["to_send"].extend(to_send)
 	state["gone"].extend(gone)

@@ -38,6 +38,15 @@ BULK = 600  # enough for the job to report progress before its summary
 GROUP = 6
 HOSTILE = '<img src=x onerror="window.__eda_pwned=1">'
 HOSTILE_ERROR = "<script>window.__eda_pwned=2</script><b>bold?</b>"
+# Replication (issue #11/#14): text from another server, in a replica's conflict, a reconciliation and a
+# receipt. An alert() that fires is caught by the page's dialog handler and fails the step.
+HOSTILE_ALERT = "<img src=x onerror=alert(1)>"
+HOSTILE_SCRIPT = "<script>alert(2);window.__eda_pwned=3</script>"
+SUBSCRIPTION = f"{TAG}-todos"
+SOURCE = f"source.{TAG}.invalid"  # no such server: a reconciliation's digest goes nowhere
+REPLICA_COPY = f"{TAG} replica copy"
+RECEIPT_SERVERS = (f"wh1.{TAG}.localhost", f"wh2.{TAG}.localhost")
+APPLIED_DOCUMENT = "TODO-WH1-0042"
 
 
 # --- the site side: bench --site SITE execute frappe_eda.tests.desk_suite.seed / clean -----------------
@@ -128,6 +137,7 @@ def seed() -> dict[str, Any]:
 	store.save(records)
 	for error in errors:
 		store.add_error(error)
+	_seed_replication(records[-2].message_id)
 	frappe.db.commit()
 
 	with BrokerConnection(load_settings().broker) as connection:
@@ -150,7 +160,111 @@ def seed() -> dict[str, Any]:
 		publisher.close()
 		if report.failed:
 			report.raise_first()
-	return {"messages": len(records), "queue": QUEUE, "operator": OPERATOR, "plain": PLAIN}
+	return {
+		"messages": len(records),
+		"queue": QUEUE,
+		"operator": OPERATOR,
+		"plain": PLAIN,
+		"subscription": SUBSCRIPTION,
+	}
+
+
+def _seed_replication(outgoing_id: str) -> None:
+	"""An EDA Subscription with field rules and a reconciliation's figures, its EDA Replica rows (one a
+	Conflict with hostile text) and two EDA Receipts of the outgoing message ``outgoing_id``, each
+	written by the code that writes them for real (the figures as ``save_state`` writes them)."""
+	import frappe
+
+	from frappe_eda.messaging.envelope import Message, utcnow
+	from frappe_eda.messaging.replication.receipts import RECEIPT_TYPE, Receipt, ReceiptOutcome
+	from frappe_eda.messaging.replication.versions import DocVersion
+	from frappe_eda.replication import replicas
+	from frappe_eda.replication.receipts import record_receipt
+
+	frappe.get_doc(
+		{
+			"doctype": "EDA Subscription",
+			"subscription_name": SUBSCRIPTION,
+			"enabled": 1,
+			"description": f"{TAG}: ToDos from a server that does not exist",
+			"source_doctype": "ToDo",
+			"document_type": "ToDo",
+			"source": SOURCE,
+			"routing_key_patterns": f"{TAG}.todo.*\n{TAG}.replica.*",
+			"match_by": "Source Name",
+			"conflict_policy": "Skip and Record",
+			"link_policy": "Ignore",
+			"reconcile_every": "Never",
+			"field_rules": [
+				{"action": "Map", "source_field": "description", "target_field": "description"},
+				{"action": "Skip", "source_field": "color"},
+				{"action": "Default", "target_field": "priority", "value": "Medium"},
+				{"action": "Constant", "target_field": "status", "value": "Open"},
+			],
+		}
+	).insert()
+	now = frappe.utils.now_datetime()
+	frappe.db.set_value(
+		"EDA Subscription",
+		SUBSCRIPTION,
+		{
+			"last_reconciled_at": now,
+			"last_reconcile_differed": 7,
+			"last_reconcile_healed": 5,
+			"last_reconcile_unhealed": 2,
+			"reconcile_runs_with_drift": 1,
+			"last_reconcile_why": f"SRC-0004: Conflict: {HOSTILE_ALERT}\nSRC-0005: not sent by the source: {HOSTILE_SCRIPT}",
+		},
+		update_modified=False,
+	)
+	copies = [
+		frappe.get_doc({"doctype": "ToDo", "description": f"{REPLICA_COPY} {n}"}).insert() for n in range(4)
+	]
+	version = DocVersion.of(now, "on_update")
+	for n, (status, event, detail) in enumerate(
+		(
+			("Applied", "on_update", ""),
+			("Applied", "after_insert", ""),
+			("Skipped", "on_update", "stale: an older version than the one applied"),
+			(
+				"Conflict",
+				"on_update",
+				f"changed here since the subscription wrote it: {HOSTILE_ALERT} {HOSTILE_SCRIPT}",
+			),
+			("Deleted", "on_trash", ""),
+		)
+	):
+		replicas.record(
+			None,
+			subscription=SUBSCRIPTION,
+			source=SOURCE,
+			source_doctype="ToDo",
+			source_name=f"SRC-{n + 1:04d}" + (f" {HOSTILE_ALERT}" if status == "Conflict" else ""),
+			document_type="ToDo",
+			local_name=copies[n].name if n < len(copies) else "",
+			status=status,
+			message_id=frappe.generate_hash(length=32),
+			event=event,
+			detail=detail,
+			version=version if status == "Applied" else None,
+			local_modified=copies[n].modified if status == "Applied" else None,
+			source_hash=frappe.generate_hash(length=16) if status == "Applied" else None,
+		)
+	for server, outcome, detail, document in (
+		(RECEIPT_SERVERS[0], ReceiptOutcome.APPLIED, "", APPLIED_DOCUMENT),
+		(RECEIPT_SERVERS[1], ReceiptOutcome.REFUSED, f"ApplyRefused: {HOSTILE_ALERT} {HOSTILE_SCRIPT}", ""),
+	):
+		receipt = Receipt(
+			message_id=outgoing_id,
+			server=server,
+			subscription=SUBSCRIPTION,
+			outcome=outcome,
+			detail=detail,
+			document=document,
+			at=utcnow().isoformat(),
+		)
+		if not record_receipt(Message(type=RECEIPT_TYPE, payload=receipt.payload())):
+			raise AssertionError(f"the receipt from {server} was dropped")
 
 
 def clean() -> None:
@@ -159,8 +273,17 @@ def clean() -> None:
 	from frappe_eda.messaging.connection import BrokerConnection
 	from frappe_eda.messaging.errors import BrokerUnavailable
 	from frappe_eda.messaging.topology import dead_letter_queue
+	from frappe_eda.replication.reconcile import DIGEST_TYPE, request_key
+	from frappe_eda.replication.subscriptions import default_queue
 	from frappe_eda.settings import load_settings
 
+	frappe.db.delete("EDA Receipt", {"subscription": SUBSCRIPTION})
+	frappe.db.delete("EDA Replica", {"subscription": SUBSCRIPTION})
+	if frappe.db.exists("EDA Subscription", SUBSCRIPTION):
+		frappe.delete_doc("EDA Subscription", SUBSCRIPTION, force=True, ignore_permissions=True)
+	# What Reconcile Now sent to the source that does not exist.
+	frappe.db.delete("EDA Message", {"message_type": DIGEST_TYPE, "routing_key": request_key(SOURCE)})
+	frappe.db.delete("ToDo", {"description": ["like", f"{REPLICA_COPY} %"]})
 	frappe.db.delete("EDA Error", {"queue": QUEUE})
 	frappe.db.delete("EDA Message", {"queue": QUEUE})
 	frappe.db.delete("EDA Message", {"message_type": f"{TAG}.tracked"})
@@ -171,8 +294,12 @@ def clean() -> None:
 			channel = connection.channel()
 			for name in (QUEUE, dead_letter_queue(QUEUE)):
 				channel.queue_delete(name)
+			# A worker of the site may still consume the subscription's queue: then it stays.
+			channel.queue_delete(default_queue(SUBSCRIPTION), if_unused=True)
 	except BrokerUnavailable:
 		pass
+	except Exception as e:  # the queue is in use (the channel is closed with PRECONDITION_FAILED)
+		print(f"left the queue {default_queue(SUBSCRIPTION)}: {e}")
 
 
 def _user(email: str, name: str, roles: list[str]) -> None:
@@ -260,6 +387,8 @@ def _confirm(page: Any) -> None:
 def operator_steps(suite: Suite, page: Any, problems: list[str]) -> None:
 	base = suite.base
 	page.set_viewport_size({"width": 1280, "height": 800})  # screenshots small enough for the README
+	# A stored string that runs alert() (hostile text of another server) fails the step it ran in.
+	page.on("dialog", lambda d: (problems.append(f"dialog {d.type}: {d.message}"), d.dismiss()))
 
 	def workspace() -> str:
 		_open(page, base, "/app/eda")
@@ -440,6 +569,223 @@ def operator_steps(suite: Suite, page: Any, problems: list[str]) -> None:
 		suite.shot(page, "document-messages")
 		return text[:100]
 
+	def inert(route: str, scope: str = "body") -> None:
+		"""No stored string ran (no alert, no flag) or rendered as markup on the page."""
+		if page.evaluate("() => window.__eda_pwned"):
+			raise AssertionError(f"a stored string ran as script on {route}")
+		injected = page.evaluate(
+			"""(scope) => [...document.querySelectorAll(scope)].reduce((n, el) => n
+				+ el.querySelectorAll("img[src='x']").length
+				+ [...el.querySelectorAll("b")].filter((b) => b.textContent === "bold?").length
+				+ [...el.querySelectorAll("script")].filter((s) => /alert|__eda_pwned/.test(s.textContent)).length, 0)""",
+			scope,
+		)
+		if injected:
+			raise AssertionError(f"{injected} injected element(s) in {scope} on {route}")
+
+	def subscription_form() -> str:
+		route = f"/app/eda-subscription/{SUBSCRIPTION}"
+		_open(page, base, route)
+		page.wait_for_function(
+			f"() => window.cur_frm && cur_frm.doc.name === {json.dumps(SUBSCRIPTION)} && !cur_frm.is_dirty()",
+			timeout=30000,
+		)
+		if page.locator(".modal.show:has-text('Error')").count():
+			raise AssertionError("a server error dialog is open")
+		body = page.locator(".form-layout").first
+		for label in ("Which Messages", "How To Apply", "Field Mapping", "Reconciliation"):
+			if not body.locator(f".section-head:has-text('{label}')").count():
+				raise AssertionError(f"no {label!r} section")
+		rules = page.locator("[data-fieldname='field_rules'] .grid-body .grid-row").count()
+		if rules != 4:
+			raise AssertionError(f"{rules} field rules shown, 4 seeded")
+		buttons = {
+			label: page.locator(f".page-actions button:has-text('{label}'):visible").count()
+			for label in ("Copies", "Messages", "Reconcile Now")
+		}
+		if not all(buttons.values()):
+			raise AssertionError(f"buttons missing: {buttons}")
+		section = page.locator(".section-head:has-text('Reconciliation')").first
+		if "collapsed" in (section.get_attribute("class") or ""):
+			section.click()
+		figures = {}
+		for fieldname in (
+			"last_reconciled_at",
+			"last_reconcile_differed",
+			"last_reconcile_healed",
+			"last_reconcile_unhealed",
+			"reconcile_runs_with_drift",
+			"last_reconcile_why",
+		):
+			field = page.locator(f".frappe-control[data-fieldname='{fieldname}']:visible").first
+			field.wait_for(timeout=10000)
+			figures[fieldname] = " ".join(field.inner_text().split())
+		for fieldname, number in (
+			("last_reconcile_differed", "7"),
+			("last_reconcile_healed", "5"),
+			("last_reconcile_unhealed", "2"),
+		):
+			if number not in figures[fieldname]:
+				raise AssertionError(f"{fieldname} shows {figures[fieldname]!r}, not {number}")
+		if not any(c.isdigit() for c in figures["last_reconciled_at"]):
+			raise AssertionError(f"Last Reconciled At shows {figures['last_reconciled_at']!r}")
+		why = figures["last_reconcile_why"]
+		if "onerror=alert(1)" not in why or "<script>" not in why:
+			raise AssertionError(f"the reconciliation's why is not shown as text: {why!r}")
+		inert(route)
+		page.locator("[data-fieldname='last_reconcile_why']:visible").first.scroll_into_view_if_needed()
+		suite.shot(page, "subscription-form")
+		return f"buttons {list(buttons)}; {rules} field rules; figures {figures['last_reconcile_differed']} / {figures['last_reconcile_healed']} / {figures['last_reconcile_unhealed']}"
+
+	def reconcile_now() -> str:
+		route = f"/app/eda-subscription/{SUBSCRIPTION}"
+		_open(page, base, route)
+		button = page.locator(".page-actions button:has-text('Reconcile Now'):visible").first
+		button.wait_for(timeout=30000)
+		with page.expect_response(lambda r: "reconcile_now" in r.url, timeout=30000) as response:
+			button.click()
+		reply = response.value.json()
+		alert = page.wait_for_selector("#alert-container .alert:has-text('Digest of')", timeout=15000)
+		text = " ".join(alert.inner_text().split())
+		page.wait_for_timeout(500)
+		if page.locator(".modal.show:has-text('Error'), .modal.show:has-text('Traceback')").count():
+			raise AssertionError("a server error dialog is open")
+		suite.shot(page, "subscription-reconcile-now")
+		run = (reply.get("message") or {}).get("run")
+		state = _call(
+			page,
+			"frappe.client.get_value",
+			doctype="EDA Subscription",
+			filters=SUBSCRIPTION,
+			fieldname="reconcile_state",
+		)["reconcile_state"]
+		if not run or run not in (state or ""):
+			raise AssertionError(f"no run recorded: {reply} / {state!r:.200}")
+		return f"{text} (run {run})"
+
+	def replica_list() -> str:
+		_open(page, base, f"/app/eda-subscription/{SUBSCRIPTION}")
+		page.locator(".page-actions button:has-text('Copies'):visible").first.click()
+		page.wait_for_url(lambda u: "/app/eda-replica" in u, timeout=30000)
+		page.wait_for_selector(".list-row-container", timeout=30000)
+		page.wait_for_timeout(1000)
+		rows = page.locator(".list-row-container").count()
+		if rows != 5:
+			raise AssertionError(f"{rows} copies listed for the subscription, 5 seeded")
+		for status in ("Applied", "Deleted", "Skipped", "Conflict"):
+			if not page.locator(f".list-row-container .indicator-pill:has-text('{status}')").count():
+				raise AssertionError(f"no {status} row")
+		for fieldname in ("subscription", "status"):
+			if not page.locator(f".standard-filter-section [data-fieldname='{fieldname}']").count():
+				raise AssertionError(f"no standard filter on {fieldname}")
+		route = "/app/eda-replica (the subscription's copies)"
+		inert(route)
+		if "onerror=alert(1)" not in page.locator(".result").inner_text():
+			raise AssertionError("the Conflict's source name is not shown as text")
+		suite.shot(page, "replica-list")
+		_open(page, base, f"/app/eda-replica?subscription={SUBSCRIPTION}&status=Conflict")
+		page.wait_for_selector(".list-row-container", timeout=30000)
+		page.wait_for_timeout(1000)
+		conflicts = page.locator(".list-row-container").count()
+		if conflicts != 1:
+			raise AssertionError(f"the status filter shows {conflicts} rows, not the one Conflict")
+		inert("/app/eda-replica?status=Conflict")
+		return f"{rows} copies (Applied, Deleted, Skipped, Conflict); filtered to Conflict: {conflicts}"
+
+	def replica_form() -> str:
+		[row] = _call(
+			page,
+			"frappe.client.get_list",
+			doctype="EDA Replica",
+			filters={"subscription": SUBSCRIPTION, "status": "Conflict"},
+			fields=["name"],
+		)
+		route = f"/app/eda-replica/{row['name']}"
+		_open(page, base, route)
+		page.wait_for_function(
+			f"() => window.cur_frm && cur_frm.docname === {json.dumps(row['name'])}", timeout=30000
+		)
+		detail = page.locator(".frappe-control[data-fieldname='detail']:visible").first
+		detail.wait_for(timeout=10000)
+		text = " ".join(detail.inner_text().split())
+		if "onerror=alert(1)" not in text or "<script>" not in text:
+			raise AssertionError(f"the conflict's detail is not shown as text: {text!r}")
+		source_name = page.locator(".frappe-control[data-fieldname='source_name']:visible").first.inner_text()
+		if "onerror=alert(1)" not in source_name:
+			raise AssertionError(f"the source name is not shown as text: {source_name!r}")
+		inert(route)
+		suite.shot(page, "replica-form")
+		return text[:100]
+
+	def receipt_texts(scope: str) -> str:
+		section = page.wait_for_selector(scope, timeout=30000)
+		text = " ".join(section.inner_text().split())
+		for expected in (
+			"Applied",
+			"Refused",
+			*RECEIPT_SERVERS,
+			APPLIED_DOCUMENT,
+			"ApplyRefused: <img src=x onerror=alert(1)>",
+			"<script>alert(2)",
+			SUBSCRIPTION,
+		):
+			if expected not in text:
+				raise AssertionError(f"{expected!r} is not in the receipts: {text[:300]}")
+		if "&lt;" in text or "&amp;" in text:
+			raise AssertionError(f"the receipts show entities, not text: {text[:300]}")
+		return text
+
+	def tracked_outgoing() -> dict[str, Any]:
+		[message] = _call(
+			page,
+			"frappe.client.get_list",
+			doctype="EDA Message",
+			filters={"message_type": f"{TAG}.tracked", "direction": "Outgoing"},
+			fields=["name", "reference_name"],
+		)
+		return message
+
+	def message_receipts() -> str:
+		message = tracked_outgoing()
+		route = f"/app/eda-message/{message['name']}"
+		_open(page, base, route)
+		text = receipt_texts(".eda-message-receipts")
+		receipts = page.locator(".eda-message-receipts .eda-receipt").count()
+		if receipts != 2:
+			raise AssertionError(f"{receipts} receipts shown, 2 seeded")
+		pills = page.locator(
+			".eda-message-receipts .indicator-pill.green:has-text('Applied'), .eda-message-receipts .indicator-pill.red:has-text('Refused')"
+		).count()
+		if pills != 2:
+			raise AssertionError("the outcomes are not shown green (Applied) and red (Refused)")
+		inert(route, ".eda-message-receipts")
+		inert(route)
+		page.locator(".eda-message-receipts").first.scroll_into_view_if_needed()
+		suite.shot(page, "message-receipts")
+		return text[:160]
+
+	def document_receipts() -> str:
+		message = tracked_outgoing()
+		route = f"/app/todo/{message['reference_name']}"
+		_open(page, base, route)
+		page.wait_for_selector(".eda-document-messages", timeout=30000)
+		text = receipt_texts(".eda-document-messages .eda-receipts")
+		receipts = page.locator(".eda-document-messages .eda-receipts .eda-receipt").count()
+		if receipts != 2:
+			raise AssertionError(f"{receipts} receipts under the message, 2 seeded")
+		# Under the outgoing message's row, not the incoming one's.
+		above = page.evaluate(
+			"""() => { const r = document.querySelector(".eda-document-messages .eda-receipts");
+				return r && r.previousElementSibling ? r.previousElementSibling.innerText : ""; }"""
+		)
+		if "Outgoing" not in above:
+			raise AssertionError(f"the receipts are not under the outgoing message: {above!r}")
+		inert(route, ".eda-document-messages")
+		inert(route)
+		page.locator(".eda-document-messages").first.scroll_into_view_if_needed()
+		suite.shot(page, "document-receipts")
+		return text[:160]
+
 	for name, check in (
 		("workspace loads", workspace),
 		("a document's Messages section", document_messages),
@@ -451,6 +797,12 @@ def operator_steps(suite: Suite, page: Any, problems: list[str]) -> None:
 		("Replay Group from the report", group_replay),
 		("bulk Replay of all matching from the list, to the end", bulk_replay),
 		("hostile strings inert", hostile_inert),
+		("EDA Subscription form: sections, field rules, buttons, Reconciliation figures", subscription_form),
+		("Reconcile Now on a subscription whose source does not exist", reconcile_now),
+		("EDA Replica list: the subscription's copies, statuses, filters, hostile text inert", replica_list),
+		("EDA Replica form: the Conflict's detail as text", replica_form),
+		("EDA Message form: its receipts as plain text", message_receipts),
+		("a document's Messages section: receipts under its message", document_receipts),
 	):
 		suite.step(name, problems, check)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,15 +48,26 @@ def _item_hash(name: str, modified: str) -> int:
 	return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
 
 
-def digest(items: Iterable[tuple[str, Any]], buckets: int = DEFAULT_BUCKETS) -> dict[int, BucketDigest]:
-	"""Per bucket, count and XOR of the items ``(name, modified)``; empty buckets are left out."""
+def content_token(value: Any) -> str:
+	"""A content hash (``frappe_eda.replication.content``) as the version of a document: compared as text."""
+	return value or ""
+
+
+def digest(
+	items: Iterable[tuple[str, Any]],
+	buckets: int = DEFAULT_BUCKETS,
+	token: Callable[[Any], str] = normalized_modified,
+) -> dict[int, BucketDigest]:
+	"""Per bucket, count and XOR of the items ``(name, version)``; empty buckets are left out. The
+	version is ``modified`` by default; ``token=content_token`` compares content hashes instead, which
+	also see a change that kept ``modified`` (a raw SQL update)."""
 	_check_buckets(buckets)
 	counts: dict[int, int] = {}
 	hashes: dict[int, int] = {}
-	for name, modified in items:
+	for name, version in items:
 		bucket = bucket_of(name, buckets)
 		counts[bucket] = counts.get(bucket, 0) + 1
-		hashes[bucket] = hashes.get(bucket, 0) ^ _item_hash(name, normalized_modified(modified))
+		hashes[bucket] = hashes.get(bucket, 0) ^ _item_hash(name, token(version))
 	return {b: BucketDigest(counts[b], hashes[b]) for b in counts}
 
 
@@ -100,13 +111,15 @@ def differing_buckets(theirs: Mapping[int, BucketDigest], ours: Mapping[int, Buc
 	return sorted(b for b in set(theirs) | set(ours) if theirs.get(b) != ours.get(b))
 
 
-def compare_listing(source: Mapping[str, Any], local: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-	"""``(to_send, gone)``: names the source must send again (missing here or another ``modified``), and
+def compare_listing(
+	source: Mapping[str, Any],
+	local: Mapping[str, Any],
+	token: Callable[[Any], str] = normalized_modified,
+) -> tuple[list[str], list[str]]:
+	"""``(to_send, gone)``: names the source must send again (missing here or another version), and
 	names the subscriber holds that the source no longer has."""
 	to_send = sorted(
-		name
-		for name, modified in source.items()
-		if name not in local or normalized_modified(local[name]) != normalized_modified(modified)
+		name for name, version in source.items() if name not in local or token(local[name]) != token(version)
 	)
 	gone = sorted(name for name in local if name not in source)
 	return to_send, gone
