@@ -82,6 +82,8 @@ MAX_ERROR_HEADER = 1000
 MAX_SHORT_STRING = 255
 # Refused deliveries remembered per worker, so a redelivered one goes straight to its dead letter.
 REMEMBERED_REFUSALS = 10_000
+# Tries of one delivery alone when the store's error is transient (a deadlock with a competing worker).
+TRANSIENT_TRIES = 3
 
 
 @dataclass
@@ -325,14 +327,12 @@ class Worker:
 			failure = error
 			# The broker's copy of a delivery this worker refused before (its ack was lost) is not run again.
 			if not (delivery.redelivered and identity in self._refusals):
-				try:
-					self._settle(self._run_on_handler_thread(self._process, [item], True))
+				alone = self._record_alone(item)
+				if alone is None:
 					continue
-				except CONNECTION_ERRORS:
-					raise
-				except Exception as e:
-					failure = e
-				if not self._store_takes_writes(delivery.queue):
+				failure = alone
+				if self._transient(failure) or not self._store_takes_writes(delivery.queue):
+					# A deadlock that outlived the tries alone is contention, not a refusal: back off.
 					self._return_unrecorded(batch[index:], failure)
 					return
 			try:
@@ -343,6 +343,39 @@ class Worker:
 				self._return_unrecorded(batch[index:], e)
 				return
 			self._refuse(decision, identity, failure)
+
+	def _record_alone(self, item: Delivery | Screened) -> Exception | None:
+		"""Run and record one delivery in a transaction of its own; ``None`` once it is settled, else the
+		error. A transient error (a deadlock with a competing worker) is tried ``TRANSIENT_TRIES`` times."""
+		failure: Exception | None = None
+		for attempt in range(TRANSIENT_TRIES):
+			if attempt:
+				self.connection.sleep(0.05 * 2**attempt)
+			try:
+				self._settle(self._run_on_handler_thread(self._process, [item], True))
+				return None
+			except CONNECTION_ERRORS:
+				raise
+			except Exception as e:
+				failure = e
+				if not self._transient(e):
+					return e
+				log.warning("transient store error (%s), trying the delivery again", type(e).__name__)
+		return failure
+
+	def _transient(self, error: BaseException) -> bool:
+		"""The error, or one it was raised from, is one the store says goes away when tried again."""
+		seen: BaseException | None = error
+		for _ in range(6):
+			if seen is None:
+				return False
+			try:
+				if self.store.is_transient(seen):
+					return True
+			except Exception:
+				return False
+			seen = seen.__cause__ or seen.__context__
+		return False
 
 	def _refuse(self, decision: Decision, identity: tuple[str, str], error: Exception) -> None:
 		self._refusals[identity] = self._refusals.get(identity, 0) + 1

@@ -171,6 +171,12 @@ class MessageStore(ABC):
 	def processed_ids(self, queue: str, message_ids: Iterable[str]) -> set[str]:
 		"""The inbox: which of ``message_ids`` were already PROCESSED by ``queue``'s handler."""
 
+	def is_transient(self, error: BaseException) -> bool:
+		"""Whether ``error`` (raised by this store's database) goes away when the same work is tried again:
+		a deadlock or a lock wait timeout between competing workers. The worker then tries the delivery
+		again, and at worst returns it to the queue, instead of dead-lettering it as refused."""
+		return False
+
 	def claim_inbox(self, queue: str, message_ids: Iterable[str]) -> None:  # noqa: B027 - optional hook
 		"""Hold ``queue``'s inbox entries of ``message_ids`` until the open transaction ends.
 

@@ -423,7 +423,9 @@ def _apply_rename(
 		**moved,
 		local_name=new_local,
 		status="Applied",
-		version=version,
+		# the new name's row at the document's own version (a save's rank): the rename's rank would make
+		# a db_set or reconciliation that keeps this modified look older than the rename, and be dropped
+		version=DocVersion(version.modified),
 		local_modified=frappe.db.get_value(spec.document_type, new_local, "modified"),
 		source_hash=_source_hash(message.payload),
 		detail=f"renamed from {rename['old']}" + (" (merged)" if rename["merge"] else ""),

@@ -123,6 +123,15 @@ class DocTypeStore(MessageStore):
 			if outermost:
 				inbox_claim.release()  # the inbox claims of a worker's batch end with its transaction
 
+	def is_transient(self, error: BaseException) -> bool:
+		"""A deadlock or lock wait timeout (Frappe's own classes, or the driver's error they wrap)."""
+		if isinstance(error, frappe.QueryDeadlockError | frappe.QueryTimeoutError):
+			return True
+		try:
+			return bool(frappe.db.is_deadlocked(error) or frappe.db.is_timedout(error))
+		except Exception:
+			return False
+
 	def claim_inbox(self, queue: str, message_ids: Iterable[str]) -> None:
 		"""See ``doctype_inbox_claim``: a database lock per id, held until the transaction ends."""
 		inbox_claim.claim(to_column("queue", queue), message_ids)

@@ -426,6 +426,19 @@ class SqlStore(MessageStore):
 
 		return self._read(work)
 
+	def is_transient(self, error: BaseException) -> bool:
+		"""MariaDB's deadlock (1213) and lock wait timeout (1205), PostgreSQL's serialization failure and
+		deadlock (40001, 40P01), SQLite's "database is locked"; wrapped by SQLAlchemy or not."""
+		original = getattr(error, "orig", None) or error
+		args = getattr(original, "args", ())
+		if args and args[0] in (1205, 1213):
+			return True
+		if getattr(original, "pgcode", None) in ("40001", "40P01") or getattr(
+			getattr(original, "diag", None), "sqlstate", None
+		) in ("40001", "40P01"):
+			return True
+		return "database is locked" in str(original)
+
 	def claim_inbox(self, queue: str, message_ids: Iterable[str]) -> None:
 		"""Insert-then-delete each key in the claim table: the row is gone at once, but its key stays
 		locked by this transaction until it ends, so another worker's insert of the same key waits

@@ -680,8 +680,11 @@ def operator_steps(suite: Suite, page: Any, problems: list[str]) -> None:
 				raise AssertionError(f"no standard filter on {fieldname}")
 		route = "/app/eda-replica (the subscription's copies)"
 		inert(route)
-		if "onerror=alert(1)" not in page.locator(".result").inner_text():
-			raise AssertionError("the Conflict's source name is not shown as text")
+		conflict = " ".join(
+			page.locator(".list-row-container:has-text('Conflict')").first.inner_text().split()
+		)
+		if "SRC-0004 <img src=x onerror=alert(1)>" not in conflict:
+			raise AssertionError(f"the Conflict's source name is not shown as text: {conflict!r}")
 		suite.shot(page, "replica-list")
 		_open(page, base, f"/app/eda-replica?subscription={SUBSCRIPTION}&status=Conflict")
 		page.wait_for_selector(".list-row-container", timeout=30000)

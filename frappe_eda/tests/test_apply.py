@@ -502,8 +502,11 @@ class TestApply(FrappeTestCase):
 		self.assertTrue(frappe.db.exists(ITEM, "R-NEW"))
 		old = replica(spec.name, "R-OLD")  # a tombstone at the rename's version
 		self.assertEqual((old.status, old.local_name, old.source_version), ("Deleted", "", f"{T1}|1"))
-		row = replica(spec.name, "R-NEW")
-		self.assertEqual((row.status, row.local_name, row.source_version), ("Applied", "R-NEW", f"{T1}|1"))
+		row = replica(spec.name, "R-NEW")  # at the document's version: a db_set keeping T1 still applies
+		self.assertEqual((row.status, row.local_name, row.source_version), ("Applied", "R-NEW", f"{T1}|0"))
+		# a db_set that kept the source's modified (T1, as the rename's) is not older than the rename
+		apply_message(spec, message("on_change", item("R-NEW", T1, item_code="R-OLD", item_name="db_set")))
+		self.assertEqual(frappe.db.get_value(ITEM, "R-NEW", "item_name"), "db_set")
 		apply_message(spec, message("on_update", item("R-NEW", T2, item_code="R-OLD", item_name="after")))
 		self.assertEqual(frappe.db.get_value(ITEM, "R-NEW", "item_name"), "after")
 		self.assertEqual(frappe.db.count(ITEM, {"item_code": "R-OLD"}), 1)

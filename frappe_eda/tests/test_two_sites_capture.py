@@ -287,26 +287,44 @@ class TestTwoSitesCapture(FrappeTestCase):
 		found = subprocess.run(["pgrep", "-af", "eda worker"], capture_output=True, text=True).stdout
 		return "\n".join(line for line in found.splitlines() if any(f"--site {s} " in line for s in sites))
 
-	@staticmethod
-	def _broker():
+	@classmethod
+	def _broker(cls):
+		"""A connection of its own (also from the watcher thread, which has no site: the URL is read once)."""
 		import pika
 
-		from frappe_eda.settings import load_settings
+		if not getattr(cls, "broker_url", None):
+			from frappe_eda.settings import load_settings
 
-		return pika.BlockingConnection(pika.URLParameters(load_settings().broker.url))
+			cls.broker_url = load_settings().broker.url
+		return pika.BlockingConnection(pika.URLParameters(cls.broker_url))
 
 	@classmethod
-	def _consumed(cls, queue):
+	def _consumers(cls, queue):
 		import pika
 
 		connection = cls._broker()
 		try:
-			return connection.channel().queue_declare(queue, passive=True).method.consumer_count > 0
+			return connection.channel().queue_declare(queue, passive=True).method.consumer_count
 		except pika.exceptions.ChannelClosedByBroker:
-			return False
+			return 0
 		finally:
 			if connection.is_open:
 				connection.close()
+
+	@classmethod
+	def _consumed(cls, queue):
+		return cls._consumers(queue) > 0
+
+	def assert_alone(self, seen=None):
+		"""Only this test's wh1 worker consumes the queue: a worker someone else started on wh1 would
+		consume this subscription too, competing for its messages."""
+		seen = self._consumers(queue_of(SUBSCRIPTION)) if seen is None else seen
+		self.assertLessEqual(
+			seen,
+			1,
+			f"{seen} consumers on {queue_of(SUBSCRIPTION)}: an eda worker this test did not start "
+			f"runs on {self.wh1_site}",
+		)
 
 	@classmethod
 	def _delete_queues(cls, queues):
@@ -334,6 +352,10 @@ class TestTwoSitesCapture(FrappeTestCase):
 				connection.close()
 
 	# --- on the source ---------------------------------------------------------------------------------
+
+	def setUp(self):
+		super().setUp()
+		self.assert_alone()
 
 	def code(self, label):
 		return f"CAP-{self.marker}-{label}"
@@ -439,33 +461,46 @@ class TestTwoSitesCapture(FrappeTestCase):
 			doctype="EDA Replica",
 			filters={"subscription": SUBSCRIPTION, "source_name": ["in", imported], "status": "Applied"},
 		)
-		samples: list[tuple[float, int]] = []
-		done = threading.Event()
+		consumers = [self._consumers(queue_of(SUBSCRIPTION))]
+		samples: list[tuple[float, int]] = []  # (time, copies applied on wh1)
+		importing = threading.Event()
+		importing.set()
+		problems: list[BaseException] = []
 
-		def watch():  # wh1's applied count while the import runs and after
-			while not done.is_set():
-				n = applied()
-				samples.append((time.monotonic(), n))
-				if n >= IMPORTED:
-					return
-				time.sleep(0.25)
+		def watch():  # wh1 while the import runs: its applied count, and the queue's consumers
+			try:
+				while importing.is_set():
+					samples.append((time.monotonic(), applied()))
+					if len(samples) % 8 == 0:
+						consumers.append(self._consumers(queue_of(SUBSCRIPTION)))
+					time.sleep(0.25)
+			except BaseException as e:
+				problems.append(e)
 
 		begin = time.monotonic()
 		watcher = threading.Thread(target=watch, daemon=True)
 		watcher.start()
 		try:
 			start_import(data_import.name)  # what the background job runs (Importer.import_data)
-			imported_at = time.monotonic()
-			self.assertFalse(frappe.flags.in_import)
-			data_import.reload()
-			self.assertEqual(data_import.status, "Success", data_import.template_warnings)
-			self.assertEqual(frappe.db.count(ITEM, {"name": ["in", imported + skipped]}), IMPORTED + SKIPPED)
-			watcher.join(IMPORT_TIMEOUT)
 		finally:
-			done.set()
+			imported_at = time.monotonic()
+			importing.clear()
+			watcher.join(TIMEOUT)
+		self.assertEqual(problems, [])
+		self.assertFalse(frappe.flags.in_import)
+		data_import.reload()
+		self.assertEqual(data_import.status, "Success", data_import.template_warnings)
+		self.assertEqual(frappe.db.count(ITEM, {"name": ["in", imported + skipped]}), IMPORTED + SKIPPED)
+		at_import_end = samples[-1][1] if samples else 0
+		while time.monotonic() - imported_at < IMPORT_TIMEOUT:
+			samples.append((time.monotonic(), applied()))
+			if samples[-1][1] >= IMPORTED:
+				break
+			if len(samples) % 8 == 0:
+				consumers.append(self._consumers(queue_of(SUBSCRIPTION)))
+			time.sleep(0.25)
 		arrived = [t for t, n in samples if n >= IMPORTED]
 		first = next((t for t, n in samples if n > 0), None)
-		at_import_end = max([n for t, n in samples if t <= imported_at] or [0])
 		print(
 			f"\nData Import of {IMPORTED + SKIPPED} rows on {self.head}: {imported_at - begin:.1f} s "
 			f"({(IMPORTED + SKIPPED) / (imported_at - begin):.0f} rows/s); first copy on {self.wh1_site} "
@@ -474,9 +509,10 @@ class TestTwoSitesCapture(FrappeTestCase):
 			+ (
 				f"the last at +{arrived[0] - begin:.1f} s ({arrived[0] - imported_at:.1f} s after the import)"
 				if arrived
-				else f"not all after {IMPORT_TIMEOUT} s"
+				else f"only {samples[-1][1]} after {IMPORT_TIMEOUT} s more"
 			)
 		)
+		self.assert_alone(max(consumers))
 		self.assertTrue(arrived, f"only {samples[-1][1] if samples else 0} of {IMPORTED} applied on wh1")
 
 		# each imported row published once, by the rule without Skip Imports, and was applied once
@@ -583,10 +619,15 @@ class TestTwoSitesCapture(FrappeTestCase):
 		renamed = frappe.rename_doc(ITEM, old, new, rebuild_search=False)
 		frappe.db.commit()
 		self.assertEqual(renamed, new)
+		# Frappe renames Dynamic Links too: the insert's outbox row now names the new document
+		self.assertEqual(self.outgoing(old), [])
 		sent = self.outgoing(new)
-		self.assertEqual([m["message_type"] for m in sent], ["eda_test_item.after_rename"], sent)
 		self.assertEqual(
-			self.sent_payload(sent[0]["message_id"])["_eda_rename"], {"old": old, "new": new, "merge": False}
+			[m["message_type"] for m in sent], ["eda_test_item.on_update", "eda_test_item.after_rename"], sent
+		)
+		self.assertEqual(sent[-1]["routing_key"], "cap1.eda_test_item.after_rename")
+		self.assertEqual(
+			self.sent_payload(sent[-1]["message_id"])["_eda_rename"], {"old": old, "new": new, "merge": False}
 		)
 		wait_for(
 			lambda: self.wh1.exists(doctype=ITEM, name=new) and not self.wh1.exists(doctype=ITEM, name=old),
@@ -601,13 +642,20 @@ class TestTwoSitesCapture(FrappeTestCase):
 		self.assertEqual(tombstone["status"], "Deleted")
 		self.assertIn(f"renamed to {new}", tombstone["detail"])
 
+		# a db_set keeping modified right after the rename: the same modified the rename carried
+		doc = frappe.get_doc(ITEM, new)
+		doc.db_set("notes", "db_set after the rename", update_modified=False)
+		frappe.db.commit()
+		self.wait_doc(new, lambda d: d["notes"] == "db_set after the rename", "after a db_set")
+		self.wait_replica(new, "Applied", lambda r: r["last_event"] == "on_change")
+
 		self.update_item(new, item_name="updated after the rename")
 		copy = self.wait_doc(new, lambda d: d["item_name"] == "updated after the rename", "updated")
-		self.assertEqual(copy["item_code"], old)  # the field the name came from is not renamed
+		self.assertEqual(copy["item_code"], new)  # Frappe renames the field the name came from too
 		replica = self.wait_replica(new, "Applied", lambda r: r["last_event"] == "on_update")
 		self.assertEqual(replica["local_name"], new)
 		self.assertFalse(self.wh1.exists(doctype=ITEM, name=old))
-		self.assertEqual(self.wh1.count(doctype=ITEM, filters={"item_code": old}), 1)  # no second copy
+		self.assertEqual(self.wh1.count(doctype=ITEM, filters={"item_code": ["in", [old, new]]}), 1)
 		rows = self.wh1.get_all(
 			doctype="EDA Replica",
 			filters={"subscription": SUBSCRIPTION, "source_name": ["in", [old, new]]},
@@ -617,4 +665,6 @@ class TestTwoSitesCapture(FrappeTestCase):
 			sorted((r["source_name"], r["status"]) for r in rows), [(new, "Applied"), (old, "Deleted")]
 		)
 		self.assertEqual(self.wh1.replica(subscription=SUBSCRIPTION, source_name=old)["status"], "Deleted")
-		self.assert_processed(self.outgoing(old) + self.outgoing(new))
+		sent = self.outgoing(new)
+		self.assertEqual(len(sent), 4, sent)
+		self.assert_processed(sent)

@@ -199,6 +199,52 @@ frappe_eda.show_utc_columns = function (doctype) {
 	}
 };
 
+// Replication text is stored as it came, not escaped: the EDA Replica rows (replication.replicas.record:
+// source names, conflict reasons from another server) and a reconciliation's "why" (names and reasons
+// from the source). Frappe's Data and Text formatters insert a value as HTML (and a read-only Data
+// control escapes it twice, showing entities), so these fields get a formatter (frappe.format reads
+// df.formatter) that shows the document's own value as text: on the DocType's docfields for the list
+// and the report view (show_raw_text_fields, from the list's onload), on a form's copies of them before
+// the form first renders (show_raw_text_form, from the form's onload).
+const RAW_TEXT_FIELDS = {
+	"EDA Replica": [
+		"source",
+		"source_doctype",
+		"source_name",
+		"source_version",
+		"source_hash",
+		"last_message",
+		"last_event",
+		"detail",
+	],
+	"EDA Subscription": ["last_reconcile_why"],
+};
+
+frappe_eda.raw_text = function (value) {
+	return frappe.utils.escape_html(String(value ?? "")).replace(/\n/g, "<br>");
+};
+
+const raw_text_formatter = (value, df, options, doc) =>
+	frappe_eda.raw_text(doc && df && typeof doc[df.fieldname] === "string" ? doc[df.fieldname] : value);
+
+frappe_eda.show_raw_text_fields = function (doctype) {
+	const fields = (frappe.meta.docfield_map || {})[doctype] || {};
+	for (const fieldname of RAW_TEXT_FIELDS[doctype] || []) {
+		const df = fields[fieldname];
+		if (df) df.formatter = raw_text_formatter;
+	}
+};
+
+frappe_eda.show_raw_text_form = function (frm) {
+	frappe_eda.show_raw_text_fields(frm.doctype);
+	for (const fieldname of RAW_TEXT_FIELDS[frm.doctype] || []) {
+		const df = frappe.meta.get_docfield(frm.doctype, fieldname, frm.docname);
+		if (df) df.formatter = raw_text_formatter;
+		const field = frm.fields_dict[fieldname];
+		if (field && field.df !== df) field.df.formatter = raw_text_formatter;
+	}
+};
+
 // Largest text pretty-printed in the form; beyond it the raw text is shown (the browser stays responsive).
 const PRETTY_MAX_CHARS = 2 * 1024 * 1024;
 

@@ -2,6 +2,10 @@
 // License: MIT. See LICENSE
 
 frappe.ui.form.on("EDA Subscription", {
+	onload(frm) {
+		// The reconciliation's why names documents and reasons of another server: shown as text.
+		frappe_eda.show_raw_text_form(frm);
+	},
 	refresh(frm) {
 		if (frm.is_new()) return;
 		frm.add_custom_button(__("Copies"), () => {
