@@ -181,11 +181,14 @@ def test_malformed_raw_body_is_dead_with_its_specific_error(registry: HandlerReg
 	assert broker.dead_letters("q") == [result]
 
 
-def test_a_bad_attempt_header_is_bad_input_not_a_first_try(registry: HandlerRegistry) -> None:
+@pytest.mark.parametrize("attempt", ["2", 0, 2**31, 10**30])
+def test_a_bad_attempt_header_is_bad_input_not_a_first_try(
+	registry: HandlerRegistry, attempt: object
+) -> None:
 	registry.subscribe("order.*", queue="q")(Flaky())
 	broker = TestBroker(registry)
 	body = b'{"id": "m1", "type": "order.created", "payload": {}}'
-	result = broker.deliver_raw("q", body, routing_key="order.created", headers={ATTEMPT: "2"})
+	result = broker.deliver_raw("q", body, routing_key="order.created", headers={ATTEMPT: attempt})
 	assert result.outcome is Outcome.DEAD
 	assert result.error is not None and result.error.exception_type.endswith("InvalidHeader")
 

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 # Headers the core writes on retried, dead-lettered and replayed deliveries.
 ATTEMPT = "x-eda-attempt"
+MAX_ATTEMPT = 1_000_000  # far above any retry policy, far below a 32-bit column
 ORIGINAL_ROUTING_KEY = "x-eda-routing-key"
 ORIGINAL_EXCHANGE = "x-eda-exchange"
 REPLAYED_BY = "x-eda-replayed-by"
@@ -147,10 +148,11 @@ class Limits:
 
 
 def attempt_of(delivery: Delivery) -> int:
-	"""The try number this delivery is; a header of the wrong type is bad input, not attempt 1."""
+	"""The try number this delivery is; a header of the wrong type, or a number no retry policy reaches
+	(and no store's integer column holds), is bad input, not attempt 1."""
 	value = delivery.headers.get(ATTEMPT, 1)
-	if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-		raise InvalidHeader(ATTEMPT, value, "a positive integer")
+	if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ATTEMPT:
+		raise InvalidHeader(ATTEMPT, value, f"a positive integer up to {MAX_ATTEMPT:,}")
 	return value
 
 
