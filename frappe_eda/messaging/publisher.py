@@ -250,6 +250,7 @@ class Publisher:
 		# Answers received but not yet written to the store (PUBLISHED of a returned ``publish()``, the
 		# confirms and failures of messages sent with ``wait=False``): the next transaction writes them.
 		self._unwritten = SendReport()
+		self._lost: list[Envelope] = []  # sent with ``wait=False`` on a channel that closed before confirming
 
 	# --- the API ----------------------------------------------------------------------------------
 
@@ -387,6 +388,11 @@ class Publisher:
 
 	def _publish_behind(self, envelope: Envelope, pending: Mapping[str, MessageRecord]) -> None:
 		"""``publish(wait=False)``: answers so far and this PENDING row in one transaction, then the wire."""
+		self._forget_closed_window()
+		if self._lost:
+			# The connection went since the last call: this one waits, sending the lost ones again first.
+			self._send_and_record([envelope], pending, only_requested=False)
+			return
 		answers = self._unwritten
 		self._unwritten = SendReport()
 		window: _ConfirmWindow | None = None
@@ -519,20 +525,29 @@ class Publisher:
 	def _take_behind(self, into: SendReport) -> list[Envelope]:
 		"""Wait for the confirms of messages sent with ``publish(wait=False)``, put every answer not yet
 		written into ``into``, and return the messages a broken connection left unconfirmed."""
+		self._forget_closed_window()
 		_merge(into, self._unwritten)
 		self._unwritten = SendReport()
+		lost, self._lost = self._lost, []
 		window = self._window
 		if window is None:
-			return []
-		lost: list[Envelope] = []
+			return lost
 		if window.in_flight:
 			try:
 				window.wait(0, self.confirm_timeout)
 			except RESENDABLE:
-				lost = window.unconfirmed()
+				lost += window.unconfirmed()
 				self._window = None
 		_merge(into, window.take_report())
 		return lost
+
+	def _forget_closed_window(self) -> None:
+		"""A channel closed under messages still unconfirmed: keep its answers, and them to send again."""
+		window = self._window
+		if window is not None and not window.channel.is_open:
+			self._lost += window.unconfirmed()
+			_merge(self._unwritten, window.take_report())
+			self._window = None
 
 	@staticmethod
 	def _after_refusal(
@@ -585,6 +600,7 @@ class Publisher:
 			if (
 				self._unwritten.confirmed
 				or self._unwritten.failed
+				or self._lost
 				or (self._window and self._window.in_flight)
 			):
 				self.flush()
@@ -610,9 +626,7 @@ class Publisher:
 
 	def _open_window(self) -> _ConfirmWindow:
 		"""Reuse the confirm channel while it is open; a fresh report per send."""
-		if self._window is not None and not self._window.channel.is_open:
-			_merge(self._unwritten, self._window.take_report())
-			self._window = None
+		self._forget_closed_window()
 		if self._window is None:
 			self._window = _ConfirmWindow(self.connection.channel())
 		_merge(self._unwritten, self._window.take_report())
