@@ -190,10 +190,10 @@ def publish(
 		raise click.BadParameter(f"not JSON: {e}", param_hint="PAYLOAD")
 	message = Message(type=message_type, payload=data, source=ctx.source, correlation_id=correlation_id)
 	with ctx.session() as (connection, store):
-		publisher = Publisher(
+		with Publisher(
 			connection, store, exchange=ctx.exchange, source=ctx.source, notifier=build_notifier()
-		)
-		publisher.publish(message, routing_key=routing_key)
+		) as publisher:
+			publisher.publish(message, routing_key=routing_key)  # PUBLISHED is written as it closes
 	click.echo(f"published {message.id} to {ctx.exchange} with key {routing_key or message_type}")
 
 

@@ -137,6 +137,18 @@ class _ConfirmWindow:
 		_coalesce(self._impl.connection)
 		self.channel._flush_output(lambda: True)
 
+	def take_in(self) -> None:
+		"""Read whatever confirms have arrived, without waiting for more (a zero timer ends the poll)."""
+		fired: list[bool] = []
+		# The asynchronous connection's timer (the blocking one's only fires inside process_data_events).
+		self._impl.connection._adapter_call_later(0, lambda: fired.append(True))
+		self.channel._flush_output(lambda: bool(fired))
+
+	def take_report(self) -> SendReport:
+		"""The answers received so far; the window starts a fresh report."""
+		report, self.report = self.report, SendReport()
+		return report
+
 	@property
 	def in_flight(self) -> int:
 		return len(self._outstanding)
@@ -196,6 +208,13 @@ class Publisher:
 	(connection lost, then reconnect attempts exhausted) stays PENDING: ``OutboxRelay`` sends it again
 	later, and consumers drop the possible duplicate through their inbox.
 
+	``publish()`` costs one durable commit per call: the PUBLISHED status of a message it returned is
+	written by this publisher's next transaction (the next call's PENDING row), or by ``flush()`` or
+	``close()``. ``publish(wait=False)`` also leaves the confirm behind: it returns once the PENDING row
+	is durable and the message is on the socket, and a later call, ``flush()`` or ``close()`` takes the
+	broker's answer in and records it. Until then the row says PENDING, never PUBLISHED; a crash in
+	between leaves it PENDING for the relay, which sends it again (consumers' inboxes drop the copy).
+
 	``max_bytes`` is the body size consumers accept (``envelope.DEFAULT_MAX_BYTES``, as ``Worker``):
 	``publish()`` refuses a larger one with ``BodyTooLarge`` before it is stored, and a larger stored one
 	is failed by the relay instead of being sent only to be dead-lettered. ``None`` turns the check off.
@@ -228,6 +247,10 @@ class Publisher:
 		self.resend_attempts = resend_attempts
 		self.max_bytes = max_bytes
 		self._window: _ConfirmWindow | None = None
+		# Answers received but not yet written to the store (PUBLISHED of a returned ``publish()``, the
+		# confirms and failures of messages sent with ``wait=False``): the next transaction writes them.
+		self._unwritten = SendReport()
+		self._lost: list[Envelope] = []  # sent with ``wait=False`` on a channel that closed before confirming
 
 	# --- the API ----------------------------------------------------------------------------------
 
@@ -238,12 +261,28 @@ class Publisher:
 		*,
 		exchange: str | None = None,
 		routing_key: str | None = None,
+		wait: bool = True,
 	) -> Message:
-		"""Publish one message and return it once confirmed; raise the ``PublishError`` otherwise."""
+		"""Publish one message and return it once confirmed; raise the ``PublishError`` otherwise.
+
+		With a store, its PENDING row is durable before it goes out (one transaction, which also writes
+		the statuses this publisher still holds); its PUBLISHED status is written by the next call,
+		``flush()`` or ``close()``. A failure is recorded FAILED before this raises.
+
+		``wait=False`` returns once the PENDING row is durable and the message is on the socket, without
+		waiting for the broker: a later call, ``flush()`` or ``close()`` takes the confirm in and records
+		PUBLISHED, or FAILED with the error and an alert (nothing is raised for it then). Only what the
+		wire cannot carry at all is raised here. A broken connection found by a later call is handled
+		there: what was unconfirmed is sent again, or stays PENDING for the relay.
+		"""
 		if isinstance(message, str):
 			message = Message(type=message, payload={} if payload is None else payload, source=self.source)
-		report = self.publish_many([message], exchange=exchange, routing_key=routing_key)
-		report.raise_first()
+		envelope = self._checked([message], exchange, routing_key)[0]
+		pending = {} if self.store is None else {envelope.message_id: _outgoing_record(envelope, message)}
+		if not wait:
+			self._publish_behind(envelope, pending)
+			return message
+		self._send_and_record([envelope], pending, defer=True).raise_first()
 		return message
 
 	def publish_many(
@@ -263,6 +302,24 @@ class Publisher:
 		and reported in ``failed``; the others go out all the same.
 		"""
 		messages = list(messages)
+		envelopes = self._checked(messages, exchange, routing_key)
+		pending: dict[str, MessageRecord] = {}
+		if self.store is not None:
+			pending = {e.message_id: _outgoing_record(e, m) for e, m in zip(envelopes, messages, strict=True)}
+		return self._send_and_record(envelopes, pending)
+
+	def flush(self) -> SendReport:
+		"""Take in the confirms of messages sent with ``publish(wait=False)`` (waiting up to
+		``confirm_timeout``) and write every status this publisher still holds; returns those answers.
+
+		What the connection lost meanwhile is sent again (and recorded) as ``publish_many`` does; raises
+		``BrokerUnavailable`` when the broker stays away, the messages then left PENDING for the relay."""
+		return self._send_and_record([], {}, only_requested=False)
+
+	def _checked(
+		self, messages: Sequence[Message], exchange: str | None, routing_key: str | None
+	) -> list[Envelope]:
+		"""The envelopes, once every message passed its schema, the size limit and the record's limits."""
 		for message in messages:
 			self.schemas.validate(message)
 		target = self.exchange if exchange is None else exchange
@@ -271,10 +328,7 @@ class Publisher:
 			refused = wire.body_too_large(envelope, self.max_bytes) or wire.too_long_to_record(envelope)
 			if refused is not None:
 				raise refused
-		pending: dict[str, MessageRecord] = {}
-		if self.store is not None:
-			pending = {e.message_id: _outgoing_record(e, m) for e, m in zip(envelopes, messages, strict=True)}
-		return self._send_and_record(envelopes, pending)
+		return envelopes
 
 	def send_recorded(self, envelopes: Sequence[Envelope]) -> SendReport:
 		"""Send envelopes whose PENDING records already exist (the outbox relay uses this). A body over
@@ -286,12 +340,20 @@ class Publisher:
 		envelopes: Sequence[Envelope],
 		pending: Mapping[str, MessageRecord],
 		max_bytes: int | None = None,
+		*,
+		defer: bool = False,
+		only_requested: bool = True,
 	) -> SendReport:
-		"""Send; with a store, write ``pending`` ahead of the wire and every answer behind it."""
+		"""Send; with a store, write ``pending`` ahead of the wire and every answer behind it.
+
+		The answers this publisher still held (and those of messages sent earlier with ``wait=False``,
+		whose lost ones ``send`` sends again) are written with the first transaction. ``defer`` leaves
+		the confirms that arrive after it to the next transaction. The report names only ``envelopes``
+		unless ``only_requested`` is false."""
 		if self.store is None:
 			report = self.send(envelopes, max_bytes=max_bytes)
 		else:
-			recording = _Recording(self.store, pending)
+			recording = _Recording(self.store, pending, defer=defer)
 			report = SendReport()
 			try:
 				self.send(
@@ -304,12 +366,74 @@ class Publisher:
 			except BrokerUnavailable:
 				# What never went out is recorded PENDING all the same: the outbox relay sends it later. What
 				# was confirmed before the broker went away is PUBLISHED, so the relay does not send it again.
-				recording.write(envelopes, report)
+				recording.write(envelopes, report, force=True)
+				raise
+			except BaseException:
+				# The store failed: answers not written yet are kept for the next transaction (lost only with
+				# the process, which leaves their rows PENDING for the relay).
+				_merge(self._unwritten, recording.unwritten(report))
 				raise
 			# Envelopes failed without being sent (unsendable, exchange missing) get their record now.
-			recording.write([e for e in envelopes if e.message_id in report.failed], report)
+			recording.write([e for e in envelopes if e.message_id in report.failed], report, force=not defer)
+			_merge(self._unwritten, recording.unwritten(report))
 		self._notify_failures(report)
+		if only_requested:
+			ids = {e.message_id for e in envelopes}
+			if len(report.confirmed) + len(report.failed) > len(ids):
+				report = SendReport(
+					[i for i in report.confirmed if i in ids],
+					{k: v for k, v in report.failed.items() if k in ids},
+				)
 		return report
+
+	def _publish_behind(self, envelope: Envelope, pending: Mapping[str, MessageRecord]) -> None:
+		"""``publish(wait=False)``: answers so far and this PENDING row in one transaction, then the wire."""
+		self._forget_closed_window()
+		if self._lost:
+			# The connection went since the last call: this one waits, sending the lost ones again first.
+			self._send_and_record([envelope], pending, only_requested=False)
+			return
+		answers = self._unwritten
+		self._unwritten = SendReport()
+		window: _ConfirmWindow | None = None
+		written = False
+		try:
+			window = self._open_window()
+			_refuse_unsendable([envelope], window.frame_max, None, answers)
+			window.take_in()
+			if window.in_flight >= self.window:
+				window.wait(self.window // 2, self.confirm_timeout)
+			_merge(answers, window.take_report())
+			if self.store is not None:
+				_Recording(self.store, pending).write([envelope], answers)
+			written = True
+			self._notify_failures(answers)
+			if envelope.message_id not in answers.failed:
+				window.publish(envelope)
+				window.flush()
+		except RESENDABLE as e:
+			# The connection or the channel went. Everything unconfirmed goes through the waiting path,
+			# which reconnects, finds a refused message, sends again and records.
+			log.warning("publish interrupted (%s); sending the unconfirmed again", type(e).__name__)
+			late = window.take_report() if window is not None else SendReport()
+			lost = window.unconfirmed() if window is not None else []
+			self._window = None
+			refused = written and envelope.message_id in answers.failed
+			if not written:
+				# Nothing of this call reached the store: its message is checked and recorded again below.
+				answers.failed.pop(envelope.message_id, None)
+				late = _merge(answers, late)
+			_merge(self._unwritten, late)
+			if not refused and not any(e.message_id == envelope.message_id for e in lost):
+				lost.append(envelope)
+			self._send_and_record(lost, {} if written else pending, only_requested=False)
+			return
+		except BaseException:
+			if not written:
+				_merge(self._unwritten, answers)
+			raise
+		if envelope.message_id in answers.failed:
+			raise answers.failed[envelope.message_id]
 
 	def send(
 		self,
@@ -336,8 +460,9 @@ class Publisher:
 		messages that were unconfirmed then are sent again one at a time, so the one it refuses is known
 		and fails alone with ``PublishRefused``.
 		"""
-		pending = list(envelopes)
 		total = SendReport() if into is None else into
+		lost = self._take_behind(total)
+		pending = [*lost, *envelopes]
 		step = step if between is not None and step > 0 else max(1, len(pending))
 		alone: set[str] = set()  # suspects of a refusal: each goes out with nothing else in flight
 		attempt = 0
@@ -366,7 +491,7 @@ class Publisher:
 						window.flush()
 						between(pending[sent : sent + step], _merge(_copy(total), window.report))
 				window.wait(0, self.confirm_timeout)
-				_merge(total, window.report)
+				_merge(total, window.take_report())
 				return total
 			except RESENDABLE as e:
 				refusal = _refusal(e, window)
@@ -392,10 +517,37 @@ class Publisher:
 				# A failed ``between`` (the store) or an unexpected broker answer leaves messages in flight on
 				# this channel; a later send must not inherit their confirms.
 				if window is not None:
-					_merge(total, window.report)
-				self.close()
+					_merge(total, window.take_report())
+				self._drop_channel()
 				raise
 		return total
+
+	def _take_behind(self, into: SendReport) -> list[Envelope]:
+		"""Wait for the confirms of messages sent with ``publish(wait=False)``, put every answer not yet
+		written into ``into``, and return the messages a broken connection left unconfirmed."""
+		self._forget_closed_window()
+		_merge(into, self._unwritten)
+		self._unwritten = SendReport()
+		lost, self._lost = self._lost, []
+		window = self._window
+		if window is None:
+			return lost
+		if window.in_flight:
+			try:
+				window.wait(0, self.confirm_timeout)
+			except RESENDABLE:
+				lost += window.unconfirmed()
+				self._window = None
+		_merge(into, window.take_report())
+		return lost
+
+	def _forget_closed_window(self) -> None:
+		"""A channel closed under messages still unconfirmed: keep its answers, and them to send again."""
+		window = self._window
+		if window is not None and not window.channel.is_open:
+			self._lost += window.unconfirmed()
+			_merge(self._unwritten, window.take_report())
+			self._window = None
 
 	@staticmethod
 	def _after_refusal(
@@ -438,10 +590,31 @@ class Publisher:
 		self._window = None
 		if window is None:
 			return pending[sent:]
-		_merge(total, window.report)
+		_merge(total, window.take_report())
 		return window.unconfirmed() + pending[sent:]
 
 	def close(self) -> None:
+		"""Write what this publisher still holds (``flush``), then close its channel. When the broker or
+		the store is away, those messages stay PENDING for the relay; nothing is raised."""
+		try:
+			if (
+				self._unwritten.confirmed
+				or self._unwritten.failed
+				or self._lost
+				or (self._window and self._window.in_flight)
+			):
+				self.flush()
+		except Exception as e:  # closing must not fail; the rows left PENDING are relayed
+			log.warning("publisher closed with statuses unwritten (left PENDING for the relay): %s", e)
+		self._drop_channel()
+
+	def __enter__(self) -> Publisher:
+		return self
+
+	def __exit__(self, *_exc: object) -> None:
+		self.close()
+
+	def _drop_channel(self) -> None:
 		window, self._window = self._window, None
 		if window is not None and window.channel.is_open:
 			try:
@@ -453,9 +626,10 @@ class Publisher:
 
 	def _open_window(self) -> _ConfirmWindow:
 		"""Reuse the confirm channel while it is open; a fresh report per send."""
-		if self._window is None or not self._window.channel.is_open:
+		self._forget_closed_window()
+		if self._window is None:
 			self._window = _ConfirmWindow(self.connection.channel())
-		self._window.report = SendReport()
+		_merge(self._unwritten, self._window.take_report())
 		return self._window
 
 	def _reconnect(self) -> None:
@@ -499,21 +673,31 @@ class _Recording:
 
 	Each ``write`` is one transaction that saves the records of the envelopes about to go out (never
 	twice, so a resend after a reconnect costs nothing) and the answers that arrived since the last one.
+	With ``defer``, confirms alone do not start a transaction: they wait for the next one (``unwritten``).
 	"""
 
-	def __init__(self, store: MessageStore, pending: Mapping[str, MessageRecord]) -> None:
+	def __init__(
+		self, store: MessageStore, pending: Mapping[str, MessageRecord], defer: bool = False
+	) -> None:
 		self.store = store
 		self.pending = dict(pending)
+		self.defer = defer
 		self.confirmed = 0
 		self.failed: set[str] = set()
 
-	def write(self, ahead: Sequence[Envelope], so_far: SendReport) -> None:
+	def unwritten(self, so_far: SendReport) -> SendReport:
+		return SendReport(
+			so_far.confirmed[self.confirmed :],
+			{k: v for k, v in so_far.failed.items() if k not in self.failed},
+		)
+
+	def write(self, ahead: Sequence[Envelope], so_far: SendReport, force: bool = False) -> None:
 		confirmed = so_far.confirmed[self.confirmed :]
 		failed = {k: v for k, v in so_far.failed.items() if k not in self.failed}
 		# A message that failed before its chunk was written (it was never sent) is written now, then failed.
 		ids = [e.message_id for e in ahead] + list(failed)
 		new = [self.pending.pop(i) for i in ids if i in self.pending]
-		if not new and not confirmed and not failed:
+		if not new and not failed and (not confirmed or (self.defer and not force)):
 			return
 		with self.store.transaction():
 			self.store.save(new)

@@ -44,7 +44,7 @@ from frappe_eda.messaging.store import (
 	Status,
 )
 from frappe_eda.stores.sql_claim import RelayClaim
-from frappe_eda.stores.sql_driver import DriverInsert, InboxLookup
+from frappe_eda.stores.sql_driver import DriverInsert, InboxLookup, StatusUpdate
 from frappe_eda.stores.sql_schema import (
 	MESSAGE_FIELDS,
 	build_tables,
@@ -178,6 +178,7 @@ class SqlStore(MessageStore):
 					)
 				if connection.in_transaction():
 					connection.commit()
+					_mark_clean(connection)
 			finally:
 				state.connection = None
 
@@ -254,6 +255,10 @@ class SqlStore(MessageStore):
 		return DriverInsert(self._upsert_statement(), self.messages, self.engine, MESSAGE_FIELDS)
 
 	@cached_property
+	def _status_update(self) -> StatusUpdate:
+		return StatusUpdate(self.messages, self.engine)
+
+	@cached_property
 	def _inbox(self) -> InboxLookup:
 		return InboxLookup(self.messages, self.engine)
 
@@ -282,7 +287,17 @@ class SqlStore(MessageStore):
 	) -> None:
 		if not message_ids:
 			return
-		values: dict[str, Any] = {"status": status.value, "updated_at": naive_utc(utcnow())}
+		now = naive_utc(utcnow())
+		if last_error is None:
+			ids = list(message_ids)
+
+			def work(c: Connection) -> None:
+				for chunk in _chunks(ids):
+					self._status_update.execute(c, status.value, now, direction.value, queue, chunk)
+
+			self._run(work)
+			return
+		values: dict[str, Any] = {"status": status.value, "updated_at": now}
 		if last_error is not None:
 			values["last_error"] = last_error
 		t = self.messages
@@ -540,7 +555,29 @@ def _engine(url: str) -> Engine:
 		# SQLAlchemy does not batch an ON CONFLICT upsert itself, and psycopg2's own executemany sends one
 		# statement per row; execute_batch sends a page of them per round trip.
 		options.update(executemany_mode="values_plus_batch", executemany_batch_page_size=CHUNK)
+	if url.startswith(("mysql", "mariadb")):
+		# pymysql sends ROLLBACK to the server for every connection returned to the pool, even one whose
+		# transaction just committed: a round trip per transaction. ``_reset`` skips it for those.
+		options["pool_reset_on_return"] = None
+		engine = create_engine(url, **options)
+		event.listen(engine, "reset", _reset)
+		return engine
 	return create_engine(url, **options)
+
+
+CLEAN = "eda_committed"
+
+
+def _mark_clean(connection: Connection) -> None:
+	"""The store committed this connection's transaction; nothing is left to roll back on its return."""
+	connection.connection.info[CLEAN] = True
+
+
+def _reset(dbapi_connection: Any, record: Any, state: Any) -> None:
+	"""The pool's rollback on return, except right after the store's own commit."""
+	if record.info.pop(CLEAN, False) or state.terminate_only:
+		return
+	dbapi_connection.rollback()
 
 
 def _configure_sqlite(engine: Engine) -> None:

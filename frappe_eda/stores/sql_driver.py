@@ -147,3 +147,39 @@ class InboxLookup:
 	) -> list[tuple[str, str]]:
 		result = connection.exec_driver_sql(self.sql(len(message_ids)), (direction, queue, *message_ids))
 		return [(message_id, status) for message_id, status in result]
+
+
+class StatusUpdate:
+	"""``UPDATE ... SET status, updated_at WHERE direction, queue, message_id IN (...)``, rendered once.
+
+	The publisher marks what the broker confirmed after every call; through SQLAlchemy Core each such
+	UPDATE was built, cache-keyed and compiled anew (~100 µs of Python for one id). ``updated_at`` goes
+	through the column's own bind processor, so SQLite stores it in the format SQLAlchemy reads back.
+	"""
+
+	def __init__(self, table: Table, engine: Engine) -> None:
+		dialect = engine.dialect
+		self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
+		self._time = dialect.type_descriptor(table.c.updated_at.type).bind_processor(dialect)
+		quote = dialect.identifier_preparer
+		mark = self._mark
+		self._head = (
+			f"UPDATE {quote.format_table(table)} SET {quote.quote('status')} = {mark}, "
+			f"{quote.quote('updated_at')} = {mark} WHERE {quote.quote('direction')} = {mark} "
+			f"AND {quote.quote('queue')} = {mark} AND {quote.quote('message_id')} IN "
+		)
+
+	def sql(self, count: int) -> str:
+		return self._head + "(" + ", ".join([self._mark] * count) + ")"
+
+	def execute(
+		self,
+		connection: Connection,
+		status: str,
+		updated_at: Any,
+		direction: str,
+		queue: str,
+		message_ids: Sequence[str],
+	) -> None:
+		when = self._time(updated_at) if self._time is not None else updated_at
+		connection.exec_driver_sql(self.sql(len(message_ids)), (status, when, direction, queue, *message_ids))

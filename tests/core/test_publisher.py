@@ -31,6 +31,7 @@ def test_confirmed_publish_is_recorded_as_published_and_reaches_the_queue(
 	publisher = Publisher(connection, store, exchange=f"{unique_name}.ex", source="erp")
 
 	message = publisher.publish("order.created", {"name": "SO-1"})
+	publisher.close()  # a returned publish() has its PUBLISHED written by the next call or by close()
 
 	record = store.get(message.id, Direction.OUTGOING)
 	assert record is not None and record.status is Status.PUBLISHED
@@ -145,6 +146,7 @@ def test_publishing_to_a_missing_exchange_fails_those_messages_and_sends_the_res
 	with pytest.raises(ExchangeNotFound, match="does not exist"):
 		publisher.publish(lost_exchange, exchange=f"{unique_name}.nowhere")
 	after = publisher.publish(Message("c", {}))  # the publisher carries on, on a new channel
+	publisher.flush()
 
 	statuses = {m.id: store.get(m.id, Direction.OUTGOING).status for m in (good, lost_exchange, after)}
 	assert statuses == {
