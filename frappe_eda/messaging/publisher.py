@@ -208,12 +208,15 @@ class Publisher:
 	(connection lost, then reconnect attempts exhausted) stays PENDING: ``OutboxRelay`` sends it again
 	later, and consumers drop the possible duplicate through their inbox.
 
-	``publish()`` costs one durable commit per call: the PUBLISHED status of a message it returned is
-	written by this publisher's next transaction (the next call's PENDING row), or by ``flush()`` or
-	``close()``. ``publish(wait=False)`` also leaves the confirm behind: it returns once the PENDING row
-	is durable and the message is on the socket, and a later call, ``flush()`` or ``close()`` takes the
-	broker's answer in and records it. Until then the row says PENDING, never PUBLISHED; a crash in
-	between leaves it PENDING for the relay, which sends it again (consumers' inboxes drop the copy).
+	``publish()`` writes PENDING, sends, and writes PUBLISHED once confirmed: two commits per call. With
+	``status_behind=True`` it costs one: the PUBLISHED status of a message it returned is written by this
+	publisher's next transaction (the next call's PENDING row), or by ``flush()`` or ``close()``.
+	``publish(wait=False)`` also leaves the confirm behind: it returns once the PENDING row is durable and
+	the message is on the socket, and a later call, ``flush()`` or ``close()`` takes the broker's answer
+	in and records it. Until then the row says PENDING, never PUBLISHED; a crash in between leaves it
+	PENDING for the relay, which sends it again (consumers' inboxes drop the copy). So does a relay
+	running on the same store meanwhile, which is why the status is not left behind by default: a row
+	left PENDING between two rare calls would be sent again by every relay pass.
 
 	``max_bytes`` is the body size consumers accept (``envelope.DEFAULT_MAX_BYTES``, as ``Worker``):
 	``publish()`` refuses a larger one with ``BodyTooLarge`` before it is stored, and a larger stored one
@@ -234,8 +237,10 @@ class Publisher:
 		confirm_timeout: float = 30.0,
 		resend_attempts: int = 3,
 		max_bytes: int | None = DEFAULT_MAX_BYTES,
+		status_behind: bool = False,
 	) -> None:
 		self.connection = connection
+		self.status_behind = status_behind
 		self.store = store
 		self.schemas = schemas or SchemaRegistry()
 		self.notifier = notifier
@@ -266,8 +271,9 @@ class Publisher:
 		"""Publish one message and return it once confirmed; raise the ``PublishError`` otherwise.
 
 		With a store, its PENDING row is durable before it goes out (one transaction, which also writes
-		the statuses this publisher still holds); its PUBLISHED status is written by the next call,
-		``flush()`` or ``close()``. A failure is recorded FAILED before this raises.
+		the statuses this publisher still holds), and its PUBLISHED status when the confirm came; with
+		``status_behind`` that status is written by the next call, ``flush()`` or ``close()``. A failure
+		is recorded FAILED before this raises.
 
 		``wait=False`` returns once the PENDING row is durable and the message is on the socket, without
 		waiting for the broker: a later call, ``flush()`` or ``close()`` takes the confirm in and records
@@ -282,7 +288,7 @@ class Publisher:
 		if not wait:
 			self._publish_behind(envelope, pending)
 			return message
-		self._send_and_record([envelope], pending, defer=True).raise_first()
+		self._send_and_record([envelope], pending, defer=self.status_behind).raise_first()
 		return message
 
 	def publish_many(

@@ -57,7 +57,7 @@ def test_published_status_is_written_by_the_next_call_or_close(
 	connection: BrokerConnection, store: MessageStore, wired: tuple[str, str], raw_channel
 ) -> None:
 	exchange, queue = wired
-	publisher = Publisher(connection, store, exchange=exchange)
+	publisher = Publisher(connection, store, exchange=exchange, status_behind=True)
 
 	first = publisher.publish("order.created", {"n": 1})
 	assert _status(store, first) is Status.PENDING  # confirmed, its status not written yet
@@ -75,7 +75,9 @@ def test_a_crash_after_the_confirm_leaves_the_message_pending_and_the_relay_send
 ) -> None:
 	exchange, queue = wired
 	store = open_store(store_url)
-	message = Publisher(connection, store, exchange=exchange).publish("order.created", {"n": 1})
+	message = Publisher(connection, store, exchange=exchange, status_behind=True).publish(
+		"order.created", {"n": 1}
+	)
 	store.close()  # the process dies here: the publisher never writes the PUBLISHED it held
 
 	reopened = open_store(store_url)
@@ -92,7 +94,7 @@ def test_a_nacked_publish_is_never_recorded_published(
 	connection: BrokerConnection, store: MessageStore, wired: tuple[str, str], wait: bool
 ) -> None:
 	exchange, _queue = wired
-	publisher = Publisher(connection, store, exchange=exchange)
+	publisher = Publisher(connection, store, exchange=exchange, status_behind=True)
 	refused = Message("full.item", {"n": 1})
 
 	if wait:
@@ -116,7 +118,7 @@ def test_publish_without_waiting_records_each_answer_when_it_is_taken_in(
 	connection: BrokerConnection, store: MessageStore, wired: tuple[str, str], raw_channel
 ) -> None:
 	exchange, queue = wired
-	publisher = Publisher(connection, store, exchange=exchange)
+	publisher = Publisher(connection, store, exchange=exchange, status_behind=True)
 
 	sent = [publisher.publish("order.created", {"n": n}, wait=False) for n in range(20)]
 	lost = publisher.publish("lost.item", {"n": 20}, wait=False)
@@ -137,7 +139,9 @@ def test_a_message_sent_without_waiting_survives_a_crash_before_its_confirm_was_
 ) -> None:
 	exchange, queue = wired
 	store = open_store(store_url)
-	message = Publisher(connection, store, exchange=exchange).publish("order.created", {"n": 1}, wait=False)
+	message = Publisher(connection, store, exchange=exchange, status_behind=True).publish(
+		"order.created", {"n": 1}, wait=False
+	)
 	store.close()  # the process dies: the confirm is never read
 
 	reopened = open_store(store_url)
@@ -153,7 +157,7 @@ def test_a_connection_lost_with_messages_in_flight_sends_them_again_on_the_next_
 	connection: BrokerConnection, store: MessageStore, wired: tuple[str, str], raw_channel
 ) -> None:
 	exchange, queue = wired
-	publisher = Publisher(connection, store, exchange=exchange)
+	publisher = Publisher(connection, store, exchange=exchange, status_behind=True)
 	before = [publisher.publish("order.created", {"n": n}, wait=False) for n in range(5)]
 	connection.reconnect()  # the old connection (and the publisher's channel on it) is gone
 
