@@ -397,7 +397,15 @@ def write_markdown(report: Report, path: Path, command: str, seconds: float) -> 
 		*report.notes,
 	]
 	path.parent.mkdir(parents=True, exist_ok=True)
-	path.write_text("\n".join(lines) + "\n")
+	# The site's figures come from bench commands inside a Frappe site, not from this script: the
+	# section from SITE_SECTION on is kept as it is.
+	kept = ""
+	if path.exists() and SITE_SECTION in (previous := path.read_text()):
+		kept = "\n" + previous[previous.index(SITE_SECTION) :]
+	path.write_text("\n".join(lines) + "\n" + kept)
+
+
+SITE_SECTION = "## Inside a Frappe site"
 
 
 def main() -> None:

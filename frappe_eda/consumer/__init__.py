@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -77,6 +78,19 @@ def spawn_worker(env: dict[str, str], output: Any = subprocess.DEVNULL) -> subpr
 		stdout=output,
 		stderr=subprocess.STDOUT,
 	)
+
+
+def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+	"""Send ``sig`` to a child process started by a test or benchmark (a worker, a profiler) and wait for
+	it; kill it if it has not exited within ``timeout`` seconds, so that a tear-down never hangs on it."""
+	if process.poll() is not None:
+		return
+	process.send_signal(sig)
+	try:
+		process.wait(timeout=timeout)
+	except subprocess.TimeoutExpired:
+		process.kill()
+		process.wait()
 
 
 def ensure_database() -> None:

@@ -15,7 +15,8 @@ once: fix the mapping and replay), and bad input from the source is an ``Invalid
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import frappe
@@ -131,19 +132,12 @@ def apply_message(spec: SubscriptionSpec, message: Message) -> None:
 	if not decision.applies:
 		_record_skip(spec, message, existing, book, decision, local_name if local else "")
 		return
-	# what the copy publishes onwards (publish_applied) keeps the change's origin; reset after, so later
-	# messages of this process (a receipt, the next message, a user's save) say where they started
-	frappe.local.flags.eda_origin = addressing.origin_of(headers, source)
+	origin = addressing.origin_of(headers, source)
 	if rename:
-		_apply_rename(spec, existing, book, version, rename, local_name, message)
+		_apply_rename(spec, existing, book, version, rename, local_name, message, origin)
 		return
-	frappe.local.flags.eda_applying = spec.name
-	frappe.local.flags.eda_applying_publishes = spec.publish_applied
-	try:
+	with _applying(spec, origin):
 		written = _execute(spec, action, payload, values, local_name if local else None, local)
-	finally:
-		frappe.local.flags.eda_applying = None
-		frappe.local.flags.eda_origin = None
 	if written is None:  # deleted
 		replicas.record(
 			existing, **book, local_name=local_name or "", status="Deleted", version=version, source_hash=""
@@ -160,6 +154,23 @@ def apply_message(spec: SubscriptionSpec, message: Message) -> None:
 		source_hash=_source_hash(payload),
 	)
 	_send_receipt(spec, message, ReceiptOutcome.APPLIED, action.value, written.name)
+
+
+@contextmanager
+def _applying(spec: SubscriptionSpec, origin: str) -> Iterator[None]:
+	"""While a subscription writes the copy: the outbox publishes nothing of it (no echo) unless the
+	subscription publishes applied changes, and then with the change's origin. Reset after, so later
+	messages of this process (a receipt, the next message, a user's save) say where they started."""
+	flags = frappe.local.flags
+	flags.eda_applying, flags.eda_applying_publishes, flags.eda_origin = (
+		spec.name,
+		spec.publish_applied,
+		origin,
+	)
+	try:
+		yield
+	finally:
+		flags.eda_applying = flags.eda_origin = None
 
 
 # --- reading the message ----------------------------------------------------------------------------
@@ -388,23 +399,20 @@ def _apply_rename(
 	rename: dict[str, Any],
 	local_name: str,
 	message: Message,
+	origin: str,
 ) -> None:
 	"""The source renamed (or merged) the document: the copy follows when it carries the source's name;
 	with a key field the copy keeps its name and only the EDA Replica is re-keyed. Either way the row
 	moves to the new source name, so later changes of the new name land on this copy."""
 	new_local = local_name
-	frappe.local.flags.eda_applying = spec.name
-	frappe.local.flags.eda_applying_publishes = spec.publish_applied
 	try:
-		if spec.match_by == "Source Name" and local_name != rename["new"]:
-			new_local = frappe.rename_doc(
-				spec.document_type, local_name, rename["new"], merge=rename["merge"], force=True
-			)
+		with _applying(spec, origin):
+			if spec.match_by == "Source Name" and local_name != rename["new"]:
+				new_local = frappe.rename_doc(
+					spec.document_type, local_name, rename["new"], merge=rename["merge"], force=True
+				)
 	except frappe.ValidationError as e:
 		raise ApplyRefused(f"could not rename {spec.document_type} {local_name}: {_plain(e)}") from e
-	finally:
-		frappe.local.flags.eda_applying = None
-		frappe.local.flags.eda_origin = None
 	# the old name's row stays as a tombstone at the rename's version: a redelivered older change of
 	# the old name is then stale, instead of creating a second copy under the old name
 	replicas.record(

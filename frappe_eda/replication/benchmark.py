@@ -28,7 +28,7 @@ from typing import Any
 
 import frappe
 
-from frappe_eda.consumer import eda_command
+from frappe_eda.consumer import eda_command, stop_process
 from frappe_eda.messaging.connection import BrokerConnection
 from frappe_eda.messaging.envelope import Message
 from frappe_eda.messaging.publisher import Publisher
@@ -219,10 +219,5 @@ def _worker(tag: str, profile: int, py_spy: str | None) -> tuple[subprocess.Pope
 def _stop_profile(flame: Any) -> str:
 	"""Stop ``py-spy`` (SIGINT makes it write its file); the path of the collapsed stacks."""
 	recorder, out = flame
-	recorder.send_signal(signal.SIGINT)
-	try:
-		recorder.wait(timeout=60)
-	except subprocess.TimeoutExpired:
-		recorder.kill()
-		recorder.wait()
+	stop_process(recorder, signal.SIGINT)
 	return out

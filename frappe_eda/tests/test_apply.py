@@ -32,6 +32,7 @@ from frappe_eda.replication.apply import (
 	apply_message,
 )
 from frappe_eda.replication.subscriptions import spec_of
+from frappe_eda.tests import doctypes
 
 GROUP, ITEM, PRICE, ORDER = "EDA Apply Group", "EDA Apply Item", "EDA Apply Item Price", "EDA Apply Order"
 DOCTYPES = (ORDER, ITEM, PRICE, GROUP)  # in the order they can be dropped
@@ -40,96 +41,14 @@ HASH = "0123456789abcdef01234567"
 HASH_KEY = "_eda_hash"
 T1, T2, T3 = "2020-01-01 10:00:00.000001", "2020-01-02 10:00:00.000002", "2020-01-03 10:00:00.000003"
 FUTURE = "2099-01-01 00:00:00.000000"
-PERMS = [{"role": "System Manager", "read": 1, "write": 1, "create": 1, "delete": 1}]
-
-
-def _doctype(name, fields, **extra):
-	permissions = [] if extra.get("istable") else PERMS
-	if extra.get("is_submittable"):
-		permissions = [dict(p, submit=1, cancel=1) for p in PERMS]
-	return {
-		"doctype": "DocType",
-		"name": name,
-		"module": "Custom",
-		"custom": 1,
-		"fields": fields,
-		"permissions": permissions,
-		**extra,
-	}
-
-
-DEFINITIONS = [
-	_doctype(
-		GROUP,
-		[{"fieldname": "group_name", "fieldtype": "Data", "label": "Group Name", "reqd": 1, "unique": 1}],
-		autoname="field:group_name",
-	),
-	_doctype(
-		PRICE,
-		[
-			{"fieldname": "price_list", "fieldtype": "Data", "label": "Price List"},
-			{"fieldname": "rate", "fieldtype": "Float", "label": "Rate"},
-		],
-		istable=1,
-	),
-	_doctype(
-		ITEM,
-		[
-			{"fieldname": "item_code", "fieldtype": "Data", "label": "Item Code", "reqd": 1, "unique": 1},
-			{"fieldname": "item_name", "fieldtype": "Data", "label": "Item Name"},
-			{"fieldname": "description", "fieldtype": "Small Text", "label": "Description"},
-			{"fieldname": "notes", "fieldtype": "Data", "label": "Notes"},
-			{"fieldname": "origin_label", "fieldtype": "Data", "label": "Origin Label"},
-			{"fieldname": "item_group", "fieldtype": "Link", "label": "Item Group", "options": GROUP},
-			{"fieldname": "prices", "fieldtype": "Table", "label": "Prices", "options": PRICE},
-		],
-		autoname="hash",
-		allow_rename=1,
-	),
-	_doctype(
-		ORDER,
-		[
-			{"fieldname": "item", "fieldtype": "Link", "label": "Item", "options": ITEM, "reqd": 1},
-			{"fieldname": "qty", "fieldtype": "Float", "label": "Qty"},
-			{"fieldname": "remarks", "fieldtype": "Small Text", "label": "Remarks", "allow_on_submit": 1},
-			{
-				"fieldname": "amended_from",
-				"fieldtype": "Link",
-				"label": "Amended From",
-				"options": ORDER,
-				"read_only": 1,
-				"no_copy": 1,
-			},
-		],
-		autoname="hash",
-		is_submittable=1,
-	),
-]
-
-
-def ensure_doctypes():
-	for definition in DEFINITIONS:
-		if not frappe.db.exists("DocType", definition["name"]):
-			frappe.get_doc(json.loads(json.dumps(definition))).insert(ignore_permissions=True)
-	frappe.db.commit()
-	frappe.clear_cache()
-
-
-def drop_doctypes():
-	frappe.db.rollback()
-	for doctype in DOCTYPES:
-		for table, field in (
-			("EDA Replica", "document_type"),
-			("EDA Event Rule", "document_type"),
-			("EDA Message", "reference_doctype"),
-		):
-			frappe.db.delete(table, {field: doctype})
-		frappe.db.delete("EDA Subscription", {"source_doctype": doctype})
-		if frappe.db.exists("DocType", doctype):
-			frappe.db.delete(doctype)
-			frappe.delete_doc("DocType", doctype, force=True, ignore_permissions=True)
-	frappe.db.commit()
-	frappe.clear_cache()
+DEFINITIONS = doctypes.item_doctypes(
+	GROUP,
+	ITEM,
+	PRICE,
+	ORDER,
+	item_naming={"autoname": "hash", "allow_rename": 1},
+	order_fields=(doctypes.field("remarks", "Small Text", allow_on_submit=1),),
+)
 
 
 def item(name, modified=T1, **fields):
@@ -167,11 +86,12 @@ class TestApply(FrappeTestCase):
 	@classmethod
 	def setUpClass(cls):
 		super().setUpClass()
-		ensure_doctypes()
+		doctypes.ensure_doctypes(DEFINITIONS)
 
 	@classmethod
 	def tearDownClass(cls):
-		drop_doctypes()
+		frappe.db.rollback()
+		doctypes.drop_doctypes(DOCTYPES)
 		super().tearDownClass()
 
 	def setUp(self):

@@ -14,15 +14,16 @@ import html
 import json
 import os
 import subprocess
-import sys
-import threading
 import time
-import traceback
 import unittest
 from typing import Any
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
+
+from frappe_eda.consumer import stop_process
+from frappe_eda.tests import doctypes, two_sites
+from frappe_eda.tests.two_sites import Peer, bench, wait_for
 
 DOCTYPE = "EDA Test Reconcile"
 EXCHANGE = "rc.test"
@@ -30,29 +31,20 @@ DESTINATION = "rc-test-destination"
 SUBSCRIPTION = "rc-test-subscription"
 PEER = "wh1.localhost"
 HEAD = "head.localhost"
-REPLY = "@@eda-reconcile@@"
-DEFINITION = {
-	"doctype": "DocType",
-	"name": DOCTYPE,
-	"module": "Custom",
-	"custom": 1,
-	"autoname": "field:title",
-	"fields": [
-		{"fieldname": "title", "fieldtype": "Data", "label": "Title", "reqd": 1, "unique": 1},
-		{"fieldname": "description", "fieldtype": "Small Text", "label": "Description"},
-	],
-	"permissions": [{"role": "System Manager", "read": 1, "write": 1, "create": 1, "delete": 1}],
-}
+DEFINITIONS = [
+	doctypes.doctype(
+		DOCTYPE,
+		[doctypes.field("title", reqd=1, unique=1), doctypes.field("description", "Small Text")],
+		autoname="field:title",
+	)
+]
 
 
-# --- run on either site (the peer through ``serve``) ----------------------------------------------------
+# --- run on either site (the peer through ``two_sites.serve``) ------------------------------------------
 
 
 def ensure_doctype() -> None:
-	if not frappe.db.exists("DocType", DOCTYPE):
-		frappe.get_doc(json.loads(json.dumps(DEFINITION))).insert(ignore_permissions=True)
-	frappe.db.commit()
-	frappe.clear_cache()
+	doctypes.ensure_doctypes(DEFINITIONS)
 
 
 def cleanup() -> None:
@@ -79,11 +71,7 @@ def cleanup() -> None:
 
 
 def drop_doctype() -> None:
-	if frappe.db.exists("DocType", DOCTYPE):
-		frappe.db.delete(DOCTYPE)
-		frappe.delete_doc("DocType", DOCTYPE, force=True, ignore_permissions=True)
-	frappe.db.commit()
-	frappe.clear_cache()
+	doctypes.drop_doctypes([DOCTYPE])
 
 
 def make_subscription(source: str) -> None:
@@ -227,85 +215,12 @@ def clear_rows() -> None:
 	frappe.db.commit()
 
 
-def serve() -> None:
-	"""One JSON request a line on stdin, one reply line on stdout (as ``two_sites.serve``)."""
-	for line in sys.stdin:
-		if not line.strip():
-			continue
-		try:
-			request = json.loads(line)
-			frappe.db.rollback()
-			frappe.local.document_cache = {}
-			result = globals()[request["fn"]](*request.get("args", []))
-			frappe.db.commit()
-			reply = {"ok": result}
-		except Exception:
-			frappe.db.rollback()
-			reply = {"error": traceback.format_exc()}
-		sys.stdout.write(REPLY + json.dumps(reply, default=str) + "\n")
-		sys.stdout.flush()
-
-
-def bench(site: str, *args: str) -> list[str]:
-	return [sys.executable, "-m", "frappe.utils.bench_helper", "frappe", "--site", site, *args]
-
-
-class Peer:
-	def __init__(self, site: str, sites_path: str, log_path: str) -> None:
-		self.site = site
-		self.log = open(log_path, "ab")
-		self.lock = threading.Lock()
-		self.process = subprocess.Popen(
-			bench(site, "execute", "frappe_eda.tests.test_reconcile.serve"),
-			cwd=sites_path,
-			stdin=subprocess.PIPE,
-			stdout=subprocess.PIPE,
-			stderr=self.log,
-		)
-
-	def __call__(self, fn: str, *args: Any) -> Any:
-		with self.lock:
-			self.process.stdin.write((json.dumps({"fn": fn, "args": args}, default=str) + "\n").encode())
-			self.process.stdin.flush()
-			while True:
-				line = self.process.stdout.readline()
-				if not line:
-					raise RuntimeError(f"the {self.site} helper process ended")
-				if line.decode().startswith(REPLY):
-					reply = json.loads(line.decode()[len(REPLY) :])
-					break
-		if "error" in reply:
-			raise RuntimeError(f"{fn} on {self.site}:\n{reply['error']}")
-		return reply["ok"]
-
-	def close(self) -> None:
-		self.process.stdin.close()
-		try:
-			self.process.wait(timeout=30)
-		except subprocess.TimeoutExpired:
-			self.process.kill()
-		self.log.close()
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> Any:
-	deadline = time.monotonic() + timeout
-	last = None
-	while time.monotonic() < deadline:
-		last = condition()
-		if last:
-			return last
-		time.sleep(0.3)
-	raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
 # --- the tests -------------------------------------------------------------------------------------------
 
 
-def _peers() -> list[str]:
-	return [s.strip() for s in os.environ.get("EDA_PEER_SITES", "").split(",") if s.strip()]
-
-
-@unittest.skipUnless(PEER in _peers(), "needs EDA_PEER_SITES=wh1.localhost (a second real site)")
+@unittest.skipUnless(
+	PEER in two_sites.peer_sites(), "needs EDA_PEER_SITES=wh1.localhost (a second real site)"
+)
 class TestReconcile(FrappeTestCase):
 	@classmethod
 	def setUpClass(cls):
@@ -314,13 +229,13 @@ class TestReconcile(FrappeTestCase):
 			raise unittest.SkipTest(f"runs on {HEAD}")
 		cls.sites_path = os.path.abspath(frappe.local.sites_path)
 		cls.logs = os.path.join(cls.sites_path, "..", "logs")
-		cls.peer = Peer(PEER, cls.sites_path, os.path.join(cls.logs, "rc-peer.log"))
+		cls.peer = Peer(PEER, cls.sites_path, os.path.join(cls.logs, "rc-peer.log"), module=__name__)
 		cls.workers: list[subprocess.Popen] = []
 		frappe.db.rollback()
 		cleanup()
-		cls.peer("cleanup")
+		cls.peer.cleanup()
 		ensure_doctype()
-		cls.peer("ensure_doctype")
+		cls.peer.ensure_doctype()
 		frappe.get_doc(
 			{
 				"doctype": "EDA Destination",
@@ -342,19 +257,11 @@ class TestReconcile(FrappeTestCase):
 		from frappe_eda.outbox.rules import clear_rules_cache
 
 		clear_rules_cache()
-		cls.peer("make_subscription", HEAD)
+		cls.peer.make_subscription(HEAD)
 		for site in (HEAD, PEER):
 			log_path = os.path.join(cls.logs, f"rc-worker-{site}.log")
 			open(log_path, "w").close()
-			cls.workers.append(
-				subprocess.Popen(
-					bench(site, "eda", "worker"),
-					cwd=cls.sites_path,
-					env={**os.environ, "PYTHONUNBUFFERED": "1"},
-					stdout=open(log_path, "ab"),
-					stderr=subprocess.STDOUT,
-				)
-			)
+			cls.workers.append(two_sites.spawn_worker(site, cls.sites_path, log_path))
 			wait_for(
 				lambda p=log_path: "eda.reconcile." in open(p).read(), 90, f"the {site} worker to consume"
 			)
@@ -364,22 +271,17 @@ class TestReconcile(FrappeTestCase):
 			doc.insert(ignore_permissions=True)
 			cls.names.append(doc.name)
 		frappe.db.commit()
-		wait_for(lambda: cls.peer("applied", cls.names) == 5, 60, "the copies on wh1")
+		wait_for(lambda: cls.peer.applied(cls.names) == 5, 60, "the copies on wh1")
 
 	@classmethod
 	def tearDownClass(cls):
 		for worker in cls.workers:
-			worker.terminate()
-		for worker in cls.workers:
-			try:
-				worker.wait(timeout=30)
-			except subprocess.TimeoutExpired:
-				worker.kill()
+			stop_process(worker)
 		frappe.db.rollback()
 		cleanup()
 		drop_doctype()
-		cls.peer("cleanup")
-		cls.peer("drop_doctype")
+		cls.peer.cleanup()
+		cls.peer.drop_doctype()
 		cls.peer.close()
 		super().tearDownClass()
 
@@ -392,7 +294,7 @@ class TestReconcile(FrappeTestCase):
 			timeout=420,
 		)
 		self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
-		return done.stdout, self.peer("subscription_outcome")
+		return done.stdout, self.peer.subscription_outcome()
 
 	def test_1_a_raw_sql_update_on_the_source_is_found_and_healed(self):
 		name = self.names[1]
@@ -401,7 +303,7 @@ class TestReconcile(FrappeTestCase):
 		out, outcome = self.reconcile()
 		self.assertIn("resent 1, gone 0", out)
 		self.assertIn("healed 1, not healed 0", out)
-		self.assertEqual(self.peer("get_value", DOCTYPE, name, "description"), "changed by SQL")
+		self.assertEqual(self.peer.get_value(DOCTYPE, name, "description"), "changed by SQL")
 		self.assertEqual(
 			(
 				outcome["last_reconcile_differed"],
@@ -417,12 +319,12 @@ class TestReconcile(FrappeTestCase):
 
 	def test_2_a_copy_deleted_by_hand_comes_back(self):
 		name = self.names[2]
-		self.peer("delete", DOCTYPE, name)
-		self.assertFalse(self.peer("exists", DOCTYPE, name))
+		self.peer.delete(DOCTYPE, name)
+		self.assertFalse(self.peer.exists(DOCTYPE, name))
 		out, outcome = self.reconcile()
 		self.assertIn("resent 1, gone 0", out)
-		self.assertTrue(self.peer("exists", DOCTYPE, name))
-		self.assertEqual(self.peer("get_value", DOCTYPE, name, "description"), "first 2")
+		self.assertTrue(self.peer.exists(DOCTYPE, name))
+		self.assertEqual(self.peer.get_value(DOCTYPE, name, "description"), "first 2")
 		self.assertEqual((outcome["last_reconcile_healed"], outcome["last_reconcile_unhealed"]), (1, 0))
 
 	def test_3_nothing_differs_sends_only_the_digest(self):
@@ -441,20 +343,20 @@ class TestReconcile(FrappeTestCase):
 		frappe.db.commit()
 		out, _outcome = self.reconcile()
 		self.assertIn("resent 0, gone 1 (deleted 1)", out)
-		self.assertFalse(self.peer("exists", DOCTYPE, name))
+		self.assertFalse(self.peer.exists(DOCTYPE, name))
 
 	def test_5_drift_in_two_runs_in_a_row_alerts(self):
 		for i, name in enumerate(self.names[:1]):
 			frappe.db.sql(f"update `tab{DOCTYPE}` set description=%s where name=%s", (f"drift {i}", name))
 		frappe.db.commit()
-		before = self.peer("subscription_outcome")["reconcile_runs_with_drift"] or 0
+		before = self.peer.subscription_outcome()["reconcile_runs_with_drift"] or 0
 		self.reconcile()
 		frappe.db.sql(f"update `tab{DOCTYPE}` set description='drift again' where name=%s", self.names[0])
 		frappe.db.commit()
 		_out, outcome = self.reconcile()
 		self.assertEqual(outcome["reconcile_runs_with_drift"], before + 2)
 		self.assertGreaterEqual(outcome["reconcile_runs_with_drift"], 2)
-		self.assertGreaterEqual(self.peer("alerts"), 1)
+		self.assertGreaterEqual(self.peer.alerts(), 1)
 
 	def test_6_a_hostile_digest_is_dead_lettered_and_nothing_is_resent(self):
 		from frappe_eda.outbox import publish
@@ -493,10 +395,10 @@ class TestReconcile(FrappeTestCase):
 		n = int(os.environ.get("EDA_RECONCILE_ROWS", "100000"))
 		frappe.db.delete(DOCTYPE)
 		frappe.db.commit()
-		self.peer("clear_rows")
+		self.peer.clear_rows()
 		started = time.monotonic()
 		bulk_fill(n)
-		self.peer("bulk_fill", n, HEAD, 5, 5)  # 5 copies missing, 5 with another content
+		self.peer.bulk_fill(n, HEAD, 5, 5)  # 5 copies missing, 5 with another content
 		filled = time.monotonic() - started
 		# other agents' wh1 workers may compete for the queue: a deadlock between two of them is retried
 		# after 1, 5, 30 and 120 s (EDA Settings), so wait long enough for the retries
@@ -525,6 +427,6 @@ class TestReconcile(FrappeTestCase):
 		self.assertIn("resent 10, gone 0", out)
 		self.assertIn("healed 10, not healed 0", out)
 		self.assertEqual(state["local_documents"], n - 5)
-		self.peer("clear_rows")
+		self.peer.clear_rows()
 		frappe.db.delete(DOCTYPE)
 		frappe.db.commit()

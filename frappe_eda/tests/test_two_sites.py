@@ -23,20 +23,16 @@ Messages, the source's EDA Receipts; always polled with a deadline.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import threading
 import time
-import unittest
 
 import frappe
-from frappe.tests.utils import FrappeTestCase
 
 import frappe_eda
 from frappe_eda.tests import two_sites
-from frappe_eda.tests.two_sites import GROUP, ITEM, ORDER, Peer, wait_for
+from frappe_eda.tests.two_sites import GROUP, ITEM, ORDER, PEERS_VARIABLE, Peer, queue_of, wait_for
 
-PEERS_VARIABLE = "EDA_PEER_SITES"
 SOURCE_WINS, SKIP = "Source Wins", "Skip and Record"
 DEST_WH1, DEST_WH2 = "EDA Test wh1", "EDA Test wh2"
 SUB_ITEMS, SUB_ORDERS, SUB_WH2_ITEMS = "EDA Test wh1 Items", "EDA Test wh1 Orders", "EDA Test wh2 Items"
@@ -45,47 +41,19 @@ RETRY = {"retry_delays": "2,2,2,2,2,2", "max_attempts": 7}  # a missing link is 
 TIMEOUT = 90
 
 
-def queue_of(subscription: str) -> str:
-	from frappe_eda.replication.subscriptions import default_queue
-
-	return default_queue(subscription)
-
-
-class TestTwoSites(FrappeTestCase):
-	@classmethod
-	def setUpClass(cls):
-		super().setUpClass()
-		peers = [s.strip() for s in os.environ.get(PEERS_VARIABLE, "").split(",") if s.strip()]
-		if len(peers) < 2:
-			raise unittest.SkipTest(
-				f"set {PEERS_VARIABLE}=wh1.localhost,wh2.localhost (two other sites of this bench on this "
-				"site's broker vhost) to run the two-site replication tests"
-			)
-		cls.head = frappe.local.site
-		cls.sites_path = frappe.local.sites_path
-		cls.marker = frappe.generate_hash(length=6).upper()
-		cls.workers: dict[str, subprocess.Popen] = {}
-		cls.logs: dict[str, str] = {}
-		cls.peers: dict[str, Peer] = {}
-		cls.wh1_site, cls.wh2_site = peers[0], peers[1]
-		stray = cls._stray_workers([cls.head, *peers])
-		if stray:
-			raise AssertionError(f"stop the eda workers running on these sites first:\n{stray}")
-		try:
-			cls._set_up()
-		except BaseException:
-			cls._tear_down()
-			raise
-
-	@classmethod
-	def tearDownClass(cls):
-		cls._tear_down()
-		super().tearDownClass()
+class TestTwoSites(two_sites.PeerSitesTestCase):
+	peers_needed = 2
+	skip_reason = (
+		f"set {PEERS_VARIABLE}=wh1.localhost,wh2.localhost (two other sites of this bench on this "
+		"site's broker vhost) to run the two-site replication tests"
+	)
 
 	# --- set-up and tear-down -------------------------------------------------------------------------
 
 	@classmethod
 	def _set_up(cls):
+		cls.peers: dict[str, Peer] = {}
+		cls.wh2_site = cls.peer_sites[1]
 		for site in (cls.wh1_site, cls.wh2_site):
 			cls.peers[site] = Peer(site, cls.sites_path, cls._log(f"{site}-helper"))
 		cls.wh1, cls.wh2 = cls.peers[cls.wh1_site], cls.peers[cls.wh2_site]
@@ -179,8 +147,7 @@ class TestTwoSites(FrappeTestCase):
 
 	@classmethod
 	def _tear_down(cls):
-		for site in list(cls.workers):
-			cls._stop_worker(site)
+		cls._stop_workers()
 		frappe.db.rollback()
 		problems = []
 		for site, peer in cls.peers.items():
@@ -213,98 +180,13 @@ class TestTwoSites(FrappeTestCase):
 		if problems:
 			print("clean-up problems:\n" + "\n".join(problems))
 
-	# --- workers and the broker ------------------------------------------------------------------------
-
-	@classmethod
-	def _log(cls, name):
-		return os.path.join(cls.sites_path, cls.head, "logs", f"two-sites-{name}.log")
-
-	@classmethod
-	def _start_worker(cls, site):
-		cls.logs[site] = cls._log(f"{site}-worker")
-		open(cls.logs[site], "w").close()
-		cls.workers[site] = two_sites.spawn_worker(site, cls.sites_path, cls.logs[site])
-
-	@classmethod
-	def _stop_worker(cls, site):
-		worker = cls.workers.pop(site, None)
-		if worker is not None and worker.poll() is None:
-			worker.send_signal(signal.SIGTERM)
-			try:
-				worker.wait(timeout=60)
-			except subprocess.TimeoutExpired:
-				worker.kill()
-				worker.wait()
-
-	@staticmethod
-	def _stray_workers(sites):
-		found = subprocess.run(["pgrep", "-af", "eda worker"], capture_output=True, text=True).stdout
-		return "\n".join(line for line in found.splitlines() if any(f"--site {s} " in line for s in sites))
-
-	@classmethod
-	def _broker(cls):
-		import pika
-
-		return pika.BlockingConnection(pika.URLParameters(frappe_eda_settings().broker.url))
-
-	@classmethod
-	def _consumed(cls, queue):
-		import pika
-
-		connection = cls._broker()
-		try:
-			return connection.channel().queue_declare(queue, passive=True).method.consumer_count > 0
-		except pika.exceptions.ChannelClosedByBroker:
-			return False
-		finally:
-			if connection.is_open:
-				connection.close()
-
-	@classmethod
-	def _delete_queues(cls, queues):
-		"""The subscriptions' queues with their dead-letter and retry queues."""
-		import pika
-
-		try:
-			vhost = pika.URLParameters(frappe_eda_settings().broker.url).virtual_host
-			listed = subprocess.run(
-				["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name"], capture_output=True, text=True
-			).stdout.split()
-			connection = cls._broker()
-		except Exception as e:
-			print(f"could not delete the test queues: {e}")
-			return
-		try:
-			channel = connection.channel()
-			for queue in listed:
-				if any(queue == q or queue.startswith(q + ".") for q in queues):
-					channel.queue_delete(queue)
-		finally:
-			if connection.is_open:
-				connection.close()
+	# --- workers ----------------------------------------------------------------------------------------
 
 	def worker_reloads(self, site):
 		with open(self.logs[site]) as log:
 			return log.read().count("  consuming ")
 
 	# --- on the source ---------------------------------------------------------------------------------
-
-	def code(self, label):
-		return f"EDA-{self.marker}-{label}"
-
-	def make_item(self, label, warehouse="WH1", **values):
-		doc = frappe.get_doc(
-			{"doctype": ITEM, "item_code": self.code(label), "warehouse": warehouse, **values}
-		).insert()
-		frappe.db.commit()
-		return doc
-
-	def update_item(self, name, **values):
-		doc = frappe.get_doc(ITEM, name)
-		doc.update(values)
-		doc.save()
-		frappe.db.commit()
-		return doc
 
 	def outgoing(self, doctype, name):
 		frappe.db.rollback()
@@ -627,9 +509,3 @@ class TestTwoSites(FrappeTestCase):
 		self.assertEqual(sorted(m["message_id"] for m in received), sorted(ids), "one record per message")
 		self.assertEqual({m["status"] for m in received}, {"Processed"})
 		self.assertEqual([w for w in self.workers.values() if w.poll() is not None], [], "a worker exited")
-
-
-def frappe_eda_settings():
-	from frappe_eda.settings import load_settings
-
-	return load_settings()

@@ -24,19 +24,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import threading
 import time
-import unittest
 
 import frappe
-from frappe.tests.utils import FrappeTestCase
 
 from frappe_eda.tests import two_sites
-from frappe_eda.tests.two_sites import ITEM, TEST_DOCTYPES, Peer, wait_for
+from frappe_eda.tests.two_sites import ITEM, PEERS_VARIABLE, TEST_DOCTYPES, Peer, queue_of, wait_for
 
-PEERS_VARIABLE = "EDA_PEER_SITES"
 DESTINATION = "EDA Cap wh1"
 SUBSCRIPTION = "EDA Cap wh1 Items"
 ROUTING_KEY = "cap1.{type}"
@@ -45,12 +41,6 @@ SKIP_WAREHOUSE = "CAP-SKIP"  # rows only the rule with Skip Imports covers
 IMPORTED, SKIPPED = 300, 20
 TIMEOUT = 90
 IMPORT_TIMEOUT = 300
-
-
-def queue_of(subscription: str) -> str:
-	from frappe_eda.replication.subscriptions import default_queue
-
-	return default_queue(subscription)
 
 
 def set_allow_rename(value: int) -> int:
@@ -62,48 +52,25 @@ def set_allow_rename(value: int) -> int:
 	return int(before or 0)
 
 
-class TestTwoSitesCapture(FrappeTestCase):
-	@classmethod
-	def setUpClass(cls):
-		super().setUpClass()
-		peers = [s.strip() for s in os.environ.get(PEERS_VARIABLE, "").split(",") if s.strip()]
-		if not peers:
-			raise unittest.SkipTest(
-				f"set {PEERS_VARIABLE}=wh1.localhost,wh2.localhost (other sites of this bench on this "
-				"site's broker vhost) to run the two-site capture tests (Data Import, db_set, rename)"
-			)
-		cls.head = frappe.local.site
-		cls.sites_path = frappe.local.sites_path
-		cls.marker = frappe.generate_hash(length=6).upper()
-		cls.started = frappe.utils.now_datetime()
-		cls.workers: dict[str, subprocess.Popen] = {}
-		cls.pids: dict[str, list[int]] = {}
-		cls.logs: dict[str, str] = {}
-		cls.peer_sites = peers
-		cls.wh1_site = peers[0]
-		cls.wh1 = None
-		cls.created: dict[str, list[str]] = {}
-		cls.allow_rename_before: dict[str, int] = {}
-		cls.imports: list[str] = []
-		cls.files: list[str] = []
-		stray = cls._stray_workers([cls.head, *peers])
-		if stray:
-			raise AssertionError(f"stop the eda workers running on these sites first:\n{stray}")
-		try:
-			cls._set_up()
-		except BaseException:
-			cls._tear_down()
-			raise
-
-	@classmethod
-	def tearDownClass(cls):
-		cls._tear_down()
-		super().tearDownClass()
+class TestTwoSitesCapture(two_sites.PeerSitesTestCase):
+	skip_reason = (
+		f"set {PEERS_VARIABLE}=wh1.localhost,wh2.localhost (other sites of this bench on this "
+		"site's broker vhost) to run the two-site capture tests (Data Import, db_set, rename)"
+	)
+	log_prefix = "two-sites-capture"
+	code_prefix = "CAP"
 
 	# --- set-up and tear-down -------------------------------------------------------------------------
 
 	@classmethod
 	def _set_up(cls):
+		cls.started = frappe.utils.now_datetime()
+		cls.pids: dict[str, list[int]] = {}
+		cls.wh1 = None
+		cls.created: dict[str, list[str]] = {}
+		cls.allow_rename_before: dict[str, int] = {}
+		cls.imports: list[str] = []
+		cls.files: list[str] = []
 		cls.wh1 = Peer(cls.wh1_site, cls.sites_path, cls._log(f"{cls.wh1_site}-helper"))
 		cls.created[cls.head] = two_sites.ensure_doctypes()
 		cls.created[cls.wh1_site] = cls.wh1.ensure_doctypes()
@@ -181,8 +148,7 @@ class TestTwoSitesCapture(FrappeTestCase):
 
 	@classmethod
 	def _tear_down(cls):
-		for site in list(cls.workers):
-			cls._stop_worker(site)
+		cls._stop_workers()
 		frappe.db.rollback()
 		problems = []
 		queue = queue_of(SUBSCRIPTION)
@@ -260,60 +226,10 @@ class TestTwoSitesCapture(FrappeTestCase):
 	# --- workers and the broker ------------------------------------------------------------------------
 
 	@classmethod
-	def _log(cls, name):
-		return os.path.join(cls.sites_path, cls.head, "logs", f"two-sites-capture-{name}.log")
-
-	@classmethod
 	def _start_worker(cls, site):
-		cls.logs[site] = cls._log(f"{site}-worker")
-		open(cls.logs[site], "w").close()
-		worker = two_sites.spawn_worker(site, cls.sites_path, cls.logs[site])
-		cls.workers[site] = worker
+		worker = super()._start_worker(site)
 		cls.pids.setdefault(site, []).append(worker.pid)
-
-	@classmethod
-	def _stop_worker(cls, site):
-		worker = cls.workers.pop(site, None)
-		if worker is not None and worker.poll() is None:
-			worker.send_signal(signal.SIGTERM)
-			try:
-				worker.wait(timeout=60)
-			except subprocess.TimeoutExpired:
-				worker.kill()
-				worker.wait()
-
-	@staticmethod
-	def _stray_workers(sites):
-		found = subprocess.run(["pgrep", "-af", "eda worker"], capture_output=True, text=True).stdout
-		return "\n".join(line for line in found.splitlines() if any(f"--site {s} " in line for s in sites))
-
-	@classmethod
-	def _broker(cls):
-		"""A connection of its own (also from the watcher thread, which has no site: the URL is read once)."""
-		import pika
-
-		if not getattr(cls, "broker_url", None):
-			from frappe_eda.settings import load_settings
-
-			cls.broker_url = load_settings().broker.url
-		return pika.BlockingConnection(pika.URLParameters(cls.broker_url))
-
-	@classmethod
-	def _consumers(cls, queue):
-		import pika
-
-		connection = cls._broker()
-		try:
-			return connection.channel().queue_declare(queue, passive=True).method.consumer_count
-		except pika.exceptions.ChannelClosedByBroker:
-			return 0
-		finally:
-			if connection.is_open:
-				connection.close()
-
-	@classmethod
-	def _consumed(cls, queue):
-		return cls._consumers(queue) > 0
+		return worker
 
 	def assert_alone(self, seen=None):
 		"""Only this test's wh1 worker consumes the queue: a worker someone else started on wh1 would
@@ -326,53 +242,11 @@ class TestTwoSitesCapture(FrappeTestCase):
 			f"runs on {self.wh1_site}",
 		)
 
-	@classmethod
-	def _delete_queues(cls, queues):
-		"""The subscription's queue with its dead-letter and retry queues."""
-		import pika
-
-		from frappe_eda.settings import load_settings
-
-		try:
-			vhost = pika.URLParameters(load_settings().broker.url).virtual_host
-			listed = subprocess.run(
-				["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name"], capture_output=True, text=True
-			).stdout.split()
-			connection = cls._broker()
-		except Exception as e:
-			print(f"could not delete the test queues: {e}")
-			return
-		try:
-			channel = connection.channel()
-			for queue in listed:
-				if any(queue == q or queue.startswith(q + ".") for q in queues):
-					channel.queue_delete(queue)
-		finally:
-			if connection.is_open:
-				connection.close()
-
 	# --- on the source ---------------------------------------------------------------------------------
 
 	def setUp(self):
 		super().setUp()
 		self.assert_alone()
-
-	def code(self, label):
-		return f"CAP-{self.marker}-{label}"
-
-	def make_item(self, label, warehouse="WH1", **values):
-		doc = frappe.get_doc(
-			{"doctype": ITEM, "item_code": self.code(label), "warehouse": warehouse, **values}
-		).insert()
-		frappe.db.commit()
-		return doc
-
-	def update_item(self, name, **values):
-		doc = frappe.get_doc(ITEM, name)
-		doc.update(values)
-		doc.save()
-		frappe.db.commit()
-		return doc
 
 	def outgoing(self, name):
 		frappe.db.rollback()

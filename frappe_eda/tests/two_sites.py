@@ -1,6 +1,7 @@
 # Copyright (c) 2026, frappe_eda developers and contributors
 # License: MIT. See LICENSE
-"""Helpers of ``test_two_sites``: the test DocTypes, and functions run on a peer site.
+"""Helpers of ``test_two_sites`` and ``test_two_sites_capture``: the test DocTypes, functions run on a
+peer site, and ``PeerSitesTestCase``, the set-up both test cases share (peers, workers, the broker).
 
 A peer (``wh1.localhost``, ``wh2.localhost``) is driven through a ``Peer``: one long-lived
 ``bench --site PEER execute frappe_eda.tests.two_sites.serve`` process that reads one JSON request a line
@@ -13,6 +14,7 @@ site, called directly.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -20,114 +22,44 @@ import sys
 import threading
 import time
 import traceback
+import unittest
 from typing import Any
 
 import frappe
+from frappe.tests.utils import FrappeTestCase
+
+from frappe_eda.consumer import stop_process
+from frappe_eda.settings import load_settings
+from frappe_eda.tests import doctypes
 
 GROUP, ITEM, PRICE, ORDER = "EDA Test Group", "EDA Test Item", "EDA Test Item Price", "EDA Test Order"
 TEST_DOCTYPES = (ORDER, ITEM, PRICE, GROUP)  # in the order they can be dropped
 REPLY = "@@eda-two-sites@@"
-PERMS = [{"role": "System Manager", "read": 1, "write": 1, "create": 1, "delete": 1}]
+PEERS_VARIABLE = "EDA_PEER_SITES"
 
 
 # --- the test DocTypes ------------------------------------------------------------------------------
 
-
-def _doctype(name: str, fields: list[dict], **extra: Any) -> dict:
-	return {
-		"doctype": "DocType",
-		"name": name,
-		"module": "Custom",
-		"custom": 1,
-		"fields": fields,
-		"permissions": []
-		if extra.get("istable")
-		else [dict(p, submit=1, cancel=1) for p in PERMS]
-		if extra.get("is_submittable")
-		else PERMS,
-		**extra,
-	}
-
-
-DEFINITIONS = [
-	_doctype(
-		GROUP,
-		[{"fieldname": "group_name", "fieldtype": "Data", "label": "Group Name", "reqd": 1, "unique": 1}],
-		autoname="field:group_name",
-	),
-	_doctype(
-		PRICE,
-		[
-			{"fieldname": "price_list", "fieldtype": "Data", "label": "Price List", "in_list_view": 1},
-			{"fieldname": "rate", "fieldtype": "Float", "label": "Rate", "in_list_view": 1},
-		],
-		istable=1,
-	),
-	_doctype(
-		ITEM,
-		[
-			{"fieldname": "item_code", "fieldtype": "Data", "label": "Item Code", "reqd": 1, "unique": 1},
-			{"fieldname": "item_name", "fieldtype": "Data", "label": "Item Name"},
-			{"fieldname": "description", "fieldtype": "Small Text", "label": "Description"},
-			{"fieldname": "notes", "fieldtype": "Data", "label": "Notes"},
-			{"fieldname": "origin_label", "fieldtype": "Data", "label": "Origin Label"},
-			{"fieldname": "item_group", "fieldtype": "Link", "label": "Item Group", "options": GROUP},
-			{"fieldname": "warehouse", "fieldtype": "Data", "label": "Warehouse"},
-			{"fieldname": "prices", "fieldtype": "Table", "label": "Prices", "options": PRICE},
-		],
-		autoname="field:item_code",
-	),
-	_doctype(
-		ORDER,
-		[
-			{"fieldname": "item", "fieldtype": "Link", "label": "Item", "options": ITEM, "reqd": 1},
-			{"fieldname": "qty", "fieldtype": "Float", "label": "Qty"},
-			{"fieldname": "warehouse", "fieldtype": "Data", "label": "Warehouse"},
-			{
-				"fieldname": "amended_from",
-				"fieldtype": "Link",
-				"label": "Amended From",
-				"options": ORDER,
-				"read_only": 1,
-				"no_copy": 1,
-			},
-		],
-		autoname="hash",
-		is_submittable=1,
-	),
-]
+DEFINITIONS = doctypes.item_doctypes(
+	GROUP,
+	ITEM,
+	PRICE,
+	ORDER,
+	item_naming={"autoname": "field:item_code"},
+	item_fields=(doctypes.field("warehouse"),),
+	price_fields={"in_list_view": 1},
+	order_fields=(doctypes.field("warehouse"),),
+)
 
 
 def ensure_doctypes() -> list[str]:
 	"""Create the test DocTypes that this site lacks; the names created."""
-	created = []
-	for definition in DEFINITIONS:
-		if not frappe.db.exists("DocType", definition["name"]):
-			frappe.get_doc(json.loads(json.dumps(definition))).insert(ignore_permissions=True)
-			created.append(definition["name"])
-	frappe.db.commit()
-	frappe.clear_cache()
-	return created
+	return doctypes.ensure_doctypes(DEFINITIONS)
 
 
 def drop_doctypes() -> list[str]:
 	"""Drop the test DocTypes and their tables, and the EDA records that point at them."""
-	dropped = []
-	for doctype in TEST_DOCTYPES:
-		for table, field in (
-			("EDA Replica", "document_type"),
-			("EDA Event Rule", "document_type"),
-			("EDA Message", "reference_doctype"),
-		):
-			if frappe.db.table_exists(table):
-				frappe.db.delete(table, {field: doctype})
-		if frappe.db.exists("DocType", doctype):
-			frappe.db.delete(doctype)  # rows first: delete_doc refuses a DocType that has documents
-			frappe.delete_doc("DocType", doctype, force=True, ignore_permissions=True)
-			dropped.append(doctype)
-	frappe.db.commit()
-	frappe.clear_cache()
-	return dropped
+	return doctypes.drop_doctypes(TEST_DOCTYPES)
 
 
 # --- reading and writing on a site -------------------------------------------------------------------
@@ -252,8 +184,11 @@ def cleanup(subscriptions: list[str], queues: list[str]) -> None:
 # --- the peer process ----------------------------------------------------------------------------------
 
 
-def serve() -> None:
-	"""Answer requests on stdin until it closes (see the module); run by ``bench execute``."""
+def serve(module: str | None = None) -> None:
+	"""Answer requests on stdin until it closes (see the module); run by ``bench execute``. The functions
+	are this module's, or those of ``module`` (a dotted name): a test with helpers of its own to run on a
+	peer (``test_reconcile``) needs no server of its own."""
+	functions = vars(importlib.import_module(module)) if module else globals()
 	out = sys.stdout
 	for line in sys.stdin:
 		if not line.strip():
@@ -262,7 +197,7 @@ def serve() -> None:
 			request = json.loads(line)
 			frappe.db.rollback()
 			frappe.local.document_cache = {}
-			result = globals()[request["fn"]](**request.get("kwargs", {}))
+			result = functions[request["fn"]](*request.get("args", []), **request.get("kwargs", {}))
 			frappe.db.commit()
 			reply = {"ok": result}
 		except Exception:
@@ -277,25 +212,30 @@ class PeerError(Exception):
 
 
 class Peer:
-	"""A peer site driven through ``serve`` (see the module)."""
+	"""A peer site driven through ``serve`` (see the module), running the functions of ``module``
+	(this one by default): ``peer.get_doc(doctype=..., name=...)``."""
 
-	def __init__(self, site: str, sites_path: str, log_path: str) -> None:
+	def __init__(self, site: str, sites_path: str, log_path: str, module: str | None = None) -> None:
 		self.site = site
 		self.log = open(log_path, "ab")
 		self._lock = threading.Lock()
+		command = bench(site, "execute", f"{__name__}.serve")
+		if module:
+			command += ["--kwargs", json.dumps({"module": module})]
 		self.process = subprocess.Popen(
-			bench(site, "execute", "frappe_eda.tests.two_sites.serve"),
+			command,
 			cwd=sites_path,
 			stdin=subprocess.PIPE,
 			stdout=subprocess.PIPE,
 			stderr=self.log,
 		)
 
-	def call(self, fn: str, **kwargs: Any) -> Any:
+	def call(self, fn: str, *args: Any, **kwargs: Any) -> Any:
+		request = {"fn": fn, "args": args, "kwargs": kwargs}
 		with self._lock:
 			if self.process.poll() is not None:
 				raise PeerError(f"the {self.site} helper process exited ({self.process.returncode})")
-			self.process.stdin.write((json.dumps({"fn": fn, "kwargs": kwargs}, default=str) + "\n").encode())
+			self.process.stdin.write((json.dumps(request, default=str) + "\n").encode())
 			self.process.stdin.flush()
 			while True:
 				line = self.process.stdout.readline()
@@ -312,7 +252,7 @@ class Peer:
 	def __getattr__(self, fn: str) -> Any:
 		if fn.startswith("_"):
 			raise AttributeError(fn)
-		return lambda **kwargs: self.call(fn, **kwargs)
+		return lambda *args, **kwargs: self.call(fn, *args, **kwargs)
 
 	def close(self) -> None:
 		if self.process.poll() is None:
@@ -356,3 +296,170 @@ def wait_for(condition: Any, timeout: float, what: str, every: float = 0.2) -> A
 			last = e
 		time.sleep(every)
 	raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})"[:3000])
+
+
+# --- what the two-site test cases share -------------------------------------------------------------------
+
+
+def peer_sites() -> list[str]:
+	"""The peers ``EDA_PEER_SITES`` names (comma-separated), in order."""
+	return [s.strip() for s in os.environ.get(PEERS_VARIABLE, "").split(",") if s.strip()]
+
+
+def queue_of(subscription: str) -> str:
+	from frappe_eda.replication.subscriptions import default_queue
+
+	return default_queue(subscription)
+
+
+def consumers(broker_url: str, queue: str) -> int:
+	"""The consumers of ``queue`` now (0 while no one has declared it), on a connection of its own."""
+	import pika
+
+	connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+	try:
+		return connection.channel().queue_declare(queue, passive=True).method.consumer_count
+	except pika.exceptions.ChannelClosedByBroker:
+		return 0
+	finally:
+		if connection.is_open:
+			connection.close()
+
+
+class PeerSitesTestCase(FrappeTestCase):
+	"""The part of a test between this site (the source) and peer sites that is the same for each:
+
+	- skipped (``skip_reason``) unless ``EDA_PEER_SITES`` names ``peers_needed`` peers;
+	- refused while an ``eda worker`` runs on one of the sites: it would compete for the test's messages;
+	- ``_set_up`` and ``_tear_down`` of the subclass, the tear-down also when the set-up fails (unittest
+	  skips ``tearDownClass`` then, which would leave workers running);
+	- workers of its own, logged under the source's logs (``log_prefix``), and the broker's queues;
+	- items made on the source, coded ``code_prefix-MARKER-label`` to keep runs apart.
+	"""
+
+	peers_needed = 1
+	skip_reason = ""
+	log_prefix = "two-sites"
+	code_prefix = "EDA"
+
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		peers = peer_sites()
+		if len(peers) < cls.peers_needed:
+			raise unittest.SkipTest(cls.skip_reason)
+		cls.head = frappe.local.site
+		cls.sites_path = frappe.local.sites_path
+		cls.marker = frappe.generate_hash(length=6).upper()
+		# read once: a watcher thread has no site to read the settings from
+		cls.broker_url = load_settings().broker.url
+		cls.workers: dict[str, subprocess.Popen] = {}
+		cls.logs: dict[str, str] = {}
+		cls.peer_sites = peers
+		cls.wh1_site = peers[0]
+		stray = cls._stray_workers([cls.head, *peers])
+		if stray:
+			raise AssertionError(f"stop the eda workers running on these sites first:\n{stray}")
+		try:
+			cls._set_up()
+		except BaseException:
+			cls._tear_down()
+			raise
+
+	@classmethod
+	def tearDownClass(cls):
+		cls._tear_down()
+		super().tearDownClass()
+
+	@classmethod
+	def _set_up(cls):
+		raise NotImplementedError
+
+	@classmethod
+	def _tear_down(cls):
+		raise NotImplementedError
+
+	# --- workers and the broker ------------------------------------------------------------------------
+
+	@classmethod
+	def _log(cls, name):
+		return os.path.join(cls.sites_path, cls.head, "logs", f"{cls.log_prefix}-{name}.log")
+
+	@classmethod
+	def _start_worker(cls, site):
+		cls.logs[site] = cls._log(f"{site}-worker")
+		open(cls.logs[site], "w").close()
+		cls.workers[site] = spawn_worker(site, cls.sites_path, cls.logs[site])
+		return cls.workers[site]
+
+	@classmethod
+	def _stop_worker(cls, site):
+		worker = cls.workers.pop(site, None)
+		if worker is not None:
+			stop_process(worker)
+
+	@classmethod
+	def _stop_workers(cls):
+		for site in list(cls.workers):
+			cls._stop_worker(site)
+
+	@staticmethod
+	def _stray_workers(sites):
+		found = subprocess.run(["pgrep", "-af", "eda worker"], capture_output=True, text=True).stdout
+		return "\n".join(line for line in found.splitlines() if any(f"--site {s} " in line for s in sites))
+
+	@classmethod
+	def _broker(cls):
+		import pika
+
+		return pika.BlockingConnection(pika.URLParameters(cls.broker_url))
+
+	@classmethod
+	def _consumers(cls, queue):
+		return consumers(cls.broker_url, queue)
+
+	@classmethod
+	def _consumed(cls, queue):
+		return cls._consumers(queue) > 0
+
+	@classmethod
+	def _delete_queues(cls, queues):
+		"""The subscriptions' queues with their dead-letter and retry queues."""
+		import pika
+
+		try:
+			vhost = pika.URLParameters(cls.broker_url).virtual_host
+			listed = subprocess.run(
+				["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name"], capture_output=True, text=True
+			).stdout.split()
+			connection = cls._broker()
+		except Exception as e:
+			print(f"could not delete the test queues: {e}")
+			return
+		try:
+			channel = connection.channel()
+			for queue in listed:
+				if any(queue == q or queue.startswith(q + ".") for q in queues):
+					channel.queue_delete(queue)
+		finally:
+			if connection.is_open:
+				connection.close()
+
+	# --- on the source ---------------------------------------------------------------------------------
+
+	def code(self, label):
+		return f"{self.code_prefix}-{self.marker}-{label}"
+
+	def make_item(self, label, warehouse="WH1", **values):
+		doc = frappe.get_doc(
+			{"doctype": ITEM, "item_code": self.code(label), "warehouse": warehouse, **values}
+		).insert()
+		frappe.db.commit()
+		return doc
+
+	def update_item(self, name, **values):
+		doc = frappe.get_doc(ITEM, name)
+		doc.update(values)
+		doc.save()
+		frappe.db.commit()
+		return doc
