@@ -118,15 +118,7 @@ def apply_message(spec: SubscriptionSpec, message: Message) -> None:
 	if action is Action.DELETE and decision.verdict is Verdict.NOTHING_TO_DO:
 		# no copy here (never had one, or deleted by hand), but the source's delete still moves the
 		# version: an older change arriving later (a retry, a redelivery) is stale, and brings nothing back
-		replicas.record(
-			existing,
-			**book,
-			local_name="",
-			status="Deleted",
-			version=version,
-			source_hash="",
-			detail=decision.reason,
-		)
+		replicas.tombstone(existing, book, version, decision.reason)
 		_send_receipt(spec, message, ReceiptOutcome.SKIPPED, f"{decision.verdict.value}: {decision.reason}")
 		return
 	if not decision.applies:
@@ -415,15 +407,7 @@ def _apply_rename(
 		raise ApplyRefused(f"could not rename {spec.document_type} {local_name}: {_plain(e)}") from e
 	# the old name's row stays as a tombstone at the rename's version: a redelivered older change of
 	# the old name is then stale, instead of creating a second copy under the old name
-	replicas.record(
-		existing,
-		**book,
-		local_name="",
-		status="Deleted",
-		version=version,
-		source_hash="",
-		detail=f"renamed to {rename['new']}",
-	)
+	replicas.tombstone(existing, book, version, f"renamed to {rename['new']}")
 	moved = {**book, "source_name": rename["new"]}
 	target = replicas.load(spec.name, book["source"], rename["new"])
 	replicas.record(

@@ -127,3 +127,9 @@ def record(
 	for column, value in values.items():
 		query = query.set(table[column], value)
 	query.where(table.name == existing.name).run()
+
+
+def tombstone(existing: ReplicaRow | None, book: dict[str, Any], version: DocVersion, detail: str) -> None:
+	"""Mark the source document gone here at ``version`` (deleted, or renamed away): a change older than
+	that, arriving late, is then stale instead of bringing a copy back under this name."""
+	record(existing, **book, local_name="", status="Deleted", version=version, source_hash="", detail=detail)
