@@ -14,3 +14,28 @@ SUBSCRIPTION_HANDLER_PREFIX = "eda_subscription:"
 
 def subscription_handler_name(subscription: str) -> str:
 	return SUBSCRIPTION_HANDLER_PREFIX + subscription
+
+
+# What no subscription writes, neither as its local DocType nor as a linked document a source sent along
+# (Create From Sent Documents): who may log in and with which roles, permissions, the schema and files
+# are each server's own; a source that could send them could make itself an administrator here.
+NEVER_WRITTEN = frozenset(
+	{
+		"DocType",
+		"User",
+		"Role",
+		"Role Profile",
+		"Has Role",
+		"DocPerm",
+		"Custom DocPerm",
+		"User Permission",
+		"Module Def",
+		"Module Profile",
+		"File",
+		"Custom Field",
+		"Property Setter",
+		"Server Script",
+		"Client Script",
+		"System Settings",
+	}
+)

@@ -30,7 +30,7 @@ from frappe_eda.messaging.replication.planning import LocalCopy, Plan, Verdict, 
 from frappe_eda.messaging.replication.receipts import ReceiptOutcome
 from frappe_eda.messaging.replication.versions import DocVersion
 from frappe_eda.outbox.doc_events import LINKS_KEY, RENAME_KEY
-from frappe_eda.replication import replicas
+from frappe_eda.replication import NEVER_WRITTEN, replicas
 from frappe_eda.replication.content import HASH_KEY
 from frappe_eda.replication.subscriptions import SubscriptionSpec
 
@@ -324,9 +324,19 @@ def _ensure_links(spec: SubscriptionSpec, values: dict[str, Any], payload: dict[
 		if frappe.db.exists(doctype, name):
 			continue
 		dependency = sent.get((doctype, name))
-		if dependency is None:
+		if dependency is None or not _may_create(doctype):
 			raise MissingLink(doctype, name, field)
 		_create_dependency(doctype, name, dependency)
+
+
+def _may_create(doctype: str) -> bool:
+	"""A linked document sent along is created only of a DocType a subscription could write itself."""
+	from frappe_eda.outbox.doc_events import OWN_DOCTYPES
+
+	if doctype in NEVER_WRITTEN or doctype in OWN_DOCTYPES:
+		return False
+	meta = frappe.get_meta(doctype)
+	return not (meta.istable or meta.issingle)
 
 
 def _links(doctype: str, values: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -363,6 +373,8 @@ def _create_dependency(doctype: str, name: str, sent: dict[str, Any]) -> None:
 	from frappe_eda.messaging.replication.mapping import FieldMapping
 
 	values = map_document(sent, FieldMapping(), _local_fields(doctype))
+	for table in frappe.get_meta(doctype).get_table_fields():
+		values.pop(table.fieldname, None)  # its own fields only: no child rows from the other server
 	doc = frappe.new_doc(doctype)
 	doc.update(values)
 	doc.flags.ignore_links = True

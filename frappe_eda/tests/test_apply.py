@@ -355,6 +355,42 @@ class TestApply(FrappeTestCase):
 		with self.assertRaises(MissingLink):
 			apply_message(spec, message("on_update", item("SRC-L3", item_group="G-UNSENT", _eda_links=sent)))
 
+	def test_a_user_sent_along_is_never_created_and_a_dependency_brings_no_child_rows(self):
+		"""A source could otherwise make itself an administrator here: a ToDo assigned to a user it
+		sends along, with the System Manager role in the user's rows."""
+		spec = self.spec(source_doctype="ToDo", link_policy="Create From Sent Documents")
+		intruder = f"intruder-{frappe.generate_hash(length=6)}@head.example"
+		sent = [
+			{
+				"doctype": "User",
+				"name": intruder,
+				"email": intruder,
+				"first_name": "Intruder",
+				"roles": [{"role": "System Manager"}],
+			}
+		]
+		todo = {
+			"doctype": "ToDo",
+			"name": f"SRC-U-{frappe.generate_hash(length=6)}",
+			"modified": T1,
+			"docstatus": 0,
+			"description": "assigned to someone the source made up",
+			"allocated_to": intruder,
+			"_eda_links": sent,
+		}
+		with self.assertRaises(MissingLink) as caught:
+			apply_message(spec, message("on_update", todo, doctype="ToDo"))
+		self.assertEqual(caught.exception.doctype, "User")
+		self.assertFalse(frappe.db.exists("User", intruder))
+		# an allowed DocType is created with its own fields only
+		group = {"doctype": GROUP, "name": "G-ROWS", "group_name": "G-ROWS", "modified": T1, "docstatus": 0}
+		apply_message(
+			spec_item := self.spec(link_policy="Create From Sent Documents"),
+			message("on_update", item("SRC-L5", item_group="G-ROWS", _eda_links=[group])),
+		)
+		self.assertTrue(frappe.db.exists(GROUP, "G-ROWS"))
+		self.assertEqual(replica(spec_item.name, "SRC-L5").status, "Applied")
+
 	def test_ignore_writes_the_link_as_it_is(self):
 		spec = self.spec(link_policy="Ignore")
 		apply_message(spec, message("on_update", item("SRC-L4", item_group="G-NOWHERE")))

@@ -10,9 +10,8 @@ from frappe import _
 from frappe.model.document import Document
 
 from frappe_eda.messaging.replication.mapping import FieldAction
+from frappe_eda.replication import NEVER_WRITTEN
 from frappe_eda.replication.subscriptions import bump_version, default_queue, patterns_of
-
-NOT_REPLICABLE = frozenset({"DocType", "User", "Role", "Has Role", "DocPerm", "Custom DocPerm", "File"})
 
 
 class EDASubscription(Document):
@@ -34,7 +33,7 @@ class EDASubscription(Document):
 		from frappe_eda.outbox.doc_events import OWN_DOCTYPES
 
 		meta = frappe.get_meta(self.document_type)
-		if meta.istable or self.document_type in OWN_DOCTYPES or self.document_type in NOT_REPLICABLE:
+		if meta.istable or self.document_type in OWN_DOCTYPES or self.document_type in NEVER_WRITTEN:
 			frappe.throw(
 				_(
 					"{0} cannot be written by a subscription: choose a DocType that is not a child table, not a system DocType and not one of EDA's own"
