@@ -37,7 +37,7 @@ from werkzeug.local import release_local
 
 from frappe_eda.messaging.connection import BrokerConnection
 from frappe_eda.messaging.consumer import Worker, WorkerOptions, WorkerStats
-from frappe_eda.messaging.heartbeat import DEFAULT_HEARTBEAT_EVERY, show_worker_log
+from frappe_eda.messaging.heartbeat import COUNTERS, DEFAULT_HEARTBEAT_EVERY, show_worker_log
 from frappe_eda.messaging.registry import HandlerRegistry, default_registry, import_handler_modules
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ def run_worker(queues: Iterable[str] | None = None, relay: bool = True) -> Worke
 			while not stopped.is_set():
 				watch = ChangeWatch()
 				worker = build_worker(connection, queues)
-				_stop_on_signals(worker, stopped)
+				worker.install_signal_handlers(on_signal=stopped.set)  # and the reload loop with it
 				if not worker.subscriptions and queues is None:
 					_wait_for_subscriptions(connection, watch, stopped, relay_turn)
 					worker.close()
@@ -272,19 +272,6 @@ def run_worker(queues: Iterable[str] | None = None, relay: bool = True) -> Worke
 			stop.set()
 
 
-def _stop_on_signals(worker: Worker, stopped: threading.Event) -> None:
-	"""SIGTERM/SIGINT stop this worker after its batch in hand, and the reload loop with it."""
-	import signal
-
-	def handle(signum: int, _frame: Any) -> None:
-		log.info("received %s; finishing the batch in hand, then stopping", signal.Signals(signum).name)
-		stopped.set()
-		worker.stop()
-
-	signal.signal(signal.SIGTERM, handle)
-	signal.signal(signal.SIGINT, handle)
-
-
 def _wait_for_subscriptions(
 	connection: BrokerConnection,
 	watch: Any,
@@ -303,7 +290,7 @@ def _wait_for_subscriptions(
 
 
 def _add_stats(total: WorkerStats, stats: WorkerStats) -> None:
-	for name in ("processed", "duplicates", "retried", "dead", "reconnects", "store_failures", "refused"):
+	for name in COUNTERS:
 		setattr(total, name, getattr(total, name) + getattr(stats, name))
 
 
@@ -376,8 +363,7 @@ def _relay_when_woken(
 			try:
 				fresh_site_state(site, sites_path, "Administrator")  # system work, as frappe.connect() does
 				# A few batches per turn: a big import or backfill goes out while the worker consumes.
-				_sent, more = relay_some(connection, RELAY_BATCHES_PER_TURN)
-				if more:
+				if relay_some(connection, RELAY_BATCHES_PER_TURN):
 					woken.set()
 			except Exception:
 				# The broker or the database is away: the messages stay Pending for the next turn.

@@ -236,11 +236,14 @@ class Worker:
 		"""Ask the loop to stop after the batch in hand; safe from signal handlers and other threads."""
 		self._stopping.set()
 
-	def install_signal_handlers(self) -> None:
-		"""SIGTERM/SIGINT finish the batch in hand, ack it and stop; nothing is lost."""
+	def install_signal_handlers(self, on_signal: Callable[[], None] | None = None) -> None:
+		"""SIGTERM/SIGINT finish the batch in hand, ack it and stop; nothing is lost. ``on_signal`` is
+		called too (the Frappe worker stops its reload loop with it)."""
 
 		def handle(signum: int, _frame: FrameType | None) -> None:
 			log.info("received %s; finishing the batch in hand, then stopping", signal.Signals(signum).name)
+			if on_signal is not None:
+				on_signal()
 			self.stop()
 
 		signal.signal(signal.SIGTERM, handle)

@@ -35,6 +35,7 @@ class OutboxRelay:
 		self.publisher = publisher
 		self.store = store
 		self.batch_size = batch_size
+		self.more_pending = False  # the last drain(max_batches=...) stopped with more to send
 
 	def relay_once(self, older_than: datetime | None = None) -> int:
 		"""Send one batch of PENDING messages; returns how many the broker confirmed (0 when another
@@ -42,19 +43,27 @@ class OutboxRelay:
 		batch = self._claimed_batch(older_than)
 		return 0 if batch is None else batch.confirmed
 
-	def drain(self, older_than: datetime | None = None) -> int:
+	def drain(self, older_than: datetime | None = None, max_batches: int | None = None) -> int:
 		"""Relay until nothing is pending, or another relay holds the claim; returns the total confirmed.
 
 		``older_than`` relays only messages created at or before it: a scheduled re-drive sends what
-		nobody else picked up, not what a live relay is about to send.
+		nobody else picked up, not what a live relay is about to send. ``max_batches`` stops after that
+		many batches (``more_pending`` then says whether the last one came back full): a worker relays
+		between the batches it consumes, and must not hold its loop until a large outbox is empty.
 		"""
 		total = 0
+		batches = 0
+		self.more_pending = False
 		while True:
 			batch = self._claimed_batch(older_than)
 			if batch is None:
 				return total
 			total += batch.confirmed
+			batches += 1
 			if batch.found < self.batch_size or not (batch.confirmed or batch.failed):
+				return total
+			if max_batches is not None and batches >= max_batches:
+				self.more_pending = True
 				return total
 
 	def _claimed_batch(self, older_than: datetime | None) -> _Batch | None:

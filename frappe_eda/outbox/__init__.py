@@ -53,16 +53,15 @@ def publish(
 	from frappe_eda.stores.doctype_store import DocTypeStore
 
 	settings = load_outbox_settings()
-	target_exchange, target_key = resolve_destination(
-		to, exchange, routing_key, message_type, settings.exchange
-	)
+	destination = _destination(to) if to else None  # one read of the EDA Destination per message
+	target_exchange, target_key = _target(destination, exchange, routing_key, message_type, settings.exchange)
 	message = Message(
 		type=message_type,
 		payload={} if payload is None else payload,
 		source=f"{frappe.local.site}",
 		correlation_id=correlation_id,
 		causation_id=causation_id,
-		headers={**routing_headers(to), **(headers or {})},
+		headers={**routing_headers(destination), **(headers or {})},
 	)
 	record = outgoing_record(
 		message,
@@ -117,36 +116,54 @@ def resolve_destination(
 	``InvalidRoutingKeyTemplate`` for a destination key with anything but ``{type}`` in it; the message
 	type itself is never read as a template.
 	"""
-	if to:
-		destination = frappe.db.get_value(
-			"EDA Destination", to, ["exchange", "routing_key", "enabled"], as_dict=True
-		)
-		if destination is None:
-			raise DestinationUnavailable(to, "does not exist")
-		if not destination.enabled:
-			raise DestinationUnavailable(to, "is disabled")
-		key = routing_key or (
-			render_template(destination.routing_key, type=message_type)
-			if destination.routing_key
-			else message_type
-		)
-		return exchange or destination.exchange or default_exchange, key
-	return exchange or default_exchange, routing_key or message_type
+	return _target(_destination(to) if to else None, exchange, routing_key, message_type, default_exchange)
 
 
-def routing_headers(to: str | None) -> dict[str, Any]:
-	"""``eda-origin`` always; ``eda-to`` and ``eda-reply-to`` from the EDA Destination ``to``."""
+def _destination(to: str) -> Any:
+	"""The enabled EDA Destination ``to``: what routes a message and what its headers say."""
+	destination = frappe.db.get_value(
+		"EDA Destination",
+		to,
+		["exchange", "routing_key", "enabled", "target_servers", "request_receipts"],
+		as_dict=True,
+	)
+	if destination is None:
+		raise DestinationUnavailable(to, "does not exist")
+	if not destination.enabled:
+		raise DestinationUnavailable(to, "is disabled")
+	return destination
+
+
+def _target(
+	destination: Any,
+	exchange: str | None,
+	routing_key: str | None,
+	message_type: str,
+	default_exchange: str,
+) -> tuple[str, str]:
+	if destination is None:
+		return exchange or default_exchange, routing_key or message_type
+	key = routing_key or (
+		render_template(destination.routing_key, type=message_type)
+		if destination.routing_key
+		else message_type
+	)
+	return exchange or destination.exchange or default_exchange, key
+
+
+def routing_headers(destination: Any = None) -> dict[str, Any]:
+	"""``eda-origin`` always; ``eda-to`` and ``eda-reply-to`` from the EDA Destination row, if any."""
 	headers: dict[str, Any] = {
 		addressing.ORIGIN: getattr(frappe.local.flags, "eda_origin", None) or frappe.local.site
 	}
-	if to:
-		target = frappe.db.get_value(
-			"EDA Destination", to, ["target_servers", "request_receipts"], as_dict=True
-		)
-		if target:
-			servers = [s.strip() for s in (target.target_servers or "").replace(",", "\n").splitlines()]
-			if servers := [s for s in servers if s]:
-				headers[addressing.TO] = servers
-			if target.request_receipts:
-				headers[addressing.REPLY_TO] = addressing.receipt_key_for(frappe.local.site)
+	if destination is not None:
+		if servers := target_servers(destination.target_servers):
+			headers[addressing.TO] = servers
+		if destination.request_receipts:
+			headers[addressing.REPLY_TO] = addressing.receipt_key_for(frappe.local.site)
 	return headers
+
+
+def target_servers(text: str | None) -> list[str]:
+	"""An EDA Destination's *Target Servers*: site names, one per line (or comma-separated)."""
+	return [server.strip() for server in (text or "").replace(",", "\n").splitlines() if server.strip()]

@@ -4,11 +4,11 @@ Runs inside the document's own transaction, so the record commits or rolls back 
 Data Import publishes (a rule may opt out with *Skip Imports*); patches publish only for rules that say
 *Publish In Patches*; installs and migrations publish nothing. ``on_change`` is published only when it
 is not the end of a save (``db_set``, which fires no other event), ``after_rename`` with the old and new
-names (``frappe_eda.replication.apply`` renames the copy). EDA's own
-DocTypes never publish, which would loop; nor does a copy that an EDA Subscription writes, unless the
-subscription says so (and then its message keeps the change's origin, which never applies it again).
-A rule whose target cannot work (a disabled or missing destination, a bad template) or whose message cannot be sent (a document over the 1 MiB consumers
-accept) never fails the save: the message is recorded Failed and managers told.
+names (``frappe_eda.replication.apply`` renames the copy). EDA's own DocTypes never publish, which
+would loop; nor does a copy that an EDA Subscription writes, unless the subscription says so (and then
+its message keeps the change's origin, which never applies it again). A rule whose target cannot work
+(a disabled or missing destination, a bad template) or whose message cannot be sent (a document over
+the 1 MiB consumers accept) never fails the save: the message is recorded Failed and managers told.
 """
 
 from __future__ import annotations

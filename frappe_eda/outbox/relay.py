@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from types import FrameType
 
@@ -42,32 +44,26 @@ def site_publisher(connection: BrokerConnection) -> Publisher:
 def drain(connection: BrokerConnection, older_than: datetime | None = None) -> int:
 	"""Send everything Pending now (or only what was created by ``older_than``); returns how many the
 	broker confirmed. Another relay holding the claim makes it return 0 at once."""
+	with _site_relay(connection) as relay:
+		return relay.drain(older_than=older_than)
+
+
+def relay_some(connection: BrokerConnection, batches: int) -> bool:
+	"""At most ``batches`` batches of what is Pending; whether more is left to send. The worker relays
+	this way between the batches it consumes, so a large import or backfill in the outbox is sent a few
+	hundred messages at a time while the worker keeps consuming."""
+	with _site_relay(connection) as relay:
+		relay.drain(max_batches=batches)
+		return relay.more_pending
+
+
+@contextmanager
+def _site_relay(connection: BrokerConnection) -> Iterator[OutboxRelay]:
 	frappe.db.commit()  # start a fresh snapshot: rows committed by other processes become visible
 	publisher = site_publisher(connection)
 	assert publisher.store is not None
 	try:
-		return OutboxRelay(publisher, publisher.store).drain(older_than=older_than)
-	finally:
-		publisher.close()
-
-
-def relay_some(connection: BrokerConnection, batches: int) -> tuple[int, bool]:
-	"""At most ``batches`` batches of what is Pending; ``(confirmed, more)``, ``more`` when a batch came
-	back full (there may be more to send). The worker relays this way between the batches it consumes,
-	so a large import or backfill in the outbox is sent a few hundred messages at a time while the
-	worker keeps consuming, instead of holding its loop until the whole outbox is empty."""
-	frappe.db.commit()  # a fresh snapshot, as drain
-	publisher = site_publisher(connection)
-	assert publisher.store is not None
-	relay = OutboxRelay(publisher, publisher.store)
-	total = 0
-	try:
-		for _ in range(max(1, batches)):
-			sent = relay.relay_once()
-			total += sent
-			if sent < relay.batch_size:
-				return total, False
-		return total, True
+		yield OutboxRelay(publisher, publisher.store)
 	finally:
 		publisher.close()
 

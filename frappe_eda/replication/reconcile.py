@@ -173,8 +173,9 @@ def _rule_exchange(rule: Any, default: str) -> str:
 def _target_servers(destination: str) -> list[str]:
 	if not destination:
 		return []
-	text = frappe.db.get_value("EDA Destination", destination, "target_servers") or ""
-	return [s.strip() for s in text.replace(",", "\n").splitlines() if s.strip()]
+	from frappe_eda.outbox import target_servers
+
+	return target_servers(frappe.db.get_value("EDA Destination", destination, "target_servers"))
 
 
 # --- validating what the other server sent -----------------------------------------------------------

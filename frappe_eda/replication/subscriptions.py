@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,21 +155,20 @@ class ChangeWatch:
 	CHECK_EVERY = 10.0
 
 	def __init__(self, check_every: float = CHECK_EVERY) -> None:
-		import time
-
-		self._time = time.monotonic
 		self.check_every = check_every
 		self.version = frappe.cache.get_value(VERSION_KEY, expires=True)
+		self.table = ""
 		self.table = self._table_signature()
-		self._checked = self._time()
+		self._checked = time.monotonic()
 
 	def _table_signature(self) -> str:
+		"""The table's signature now; the last one known when it cannot be read (not a change)."""
 		try:
 			frappe.db.rollback()
 			return signature() if frappe.db.table_exists(SUBSCRIPTION) else ""
 		except Exception:
 			log.warning("could not read EDA Subscriptions; checking again later", exc_info=True)
-			return self.table if hasattr(self, "table") else ""
+			return self.table
 
 	def changed(self) -> bool:
 		try:
@@ -176,7 +176,7 @@ class ChangeWatch:
 				return True
 		except Exception:
 			pass  # Redis away: the table check below still notices
-		if self._time() - self._checked >= self.check_every:
-			self._checked = self._time()
+		if time.monotonic() - self._checked >= self.check_every:
+			self._checked = time.monotonic()
 			return self._table_signature() != self.table
 		return False

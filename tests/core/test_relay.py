@@ -271,3 +271,20 @@ def test_a_relay_that_cannot_get_the_claim_returns_at_once_having_sent_nothing(
 		assert relay.drain() == 0 and relay.relay_once() == 0
 		assert declarer.queue_depth(queue) == 0
 	assert relay.drain() == 1
+
+
+def test_drain_with_max_batches_stops_after_them_and_says_more_is_pending(
+	connection: BrokerConnection, store: MessageStore, wired, raw_channel
+) -> None:
+	"""What the Frappe worker relays between the batches it consumes: a few batches, not the whole outbox."""
+	exchange, queue, _declarer = wired
+	messages = [_pending(store, n, exchange) for n in range(7)]
+	relay = OutboxRelay(Publisher(connection, store, exchange=exchange), store, batch_size=3)
+
+	assert relay.drain(max_batches=2) == 6
+	assert relay.more_pending
+	assert [_status(store, m) for m in messages] == [Status.PUBLISHED] * 6 + [Status.PENDING]
+
+	assert relay.drain(max_batches=2) == 1
+	assert not relay.more_pending
+	assert [m.id for m in _queued(raw_channel, queue)] == [m.id for m in messages]
