@@ -45,12 +45,12 @@ from frappe_eda.messaging.store import (
 )
 from frappe_eda.stores.sql_claim import RelayClaim
 from frappe_eda.stores.sql_driver import DriverInsert, InboxLookup, StatusUpdate
+from frappe_eda.stores.sql_inbox_claim import InboxClaim, InboxClaimTimeout
 from frappe_eda.stores.sql_schema import (
 	MESSAGE_FIELDS,
 	build_tables,
 	error_record,
 	error_row,
-	inbox_claim_table,
 	message_record,
 	message_row,
 	naive_utc,
@@ -102,7 +102,7 @@ class SqlStore(MessageStore):
 		self._byte_fields = frozenset(self.limits.text_chars)
 		self._local = threading.local()
 		self._relay_claim = RelayClaim(engine, self.messages.name)
-		self.inbox_claims = inbox_claim_table(self.metadata, table_prefix)
+		self._inbox_claim = InboxClaim(engine, self.messages.name)
 		event.listen(engine, "commit", lambda connection: self._transaction_ended(connection, "commit"))
 		event.listen(engine, "rollback", lambda connection: self._transaction_ended(connection, "rollback"))
 		if create_tables:
@@ -180,6 +180,9 @@ class SqlStore(MessageStore):
 					connection.commit()
 					_mark_clean(connection)
 			finally:
+				if state.claims:
+					self._inbox_claim.release(connection, state.claims)
+					state.claims = []
 				state.connection = None
 
 	def checkpoint(self) -> None:
@@ -444,6 +447,8 @@ class SqlStore(MessageStore):
 	def is_transient(self, error: BaseException) -> bool:
 		"""MariaDB's deadlock (1213) and lock wait timeout (1205), PostgreSQL's serialization failure and
 		deadlock (40001, 40P01), SQLite's "database is locked"; wrapped by SQLAlchemy or not."""
+		if isinstance(error, InboxClaimTimeout):
+			return True
 		original = getattr(error, "orig", None) or error
 		args = getattr(original, "args", ())
 		if args and args[0] in (1205, 1213):
@@ -455,31 +460,12 @@ class SqlStore(MessageStore):
 		return "database is locked" in str(original)
 
 	def claim_inbox(self, queue: str, message_ids: Iterable[str]) -> None:
-		"""Insert-then-delete each key in the claim table: the row is gone at once, but its key stays
-		locked by this transaction until it ends, so another worker's insert of the same key waits
-		(MariaDB and PostgreSQL alike) and then finds the inbox as this batch left it. The table stays
-		empty; a key left by a crash is simply taken over. SQLite needs none of it (one writer)."""
-		connection = self._state().connection
-		if self.engine.dialect.name == "sqlite" or connection is None:
-			return  # SQLite has one writer; outside a transaction there is nothing to hold a key for
-		keys = sorted(set(message_ids))  # one order for every worker: no lock-order deadlocks
-		claims = self.inbox_claims
-		# Not counted as a write of the batch (``state.wrote``): nothing stays, so a handler that rolls
-		# the transaction back loses no record (only the claim; its message is retried anyway).
-		for chunk in _chunks(keys):
-			connection.execute(self._claim_statement, [{"queue": queue, "message_id": k} for k in chunk])
-			connection.execute(delete(claims).where(claims.c.queue == queue, claims.c.message_id.in_(chunk)))
-
-	@cached_property
-	def _claim_statement(self) -> Any:
-		claims = self.inbox_claims
-		if self.engine.dialect.name == "postgresql":
-			pg = postgresql.insert(claims)
-			return pg.on_conflict_do_update(
-				index_elements=["queue", "message_id"], set_={"message_id": pg.excluded.message_id}
-			)
-		my = mysql.insert(claims)
-		return my.on_duplicate_key_update(message_id=my.inserted.message_id)
+		"""Lock the ids on the database server until the transaction ends (see ``sql_inbox_claim``);
+		SQLite needs none (one writer), nor does work outside a transaction."""
+		state = self._state()
+		if state.connection is None or not self._inbox_claim.needed:
+			return
+		state.claims.extend(self._inbox_claim.take(state.connection, queue, list(message_ids)))
 
 	def errors(self, message_id: str, queue: str | None = None) -> list[ErrorRecord]:
 		e = self.error_table
@@ -514,6 +500,7 @@ class _ThreadState:
 	levels: list[_Level] = field(default_factory=list)
 	wrote: bool = False  # something was written in the open transaction
 	lost: bool = False  # a handler's rollback took writes of earlier messages with it
+	claims: list[str] = field(default_factory=list)  # MariaDB inbox locks to free when it ends
 
 
 def _after_end(state: _ThreadState, level: _Level, error: BaseException | None) -> None:
@@ -555,6 +542,8 @@ def _engine(url: str) -> Engine:
 		# SQLAlchemy does not batch an ON CONFLICT upsert itself, and psycopg2's own executemany sends one
 		# statement per row; execute_batch sends a page of them per round trip.
 		options.update(executemany_mode="values_plus_batch", executemany_batch_page_size=CHUNK)
+		# The inbox claim relies on each statement seeing what other workers committed before it.
+		options["isolation_level"] = "READ COMMITTED"
 	if url.startswith(("mysql", "mariadb")):
 		# pymysql sends ROLLBACK to the server for every connection returned to the pool, even one whose
 		# transaction just committed: a round trip per transaction. ``_reset`` skips it for those.

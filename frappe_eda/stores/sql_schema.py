@@ -102,18 +102,6 @@ def build_tables(prefix: str = "eda_") -> tuple[MetaData, Table, Table]:
 	return metadata, messages, errors
 
 
-def inbox_claim_table(metadata: MetaData, prefix: str = "eda_") -> Table:
-	"""Keys competing workers lock while they decide whether a message is new (``claim_inbox``);
-	always empty between transactions."""
-	return Table(
-		f"{prefix}inbox_claim",
-		metadata,
-		Column("queue", String(KEY_LENGTH), primary_key=True),
-		Column("message_id", String(KEY_LENGTH), primary_key=True),
-		**MYSQL_OPTIONS,
-	)
-
-
 def naive_utc(value: datetime) -> datetime:
 	"""Naive input is taken to be UTC already."""
 	if value.tzinfo is None:

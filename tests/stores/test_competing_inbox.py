@@ -82,3 +82,39 @@ def test_two_workers_with_the_same_message_at_once_apply_it_once(stores: tuple[S
 	assert effects == 1
 	assert ran == ["first"]
 	assert outcomes == {"first": Outcome.PROCESSED, "second": Outcome.DUPLICATE}
+
+
+def test_a_claim_held_too_long_is_a_transient_error_and_claims_end_with_the_transaction(
+	stores: tuple[SqlStore, SqlStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+	"""The second worker gives up waiting with an error the worker tries again (MariaDB: ``GET_LOCK``'s
+	timeout; PostgreSQL waits as for any lock, bounded here by ``lock_timeout``); other ids are not held
+	up; once the first transaction ends its claims are gone, and on MariaDB nothing stays locked."""
+	from frappe_eda.stores import sql_inbox_claim
+
+	first, second = stores
+	dialect = first.engine.dialect.name
+	if dialect == "sqlite":
+		pytest.skip("SQLite transactions never overlap: no claim is taken")
+	monkeypatch.setattr(sql_inbox_claim, "WAIT_SECONDS", 1)
+	ids = [f"id-{n}" for n in range(150)]  # more than one statement's worth of locks
+	with first.transaction():
+		first.claim_inbox(QUEUE, ids)
+		with pytest.raises(Exception) as raised, second.transaction():
+			if dialect == "postgresql":
+				second.connection.exec_driver_sql("SET LOCAL lock_timeout = '1s'")
+			second.claim_inbox(QUEUE, ["a-free-id", ids[0], ids[-1]])
+		if dialect != "postgresql":
+			assert isinstance(raised.value, sql_inbox_claim.InboxClaimTimeout)
+			assert second.is_transient(raised.value)
+		with second.transaction():
+			second.claim_inbox(QUEUE, ["other-id"])
+	with second.transaction():
+		second.claim_inbox(QUEUE, ids)
+	if dialect != "postgresql":
+		names = [second._inbox_claim._name(QUEUE, i) for i in ("a-free-id", ids[0], ids[-1])]
+		with second.engine.connect() as db:
+			used = db.exec_driver_sql(
+				"SELECT " + ", ".join(["IS_USED_LOCK(%s)"] * len(names)), tuple(names)
+			).one()
+		assert list(used) == [None, None, None]
