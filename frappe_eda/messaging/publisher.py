@@ -18,7 +18,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pika
@@ -256,6 +256,10 @@ class Publisher:
 		# confirms and failures of messages sent with ``wait=False``): the next transaction writes them.
 		self._unwritten = SendReport()
 		self._lost: list[Envelope] = []  # sent with ``wait=False`` on a channel that closed before confirming
+		# The records of messages whose PENDING row ``publish(wait=False)`` or ``status_behind`` wrote and
+		# whose answer is still to be written: a confirm then goes into the next call's INSERT as the row
+		# PUBLISHED (one statement) instead of an UPDATE of its own.
+		self._behind: dict[str, MessageRecord] = {}
 
 	# --- the API ----------------------------------------------------------------------------------
 
@@ -359,7 +363,7 @@ class Publisher:
 		if self.store is None:
 			report = self.send(envelopes, max_bytes=max_bytes)
 		else:
-			recording = _Recording(self.store, pending, defer=defer)
+			recording = _Recording(self.store, pending, defer=defer, behind=self._behind, keep=defer)
 			report = SendReport()
 			try:
 				self.send(
@@ -411,7 +415,7 @@ class Publisher:
 				window.wait(self.window // 2, self.confirm_timeout)
 			_merge(answers, window.take_report())
 			if self.store is not None:
-				_Recording(self.store, pending).write([envelope], answers)
+				_Recording(self.store, pending, behind=self._behind, keep=True).write([envelope], answers)
 			written = True
 			self._notify_failures(answers)
 			if envelope.message_id not in answers.failed:
@@ -677,17 +681,28 @@ class Publisher:
 class _Recording:
 	"""The store's side of one send: PENDING rows ahead of the wire, outcomes behind it.
 
-	Each ``write`` is one transaction that saves the records of the envelopes about to go out (never
-	twice, so a resend after a reconnect costs nothing) and the answers that arrived since the last one.
-	With ``defer``, confirms alone do not start a transaction: they wait for the next one (``unwritten``).
+	Each ``write`` saves the records of the envelopes about to go out (never twice, so a resend after a
+	reconnect costs nothing) and the answers that arrived since the last one, in one transaction, or
+	alone when it is one write (every store commits a write outside a transaction by itself; the SQL
+	store on MariaDB and PostgreSQL then sends one statement, which commits as it runs). A confirm of a
+	message whose record is in ``behind`` is saved as that record, PUBLISHED, with the new rows, instead
+	of an UPDATE of its own; with ``keep`` the new records go into ``behind`` for that. With ``defer``,
+	confirms alone do not start a write: they wait for the next one (``unwritten``).
 	"""
 
 	def __init__(
-		self, store: MessageStore, pending: Mapping[str, MessageRecord], defer: bool = False
+		self,
+		store: MessageStore,
+		pending: Mapping[str, MessageRecord],
+		defer: bool = False,
+		behind: dict[str, MessageRecord] | None = None,
+		keep: bool = False,
 	) -> None:
 		self.store = store
 		self.pending = dict(pending)
 		self.defer = defer
+		self.behind = {} if behind is None else behind
+		self.keep = keep
 		self.confirmed = 0
 		self.failed: set[str] = set()
 
@@ -705,21 +720,49 @@ class _Recording:
 		new = [self.pending.pop(i) for i in ids if i in self.pending]
 		if not new and not failed and (not confirmed or (self.defer and not force)):
 			return
-		with self.store.transaction():
-			self.store.save(new)
-			if confirmed:
-				self.store.set_status(Direction.OUTGOING, confirmed, Status.PUBLISHED)
-			for message_id, error in failed.items():
-				record = error_record(error, message_id, Direction.OUTGOING)
-				self.store.set_status(
-					Direction.OUTGOING,
-					[message_id],
-					Status.FAILED,
-					last_error=f"{record.exception_type}: {error}",
-				)
-				self.store.add_error(record)
+		published: list[MessageRecord] = []
+		updates: list[str] = []
+		for message_id in confirmed:
+			record = self.behind.pop(message_id, None)
+			if record is None:
+				updates.append(message_id)
+			else:
+				published.append(replace(record, status=Status.PUBLISHED))
+		for message_id in failed:
+			self.behind.pop(message_id, None)
+		saved = published + new
+		if not failed and not (saved and updates):
+			# One write: it is its own transaction.
+			if saved:
+				self.store.save(saved)
+			else:
+				self.store.set_status(Direction.OUTGOING, updates, Status.PUBLISHED)
+		else:
+			with self.store.transaction():
+				self.store.save(saved)
+				if updates:
+					self.store.set_status(Direction.OUTGOING, updates, Status.PUBLISHED)
+				for message_id, error in failed.items():
+					failure = error_record(error, message_id, Direction.OUTGOING)
+					self.store.set_status(
+						Direction.OUTGOING,
+						[message_id],
+						Status.FAILED,
+						last_error=f"{failure.exception_type}: {error}",
+					)
+					self.store.add_error(failure)
+		if self.keep:
+			for record in new:
+				if len(self.behind) < KEEP_BEHIND and len(record.body) <= KEEP_BODY:
+					self.behind[record.message_id] = record
 		self.confirmed += len(confirmed)
 		self.failed.update(failed)
+
+
+# A publisher keeps at most this many records behind (and none with a larger body); the others' confirms
+# are written as an UPDATE, as before.
+KEEP_BEHIND = 256
+KEEP_BODY = 64 * 1024
 
 
 def _coalesce(connection: Any) -> None:

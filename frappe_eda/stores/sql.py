@@ -22,7 +22,6 @@ from sqlalchemy import (
 	Engine,
 	NestedTransaction,
 	and_,
-	create_engine,
 	delete,
 	event,
 	func,
@@ -45,6 +44,14 @@ from frappe_eda.messaging.store import (
 )
 from frappe_eda.stores.sql_claim import RelayClaim
 from frappe_eda.stores.sql_driver import DriverInsert, InboxLookup, StatusUpdate
+from frappe_eda.stores.sql_engines import (
+	DEFERRED,
+	SingleStatement,
+	autocommit_engine,
+	configure_sqlite,
+	mark_clean,
+	store_engine,
+)
 from frappe_eda.stores.sql_inbox_claim import InboxClaim, InboxClaimTimeout
 from frappe_eda.stores.sql_schema import (
 	MESSAGE_FIELDS,
@@ -62,7 +69,6 @@ FINISHED = (Status.PROCESSED.value, Status.PUBLISHED.value)
 KEY = ("message_id", "direction", "queue")
 UPDATABLE = tuple(name for name in MESSAGE_FIELDS if name not in KEY)
 CHUNK = 500
-DEFERRED = "eda_sqlite_deferred"
 
 
 class SqlStore(MessageStore):
@@ -79,9 +85,12 @@ class SqlStore(MessageStore):
 	"""
 
 	relay_claim_exclusive = True
+	_alone: SingleStatement | None
 
 	def __init__(self, url: str, *, create_tables: bool = True, table_prefix: str = "eda_") -> None:
-		self._setup(_engine(url), create_tables, table_prefix)
+		self._setup(store_engine(url), create_tables, table_prefix)
+		if self.engine.dialect.name != "sqlite":
+			self._alone = SingleStatement(autocommit_engine(self.engine.url))
 
 	@classmethod
 	def from_engine(
@@ -90,7 +99,7 @@ class SqlStore(MessageStore):
 		"""For an engine the application configured itself (pool sizes, TLS). SQLite gets the store's hooks;
 		for PostgreSQL pass ``executemany_mode="values_plus_batch"``, or each upsert goes row by row."""
 		if engine.dialect.name == "sqlite":
-			_configure_sqlite(engine)
+			configure_sqlite(engine)
 		store = cls.__new__(cls)
 		store._setup(engine, create_tables, table_prefix)
 		return store
@@ -101,6 +110,9 @@ class SqlStore(MessageStore):
 		self.limits = store_limits(self.messages, self.error_table, engine.dialect.name)
 		self._byte_fields = frozenset(self.limits.text_chars)
 		self._local = threading.local()
+		# Writes that are one statement outside a transaction commit by themselves (``SingleStatement``):
+		# only for a store made from a URL (``from_engine`` cannot copy how the application connects).
+		self._alone = None
 		self._relay_claim = RelayClaim(engine, self.messages.name)
 		self._inbox_claim = InboxClaim(engine, self.messages.name)
 		event.listen(engine, "commit", lambda connection: self._transaction_ended(connection, "commit"))
@@ -111,6 +123,11 @@ class SqlStore(MessageStore):
 	def stored_length(self, field: str, value: str) -> int:
 		"""MariaDB's TEXT columns are limited in bytes; every other column in characters."""
 		return len(value.encode("utf-8")) if field in self._byte_fields else len(value)
+
+	@property
+	def engines(self) -> list[Engine]:
+		"""The engine of its transactions, then the one for writes that go alone (MariaDB, PostgreSQL)."""
+		return [self.engine] + ([self._alone.engine] if self._alone is not None else [])
 
 	def __repr__(self) -> str:
 		return f"SqlStore({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -178,7 +195,7 @@ class SqlStore(MessageStore):
 					)
 				if connection.in_transaction():
 					connection.commit()
-					_mark_clean(connection)
+					mark_clean(connection)
 			finally:
 				if state.claims:
 					self._inbox_claim.release(connection, state.claims)
@@ -249,8 +266,11 @@ class SqlStore(MessageStore):
 			return
 		now = naive_utc(utcnow())
 		rows = [message_row(r, now) for r in {r.key: r for r in records}.values()]
-		# Sent as one batch: on MariaDB one rendered multi-row INSERT, psycopg2 joins the rows into one
-		# round trip (``executemany_mode``), SQLite is in-process.
+		# Sent as one batch: on MariaDB and PostgreSQL one rendered multi-row INSERT (per page), which
+		# outside a transaction commits by itself when it is one; SQLite is in-process.
+		if self._alone is not None and self._state().connection is None:
+			if self._alone.run(lambda dbapi_connection: self._upsert.render(dbapi_connection, rows)):
+				return
 		self._run(lambda c: self._upsert.execute(c, rows))
 
 	@cached_property
@@ -293,6 +313,13 @@ class SqlStore(MessageStore):
 		now = naive_utc(utcnow())
 		if last_error is None:
 			ids = list(message_ids)
+			if self._alone is not None and self._state().connection is None and len(ids) <= CHUNK:
+				status_update = self._status_update
+				self._alone.execute(
+					status_update.sql(len(ids)),
+					status_update.parameters(status.value, now, direction.value, queue, ids),
+				)
+				return
 
 			def work(c: Connection) -> None:
 				for chunk in _chunks(ids):
@@ -482,7 +509,8 @@ class SqlStore(MessageStore):
 		return {(Direction(d), Status(s)): n for d, s, n in rows}
 
 	def close(self) -> None:
-		self.engine.dispose()
+		for engine in self.engines:
+			engine.dispose()
 
 
 @dataclass
@@ -530,62 +558,6 @@ def _after_end(state: _ThreadState, level: _Level, error: BaseException | None) 
 
 def _is_machinery(filename: str) -> bool:
 	return filename == __file__ or f"{os.sep}sqlalchemy{os.sep}" in filename
-
-
-def _engine(url: str) -> Engine:
-	if url.startswith("sqlite"):
-		engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-		_configure_sqlite(engine)
-		return engine
-	options: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 3600}
-	if url.startswith("postgresql"):
-		# SQLAlchemy does not batch an ON CONFLICT upsert itself, and psycopg2's own executemany sends one
-		# statement per row; execute_batch sends a page of them per round trip.
-		options.update(executemany_mode="values_plus_batch", executemany_batch_page_size=CHUNK)
-		# The inbox claim relies on each statement seeing what other workers committed before it.
-		options["isolation_level"] = "READ COMMITTED"
-	if url.startswith(("mysql", "mariadb")):
-		# pymysql sends ROLLBACK to the server for every connection returned to the pool, even one whose
-		# transaction just committed: a round trip per transaction. ``_reset`` skips it for those.
-		options["pool_reset_on_return"] = None
-		engine = create_engine(url, **options)
-		event.listen(engine, "reset", _reset)
-		return engine
-	return create_engine(url, **options)
-
-
-CLEAN = "eda_committed"
-
-
-def _mark_clean(connection: Connection) -> None:
-	"""The store committed this connection's transaction; nothing is left to roll back on its return."""
-	connection.connection.info[CLEAN] = True
-
-
-def _reset(dbapi_connection: Any, record: Any, state: Any) -> None:
-	"""The pool's rollback on return, except right after the store's own commit."""
-	if record.info.pop(CLEAN, False) or state.terminate_only:
-		return
-	dbapi_connection.rollback()
-
-
-def _configure_sqlite(engine: Engine) -> None:
-	if not event.contains(engine, "begin", _sqlite_begin):
-		event.listen(engine, "connect", _sqlite_connect)
-		event.listen(engine, "begin", _sqlite_begin)
-
-
-def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-	dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (savepoints need it)
-	cursor = dbapi_connection.cursor()
-	cursor.execute("PRAGMA journal_mode=WAL")
-	cursor.execute("PRAGMA busy_timeout=30000")
-	cursor.close()
-
-
-def _sqlite_begin(connection: Connection) -> None:
-	deferred = connection.get_execution_options().get(DEFERRED, False)
-	connection.exec_driver_sql("BEGIN DEFERRED" if deferred else "BEGIN IMMEDIATE")
 
 
 def _literal_ends(pattern: str) -> tuple[str, str]:

@@ -27,14 +27,15 @@ class DriverInsert:
 		compiled = statement.compile(dialect=dialect, column_keys=list(keys))
 		self.sql = str(compiled)
 		self.positional = bool(compiled.positional)
-		self._rendered = _PyMySqlValues.of(self.sql) if dialect.driver == "pymysql" else None
-		self._values_list = _Psycopg2Values.of(self.sql) if dialect.driver == "psycopg2" else None
+		self._rendered: _PyMySqlValues | _Psycopg2Values | None = None
+		if dialect.driver == "pymysql":
+			self._rendered = _PyMySqlValues.of(self.sql)
+		elif dialect.driver == "psycopg2":
+			self._rendered = _Psycopg2Values.of(self.sql)
 		if self.positional:
 			order = list(compiled.positiontup or [])
 		elif self._rendered is not None:
 			order = self._rendered.names
-		elif self._values_list is not None:
-			order = self._values_list.names
 		else:
 			order = list(keys)
 		if sorted(order) != sorted(keys):
@@ -63,14 +64,22 @@ class DriverInsert:
 			params.append(tuple(values))
 		return params
 
+	def render(self, dbapi_connection: Any, rows: Iterable[Mapping[str, Any]]) -> list[str] | None:
+		"""The statements that write ``rows``, quoted by the driver of ``dbapi_connection``; ``None``
+		for a driver whose rows go as parameters (SQLite)."""
+		if self._rendered is None:
+			return None
+		return self._rendered.statements(dbapi_connection, self.parameters(rows))
+
 	def execute(self, connection: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
 		params = self.parameters(rows)
 		if not params:
 			return
 		if self._rendered is not None:
-			self._rendered.execute(connection, params)
-		elif self._values_list is not None:
-			self._values_list.execute(connection, params)
+			dbapi_connection = connection.connection.dbapi_connection
+			for statement in self._rendered.statements(dbapi_connection, params):
+				# ``no_parameters``: the cursor gets the text alone and does not %-format it again.
+				connection.exec_driver_sql(statement, execution_options={"no_parameters": True})
 		elif self.positional:
 			connection.exec_driver_sql(self.sql, params)  # type: ignore[arg-type]
 		else:
@@ -102,32 +111,29 @@ class _PyMySqlValues:
 			return None
 		return cls(*match.groups())
 
-	def execute(self, connection: Connection, params: Sequence[tuple[Any, ...]]) -> None:
-		escape = connection.connection.dbapi_connection.escape  # type: ignore[union-attr]
+	def statements(self, dbapi_connection: Any, params: Sequence[tuple[Any, ...]]) -> list[str]:
+		escape = dbapi_connection.escape
 		columns = []
 		for column in zip(*params, strict=True):
 			quoted = {value: escape(value) for value in set(column)}
 			columns.append([quoted[value] for value in column])
+		statements: list[str] = []
 		rows: list[str] = []
 		size = len(self.prefix) + len(self.postfix)
 		for values in zip(*columns, strict=True):
 			row = "(" + ",".join(values) + ")"
 			if rows and size + len(row) + 1 > self.MAX_STATEMENT:
-				self._send(connection, rows)
+				statements.append(self.prefix + ",".join(rows) + self.postfix)
 				rows, size = [], len(self.prefix) + len(self.postfix)
 			rows.append(row)
 			size += len(row) + 1
-		self._send(connection, rows)
-
-	def _send(self, connection: Connection, rows: list[str]) -> None:
-		# ``no_parameters``: the cursor gets the text alone, so pymysql does not %-format it a second time.
-		statement = self.prefix + ",".join(rows) + self.postfix
-		connection.exec_driver_sql(statement, execution_options={"no_parameters": True})
+		if rows:
+			statements.append(self.prefix + ",".join(rows) + self.postfix)
+		return statements
 
 
 class _Psycopg2Values:
-	"""One multi-row ``INSERT ... VALUES (...), (...) ON CONFLICT ...`` per page, through psycopg2's
-	``execute_values``.
+	"""One multi-row ``INSERT ... VALUES (...), (...) ON CONFLICT ...`` per page of rows.
 
 	psycopg2's ``executemany`` sends a statement per row, and even ``execute_batch`` (SQLAlchemy's
 	``values_plus_batch``) sends one INSERT per row, joined into one round trip: the server still plans
@@ -159,15 +165,22 @@ class _Psycopg2Values:
 		postfix = tail[end + 1 :].split(" RETURNING ")[0]
 		return cls(head + " VALUES ", "(" + tail[: end + 1], postfix)
 
-	def execute(self, connection: Connection, params: Sequence[tuple[Any, ...]]) -> None:
-		# Each row quoted by psycopg2 itself (as ``execute_values`` does), the statement sent through
-		# SQLAlchemy with no parameters of its own.
-		mogrify = connection.connection.dbapi_connection.cursor().mogrify  # type: ignore[union-attr]
-		template = self.template
-		for start in range(0, len(params), self.PAGE):
-			rows = b",".join(mogrify(template, row) for row in params[start : start + self.PAGE])
-			statement = self.sql.replace("%s", rows.decode(), 1)
-			connection.exec_driver_sql(statement, execution_options={"no_parameters": True})
+	def statements(self, dbapi_connection: Any, params: Sequence[tuple[Any, ...]]) -> list[str]:
+		# Each row quoted by psycopg2 itself, as ``execute_values`` does.
+		cursor = dbapi_connection.cursor()
+		try:
+			return [
+				self.sql.replace(
+					"%s",
+					b",".join(
+						cursor.mogrify(self.template, row) for row in params[i : i + self.PAGE]
+					).decode(),
+					1,
+				)
+				for i in range(0, len(params), self.PAGE)
+			]
+		finally:
+			cursor.close()
 
 
 class InboxLookup:
@@ -231,5 +244,11 @@ class StatusUpdate:
 		queue: str,
 		message_ids: Sequence[str],
 	) -> None:
+		sql = self.sql(len(message_ids))
+		connection.exec_driver_sql(sql, self.parameters(status, updated_at, direction, queue, message_ids))
+
+	def parameters(
+		self, status: str, updated_at: Any, direction: str, queue: str, message_ids: Sequence[str]
+	) -> tuple[Any, ...]:
 		when = self._time(updated_at) if self._time is not None else updated_at
-		connection.exec_driver_sql(self.sql(len(message_ids)), (status, when, direction, queue, *message_ids))
+		return (status, when, direction, queue, *message_ids)

@@ -35,7 +35,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from frappe_eda.messaging.errors import EdaError
 from frappe_eda.messaging.heartbeat import COUNTERS, WorkerBeat
-from frappe_eda.stores.sql import DEFERRED
+from frappe_eda.stores.sql_engines import DEFERRED
 from frappe_eda.stores.sql_schema import KEY_LENGTH, MYSQL_OPTIONS, Timestamp, aware_utc, naive_utc
 
 # Rows of runs last seen longer ago than this go at the next ``prune``.

@@ -32,19 +32,28 @@ def record(n: int, status: Status = Status.PROCESSED) -> MessageRecord:
 
 
 def statements(store: SqlStore) -> list[str]:
+	"""Every statement the store runs: through SQLAlchemy on its engine, and on the wire for the writes
+	that go alone to its autocommit engine (they bypass SQLAlchemy's cursor events)."""
 	seen: list[str] = []
 	event.listen(store.engine, "before_cursor_execute", lambda conn, cursor, sql, *a: seen.append(sql))
+	for engine in store.engines[1:]:
+		_count_wire(engine, seen)
 	return seen
 
 
 def round_trips(store: SqlStore) -> list[str]:
 	"""What the driver really sends: a cursor that counts each statement it puts on the wire."""
 	sent: list[str] = []
+	for engine in store.engines:
+		_count_wire(engine, sent)
+	return sent
 
+
+def _count_wire(engine: Any, sent: list[str]) -> None:
 	def text_of(query: Any) -> str:
 		return bytes(query).decode() if isinstance(query, bytes | bytearray) else str(query)
 
-	name = store.engine.dialect.name
+	name = engine.dialect.name
 	if name == "postgresql":
 		import psycopg2.extensions
 
@@ -69,8 +78,7 @@ def round_trips(store: SqlStore) -> list[str]:
 				return super().execute(query, args)
 
 		factory = ("cursorclass", MyCounting)
-	event.listen(store.engine, "checkout", lambda dbapi, record, proxy: setattr(dbapi, *factory))
-	return sent
+	event.listen(engine, "checkout", lambda dbapi, record, proxy: setattr(dbapi, *factory))
 
 
 def test_a_batch_of_records_is_one_statement(store: SqlStore) -> None:
