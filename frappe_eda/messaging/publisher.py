@@ -260,6 +260,9 @@ class Publisher:
 		# whose answer is still to be written: a confirm then goes into the next call's INSERT as the row
 		# PUBLISHED (one statement) instead of an UPDATE of its own.
 		self._behind: dict[str, MessageRecord] = {}
+		self._carried_since: float | None = (
+			None  # when ``publish(wait=False)`` first left a confirm unwritten
+		)
 
 	# --- the API ----------------------------------------------------------------------------------
 
@@ -409,14 +412,22 @@ class Publisher:
 		written = False
 		try:
 			window = self._open_window()
+			# What the window held from before this call (``_open_window`` moved it to ``_unwritten``).
+			answers = _merge(answers, self._unwritten)
+			self._unwritten = SendReport()
 			_refuse_unsendable([envelope], window.frame_max, None, answers)
 			window.take_in()
 			if window.in_flight >= self.window:
 				window.wait(self.window // 2, self.confirm_timeout)
 			_merge(answers, window.take_report())
+			carry = self.store is not None and not answers.failed and self._statuses_can_wait(answers)
 			if self.store is not None:
-				_Recording(self.store, pending, behind=self._behind, keep=True).write([envelope], answers)
+				_Recording(self.store, pending, behind=self._behind, keep=True).write(
+					[envelope], SendReport() if carry else answers
+				)
 			written = True
+			if carry:
+				_merge(self._unwritten, answers)  # a later call writes them with its row
 			self._notify_failures(answers)
 			if envelope.message_id not in answers.failed:
 				window.publish(envelope)
@@ -444,6 +455,21 @@ class Publisher:
 			raise
 		if envelope.message_id in answers.failed:
 			raise answers.failed[envelope.message_id]
+
+	def _statuses_can_wait(self, answers: SendReport) -> bool:
+		"""Whether ``publish(wait=False)`` leaves the confirms it took in to a later call: its row alone is
+		one short INSERT, while every confirm written with it is the update of a row and its indexes. They
+		wait for ``STATUS_EVERY`` confirms or ``STATUS_AFTER`` seconds, whichever comes first (and for
+		``flush()``/``close()``); a failure is written at once."""
+		if not answers.confirmed:
+			return True
+		now = time.monotonic()
+		if self._carried_since is None:
+			self._carried_since = now
+		if len(answers.confirmed) < STATUS_EVERY and now - self._carried_since < STATUS_AFTER:
+			return True
+		self._carried_since = None
+		return False
 
 	def send(
 		self,
@@ -758,6 +784,11 @@ class _Recording:
 		self.confirmed += len(confirmed)
 		self.failed.update(failed)
 
+
+# ``publish(wait=False)`` writes the PUBLISHED statuses of what the broker confirmed with every
+# STATUS_EVERY-th confirm or once the oldest waited STATUS_AFTER seconds (see _statuses_can_wait).
+STATUS_EVERY = 32
+STATUS_AFTER = 1.0
 
 # A publisher keeps at most this many records behind (and none with a larger body); the others' confirms
 # are written as an UPDATE, as before.

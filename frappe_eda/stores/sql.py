@@ -96,8 +96,10 @@ class SqlStore(MessageStore):
 	def from_engine(
 		cls, engine: Engine, *, create_tables: bool = True, table_prefix: str = "eda_"
 	) -> SqlStore:
-		"""For an engine the application configured itself (pool sizes, TLS). SQLite gets the store's hooks;
-		for PostgreSQL pass ``executemany_mode="values_plus_batch"``, or each upsert goes row by row."""
+		"""For an engine the application configured itself (pool sizes, TLS). SQLite gets the store's hooks.
+		Every write goes through this engine, in a transaction (no autocommit pool for single statements,
+		whose connections the store could not make the application's way); on PostgreSQL keep READ
+		COMMITTED, the default, which the inbox claim of competing workers relies on."""
 		if engine.dialect.name == "sqlite":
 			configure_sqlite(engine)
 		store = cls.__new__(cls)
