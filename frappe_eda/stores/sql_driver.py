@@ -87,6 +87,9 @@ class DriverInsert:
 			connection.exec_driver_sql(self.sql, named)  # type: ignore[arg-type]
 
 
+FEW_ROWS = 4
+
+
 class _PyMySqlValues:
 	"""One multi-row INSERT rendered with the driver's own quoting, each distinct value of a column
 	quoted once.
@@ -113,6 +116,11 @@ class _PyMySqlValues:
 
 	def statements(self, dbapi_connection: Any, params: Sequence[tuple[Any, ...]]) -> list[str]:
 		escape = dbapi_connection.escape
+		if len(params) <= FEW_ROWS:
+			# A publish()'s row or two: quoting each value costs less than finding the repeated ones.
+			rows = ",".join("(" + ",".join(map(escape, values)) + ")" for values in params)
+			if len(rows) + len(self.prefix) + len(self.postfix) <= self.MAX_STATEMENT:
+				return [self.prefix + rows + self.postfix]
 		columns = []
 		for column in zip(*params, strict=True):
 			quoted = {value: escape(value) for value in set(column)}
