@@ -262,9 +262,8 @@ class Publisher:
 		# whose answer is still to be written: a confirm then goes into the next call's INSERT as the row
 		# PUBLISHED (one statement) instead of an UPDATE of its own.
 		self._behind: dict[str, MessageRecord] = {}
-		self._carried_since: float | None = (
-			None  # when ``publish(wait=False)`` first left a confirm unwritten
-		)
+		# When ``publish(wait=False)`` first left a confirm it took in for a later call to write.
+		self._carried_since: float | None = None
 
 	# --- the API ----------------------------------------------------------------------------------
 
@@ -781,6 +780,8 @@ class _Recording:
 					self.store.add_error(failure)
 		if self.keep:
 			for record in new:
+				if record.message_id in failed:
+					continue  # its status is written: nothing to come for it
 				if len(self.behind) < KEEP_BEHIND and len(record.body) <= KEEP_BODY:
 					self.behind[record.message_id] = record
 		self.confirmed += len(confirmed)
