@@ -63,10 +63,16 @@ class TestEDAEventRule(FrappeTestCase):
 		self.assertEqual(outbox(todo.name), [])
 
 	def test_disabled_settings_publish_nothing(self):
-		frappe.db.set_single_value("EDA Settings", "enabled", 0)
-		frappe.clear_document_cache("EDA Settings", "EDA Settings")
-		todo = frappe.get_doc({"doctype": "ToDo", "description": "quiet", "priority": "High"}).insert()
-		self.assertEqual(outbox(todo.name), [])
+		# ``eda_enabled`` in site_config.json wins over the form; this test is about the form.
+		enabled_in_config = frappe.conf.pop("eda_enabled", None)
+		try:
+			frappe.db.set_single_value("EDA Settings", "enabled", 0)
+			frappe.clear_document_cache("EDA Settings", "EDA Settings")
+			todo = frappe.get_doc({"doctype": "ToDo", "description": "quiet", "priority": "High"}).insert()
+			self.assertEqual(outbox(todo.name), [])
+		finally:
+			if enabled_in_config is not None:
+				frappe.conf["eda_enabled"] = enabled_in_config
 
 	def test_invalid_rules_are_refused(self):
 		for values in (
