@@ -43,7 +43,7 @@ from frappe_eda.messaging.store import (
 	Status,
 )
 from frappe_eda.stores.sql_claim import RelayClaim
-from frappe_eda.stores.sql_driver import DriverInsert, InboxLookup, StatusUpdate
+from frappe_eda.stores.sql_driver import DriverInsert, InboxLookup, StatusUpdate, chunks
 from frappe_eda.stores.sql_engines import (
 	DEFERRED,
 	SingleStatement,
@@ -324,7 +324,7 @@ class SqlStore(MessageStore):
 				return
 
 			def work(c: Connection) -> None:
-				for chunk in _chunks(ids):
+				for chunk in chunks(ids, CHUNK):
 					self._status_update.execute(c, status.value, now, direction.value, queue, chunk)
 
 			self._run(work)
@@ -350,7 +350,7 @@ class SqlStore(MessageStore):
 		now = naive_utc(utcnow())
 
 		def work(c: Connection) -> None:
-			for chunk in _chunks(ids):
+			for chunk in chunks(ids, CHUNK):
 				c.execute(
 					update(t)
 					.where(t.c.direction == direction.value, t.c.queue == queue, t.c.message_id.in_(chunk))
@@ -381,7 +381,7 @@ class SqlStore(MessageStore):
 			for message_id, direction, queue in doomed:
 				groups.setdefault((direction, queue), []).append(message_id)
 			for (direction, queue), ids in groups.items():
-				for chunk in _chunks(ids):
+				for chunk in chunks(ids, CHUNK):
 					for table in (e, t):
 						c.execute(
 							delete(table).where(
@@ -444,7 +444,7 @@ class SqlStore(MessageStore):
 					if topic_matches(pattern, routing_key):
 						ids.append(row_id)
 			found: list[MessageRecord] = []
-			for chunk in _chunks(ids):
+			for chunk in chunks(ids, CHUNK):
 				rows = c.execute(select(t).where(t.c.id.in_(chunk)).order_by(*order)).mappings()
 				found.extend(message_record(r) for r in rows)
 			return found
@@ -466,7 +466,7 @@ class SqlStore(MessageStore):
 
 		def work(c: Connection) -> set[str]:
 			found: set[str] = set()
-			for chunk in _chunks(ids):
+			for chunk in chunks(ids, CHUNK):
 				rows = self._inbox.statuses(c, incoming, queue, chunk)
 				found.update(message_id for message_id, status in rows if status == processed)
 			return found
@@ -568,8 +568,3 @@ def _literal_ends(pattern: str) -> tuple[str, str]:
 	words = pattern.split(".")
 	wild = [i for i, word in enumerate(words) if word in ("*", "#")] or [len(words)]
 	return ".".join(words[: wild[0]]), ".".join(words[wild[-1] + 1 :])
-
-
-def _chunks(items: list[T], size: int = CHUNK) -> Iterator[list[T]]:
-	for start in range(0, len(items), size):
-		yield items[start : start + size]

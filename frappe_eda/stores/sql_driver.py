@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.sql import ClauseElement
+
+T = TypeVar("T")
 
 
 class DriverInsert:
@@ -260,3 +262,9 @@ class StatusUpdate:
 	) -> tuple[Any, ...]:
 		when = self._time(updated_at) if self._time is not None else updated_at
 		return (status, when, direction, queue, *message_ids)
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
+	"""``items`` in lists of at most ``size``: an ``IN (...)`` list, a statement's worth of locks."""
+	for start in range(0, len(items), size):
+		yield list(items[start : start + size])

@@ -38,8 +38,8 @@ def store_engine(url: str) -> Engine:
 		return engine
 	options: dict[str, Any] = {"pool_recycle": 3600}
 	if url.startswith("postgresql"):
-		# SQLAlchemy does not batch an ON CONFLICT upsert itself, and psycopg2's own executemany sends one
-		# statement per row; execute_batch sends a page of them per round trip.
+		# The store's batches are rendered into one statement (``sql_driver``); a statement that still
+		# goes with many rows of parameters gets execute_batch's pages, not psycopg2's row by row.
 		options.update(executemany_mode="values_plus_batch", executemany_batch_page_size=500)
 		# The inbox claim relies on each statement seeing what other workers committed before it.
 		options["isolation_level"] = "READ COMMITTED"

@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from frappe_eda.messaging.errors import EdaError
+from frappe_eda.stores.sql_driver import chunks
 
 # Seconds a MariaDB worker waits for another one's batch holding the same id before giving up (the
 # batch is tried again); PostgreSQL waits as for any lock (``lock_timeout``).
@@ -83,7 +84,7 @@ class InboxClaim:
 				granted = sum(int(ok or 0) for (ok,) in cursor.fetchall()) == len(names)
 			else:
 				granted = True
-				for chunk in _chunks(names):
+				for chunk in chunks(names, LOCKS_PER_STATEMENT):
 					cursor.execute(
 						"SELECT " + ", ".join(["GET_LOCK(%s, %s)"] * len(chunk)),
 						tuple(value for name in chunk for value in (name, WAIT_SECONDS)),
@@ -115,7 +116,7 @@ class InboxClaim:
 					# claim has a connection of its own).
 					cursor.execute("SELECT RELEASE_ALL_LOCKS()")
 				else:
-					for chunk in _chunks(list(names)):
+					for chunk in chunks(names, LOCKS_PER_STATEMENT):
 						cursor.execute("SELECT " + ", ".join(["RELEASE_LOCK(%s)"] * len(chunk)), tuple(chunk))
 				cursor.fetchall()
 			finally:
@@ -149,7 +150,3 @@ def _cursor(connection: Connection) -> Any:
 
 def _key(name: str) -> int:
 	return int.from_bytes(bytes.fromhex(name[len(PREFIX) :][:16]), "big", signed=True)
-
-
-def _chunks(items: list[Any]) -> list[list[Any]]:
-	return [items[i : i + LOCKS_PER_STATEMENT] for i in range(0, len(items), LOCKS_PER_STATEMENT)]
