@@ -407,15 +407,13 @@ class Publisher:
 			# The connection went since the last call: this one waits, sending the lost ones again first.
 			self._send_and_record([envelope], pending, only_requested=False)
 			return
-		answers = self._unwritten
-		self._unwritten = SendReport()
+		answers = SendReport()
 		window: _ConfirmWindow | None = None
 		written = False
 		try:
 			window = self._open_window()
-			# What the window held from before this call (``_open_window`` moved it to ``_unwritten``).
-			answers = _merge(answers, self._unwritten)
-			self._unwritten = SendReport()
+			# Every answer not yet written, with what the window held (``_open_window`` moved it there).
+			answers, self._unwritten = self._unwritten, SendReport()
 			_refuse_unsendable([envelope], window.frame_max, None, answers)
 			window.take_in()
 			if window.in_flight >= self.window:
