@@ -63,6 +63,10 @@ def status(context: click.Context) -> None:
 			click.echo(f"  {row.direction:<10}{row.status:<11}{row.n:>8}")
 		if not rows:
 			click.echo("  (none)")
+		from frappe_eda.desk.notifications import recipients_summary
+
+		told = recipients_summary()
+		click.echo(f"{'WARNING: ' if told['warn'] else ''}{told['message']}")
 		import_handler_modules(handler_modules())
 		settings = load_settings()
 		try:

@@ -33,8 +33,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import frappe
-from werkzeug.local import release_local
 
+from frappe_eda import compat
 from frappe_eda.messaging.connection import BrokerConnection
 from frappe_eda.messaging.consumer import Worker, WorkerOptions, WorkerStats
 from frappe_eda.messaging.heartbeat import COUNTERS, DEFAULT_HEARTBEAT_EVERY, show_worker_log
@@ -114,7 +114,7 @@ def fresh_site_state(site: str, sites_path: str, user: str | None = None) -> Non
 	from Redis, which Frappe and ``clear_rules_cache`` invalidate when they are saved. About 0.3 ms a
 	message, measured."""
 	db = getattr(frappe.local, "db", None)
-	release_local(frappe.local)
+	compat.release_local()
 	frappe.init(site=site, sites_path=sites_path)
 	frappe.local.db = db
 	if user is not None:
@@ -305,9 +305,13 @@ def _announce(worker: Worker, broker: str, prefetch: int, relay: bool) -> None:
 	whether it consumes and what: reconnects do not repeat it."""
 	import click
 
+	from frappe_eda.desk.notifications import recipients_summary
+
+	told = recipients_summary()
 	click.echo(f"eda worker for site {frappe.local.site}")
 	click.echo(f"  broker {broker}, prefetch {prefetch}")
 	click.echo(f"  relaying the outbox: {'yes' if relay else 'no (--no-relay)'}")
+	click.echo(f"  {'WARNING: ' if told['warn'] else ''}{told['message']}")
 	click.echo(f"  consuming {len(worker.subscriptions)} queue(s):")
 	for subscription in worker.subscriptions:
 		if subscription.exchange_type in ("fanout", "headers"):

@@ -66,6 +66,8 @@
 	function show(data) {
 		box.querySelector(".eda-broker-status").innerHTML = __("checked {0}", [age(data.checked_at)]);
 		box.querySelector(".eda-broker-error").innerHTML = data.error ? `<div class="alert alert-warning small">${esc(data.error)}</div>` : "";
+		const told = data.notified;
+		box.querySelector(".eda-broker-notified").innerHTML = told ? `<div class="${told.warn ? "alert alert-warning" : "text-muted"} small">${esc(told.message)}</div>` : "";
 		box.querySelector(".eda-broker-queues").innerHTML = queues(data);
 		box.querySelector(".eda-broker-workers").innerHTML = workers(data);
 	}

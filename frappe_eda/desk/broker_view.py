@@ -42,9 +42,12 @@ def broker_view() -> dict[str, Any]:
 	"""The queues of this site's handlers with their depths, and the workers with their state."""
 	if not is_manager():
 		frappe.throw(_("Only an EDA Manager or System Manager may see the broker."), frappe.PermissionError)
+	from frappe_eda.desk.notifications import recipients_summary
+
 	return {
 		**queue_view(),
 		"workers": workers(),
+		"notified": recipients_summary(),
 		"checked_at": datetime.now(timezone.utc).replace(tzinfo=None).isoformat(sep=" "),
 	}
 

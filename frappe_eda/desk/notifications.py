@@ -1,13 +1,20 @@
 """Telling the EDA Managers of a site: the desk bell at once, an email digest each hour, and Sentry.
 
-The bell (Notification Log) goes to every enabled user with the configured role, rate-limited per
-failure fingerprint by the core's ``RateLimitedNotifier``. The digest mails the same people a table
-of the last hour's failure groups, so a broker outage is one email, not thousands.
+The bell (Notification Log) goes to every enabled user with the configured role (EDA Settings' *Notify
+Role*, EDA Manager by default), rate-limited per failure fingerprint by the core's
+``RateLimitedNotifier``. The digest mails the same people a table of the last hour's failure groups, so
+a broker outage is one email, not thousands.
+
+Someone is always told: while no enabled user has that role (a freshly installed site: installing the
+app gives the role to nobody), the System Managers are told instead, and each alert says why
+(``recipients``). EDA Settings, the workspace's broker view and the worker's start-up line show who
+will be told (``recipients_summary``).
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -24,6 +31,7 @@ from frappe_eda.messaging.notify import (
 	RateLimitedNotifier,
 	SentryNotifier,
 )
+from frappe_eda.setup.readiness import when_installed
 from frappe_eda.stores.doctype_columns import shown, to_column
 
 
@@ -41,7 +49,9 @@ class DeskNotifier:
 		# which this (loop thread's) older snapshot cannot see, and the bell would lose its link.
 		frappe.db.commit()
 		document_name = _message_name(notice)
-		for user in managers(self.role):
+		told = recipients(self.role)
+		subject += escape_html(told.because())  # the bell renders HTML; a role name is anyone's text
+		for user in told.users:
 			log = frappe.new_doc("Notification Log")
 			log.update(
 				{
@@ -58,8 +68,66 @@ class DeskNotifier:
 
 
 def managers(role: str) -> list[str]:
+	"""The enabled users who have ``role`` (never Guest)."""
 	users = frappe.get_all("Has Role", filters={"role": role, "parenttype": "User"}, pluck="parent")
-	return frappe.get_all("User", filters={"name": ["in", users or [""]], "enabled": 1}, pluck="name")
+	return frappe.get_all(
+		"User", filters={"name": ["in", users or [""]], "enabled": 1}, pluck="name", order_by="name asc"
+	)
+
+
+FALLBACK_ROLE = "System Manager"
+
+
+@dataclass(frozen=True)
+class Recipients:
+	"""Who is told of a failure: the notify role's users, or the System Managers when it has none."""
+
+	users: list[str]
+	role: str
+	fallback: bool  # nobody enabled has ``role``: these are the System Managers
+
+	def because(self) -> str:
+		"""What an alert adds to its subject (plain text) when it went to the System Managers instead."""
+		if not self.fallback:
+			return ""
+		return f" (sent to the {FALLBACK_ROLE}s: no enabled user has the role {self.role})"
+
+
+def recipients(role: str) -> Recipients:
+	users = managers(role)
+	if users or role == FALLBACK_ROLE:
+		return Recipients(users, role, fallback=False)
+	return Recipients(managers(FALLBACK_ROLE), role, fallback=True)
+
+
+def recipients_summary(role: str | None = None) -> dict[str, Any]:
+	"""Who a failure reaches now, for the desk and the worker's start-up line: ``{"role", "users",
+	"fallback", "message", "warn"}``; ``warn`` when it reaches nobody or only falls back."""
+	if role is None:
+		from frappe_eda.settings import load_settings
+
+		role = load_settings().notify_role
+	told = recipients(role)
+	names = ", ".join(told.users)
+	if not told.users:
+		message = (
+			f"Failures reach nobody: no enabled user has the role {role} or {FALLBACK_ROLE}. "
+			f"Give someone the role {role}."
+		)
+	elif told.fallback:
+		message = (
+			f"No enabled user has the role {role}, so failures are sent to the {FALLBACK_ROLE}s: {names}. "
+			f"Give the role {role} to whoever should be told."
+		)
+	else:
+		message = f"Failures are sent to the users with the role {role}: {names}."
+	return {
+		"role": role,
+		"users": told.users,
+		"fallback": told.fallback,
+		"message": message,
+		"warn": told.fallback or not told.users,
+	}
 
 
 # One notifier per process, site and configuration: the worker and every relay drain share it, so its
@@ -81,6 +149,7 @@ def site_notifier(settings: Any) -> Notifier:
 	return notifier
 
 
+@when_installed
 def send_failure_digest() -> None:
 	"""Hourly scheduler job: one email per manager listing the last hour's failure groups."""
 	from frappe_eda.settings import load_settings
@@ -92,13 +161,17 @@ def send_failure_digest() -> None:
 	groups = failure_groups(since)
 	if not groups:
 		return
-	recipients = [u for u in managers(settings.notify_role) if u not in ("Administrator", "Guest")]
-	if not recipients:
+	told = recipients(settings.notify_role)
+	mailed = [u for u in told.users if u not in ("Administrator", "Guest")]
+	if not mailed:
 		return
 	rows = digest_rows(groups)
 	frappe.sendmail(
-		recipients=recipients,
-		subject=f"EDA: {sum(g.count for g in groups)} failures in {len(groups)} groups in the last hour",
+		recipients=mailed,
+		subject=(
+			f"EDA: {sum(g.count for g in groups)} failures in {len(groups)} groups in the last hour"
+			f"{told.because()}"
+		),
 		message=(
 			"<p>Failures recorded on this site in the last hour, grouped by fingerprint (times in UTC). "
 			"Open EDA Message in the desk to replay them.</p>"

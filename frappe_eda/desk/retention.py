@@ -6,7 +6,10 @@ from datetime import datetime, timedelta, timezone
 
 import frappe
 
+from frappe_eda.setup.readiness import when_installed
 
+
+@when_installed
 def apply_retention() -> int:
 	from frappe_eda.settings import load_settings
 	from frappe_eda.stores.doctype_store import DocTypeStore

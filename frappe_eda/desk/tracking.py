@@ -15,6 +15,7 @@ from typing import Any
 import frappe
 from frappe import _
 
+from frappe_eda import compat
 from frappe_eda.replication.receipts import receipts_of
 
 DOCUMENT_MESSAGES_LIMIT = 20
@@ -54,13 +55,7 @@ def document_messages(doctype: str, name: str) -> dict[str, Any]:
 		order_by="created_at desc",
 		limit_page_length=DOCUMENT_MESSAGES_LIMIT + 1,
 	)
-	counts = frappe.get_list(
-		"EDA Message",
-		filters=filters,
-		fields=["direction", "status", "count(name) as count"],
-		group_by="direction, status",
-		order_by="direction asc",
-	)
+	counts = compat.grouped_counts("EDA Message", filters, ["direction", "status"])
 	shown = rows[:DOCUMENT_MESSAGES_LIMIT]
 	receipts = receipts_of(row.name for row in shown if row.direction == OUTGOING)
 	for row in shown:

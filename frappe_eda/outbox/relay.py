@@ -22,6 +22,7 @@ from frappe_eda.messaging.errors import BrokerUnavailable
 from frappe_eda.messaging.outbox import OutboxRelay
 from frappe_eda.messaging.publisher import Publisher
 from frappe_eda.outbox.wakeup import wait_for_wake
+from frappe_eda.setup.readiness import when_installed
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ def run_relay(poll_seconds: float = 5.0, stop: threading.Event | None = None) ->
 			wait_for_wake(min(poll_seconds, max(1.0, settings.broker.heartbeat / 2)))
 
 
+@when_installed
 def relay_stale() -> None:
 	"""Scheduler job: send Pending messages older than a minute that no relay picked up."""
 	from frappe_eda.settings import load_settings

@@ -32,6 +32,7 @@ from typing import Any
 import frappe
 
 from frappe_eda.messaging.templates import render_template
+from frappe_eda.setup.readiness import eda_tables_exist
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +72,18 @@ def rules_for(doctype: str, event: str) -> list[PublishRule]:
 def all_rules() -> dict[str, list[PublishRule]]:
 	"""From the request's own cache, else Redis, else the database and hooks. Saving or deleting a rule
 	clears the cache at once (``clear_rules_cache``), as ``bench clear-cache`` and migrate do; the
-	expiry is the safety net for what changes without either, such as hooks of a redeployed app."""
+	expiry is the safety net for what changes without either, such as hooks of a redeployed app.
+
+	Before EDA's tables exist (``setup.readiness``) there are no rules, and nothing is cached in Redis,
+	so the rules load as soon as ``migrate`` has created them."""
 	key = frappe.cache.make_key(RULES_CACHE_KEY)
 	if key in frappe.local.cache:
 		return frappe.local.cache[key]
 	rules = frappe.cache.get_value(RULES_CACHE_KEY, expires=True)
 	if rules is None:
+		if not eda_tables_exist():
+			frappe.local.cache[key] = {}
+			return {}
 		rules = _load_rules()
 		frappe.cache.set_value(RULES_CACHE_KEY, rules, expires_in_sec=RULES_TTL_SECONDS)
 	frappe.local.cache[key] = rules

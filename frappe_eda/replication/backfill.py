@@ -36,6 +36,7 @@ from typing import Any
 
 import frappe
 
+from frappe_eda import compat
 from frappe_eda.messaging.errors import ConfigurationError
 from frappe_eda.outbox.doc_events import OWN_DOCTYPES, publish_document
 from frappe_eda.outbox.rules import PublishRule, all_rules, routing_key_for
@@ -261,7 +262,7 @@ def _count(doctype: str, conditions: list[list], filters: Any) -> int:
 	``BackfillError`` saying so, never a SQL traceback."""
 	try:
 		# frappe.get_all, as the batches are read: the same filter syntax and checks
-		[row] = frappe.get_all(doctype, filters=conditions, fields=["count(name) as n"])
+		[row] = frappe.get_all(doctype, filters=conditions, fields=[compat.count_field("n")])
 		return int(row.n)
 	except BackfillError:
 		raise

@@ -51,6 +51,7 @@ from frappe_eda.messaging.replication.digests import (
 	digest_from_wire,
 	digest_to_wire,
 )
+from frappe_eda.setup.readiness import when_installed
 
 log = logging.getLogger(__name__)
 
@@ -910,14 +911,16 @@ def refresh(subscription: str, force_finish: bool = False, now: datetime | None 
 def _alert(subscription: str, runs: int, result: dict[str, Any], why: list[str]) -> None:
 	from frappe.utils import escape_html
 
-	from frappe_eda.desk.notifications import managers
+	from frappe_eda.desk.notifications import recipients
 	from frappe_eda.settings import load_settings
 
+	told = recipients(load_settings().notify_role)
 	subject = escape_html(
 		f"EDA: subscription {subscription} drifted in {runs} reconciliations in a row "
 		f"({result['differed']} differed, {result['healed']} healed, {len(result['unhealed'])} not)"
+		f"{told.because()}"
 	)
-	for user in managers(load_settings().notify_role):
+	for user in told.users:
 		log_doc = frappe.new_doc("Notification Log")
 		log_doc.update(
 			{
@@ -935,6 +938,7 @@ def _alert(subscription: str, runs: int, result: dict[str, Any], why: list[str])
 # --- the scheduler and the desk ---------------------------------------------------------------------
 
 
+@when_installed
 def scheduled() -> None:
 	"""Every few minutes: finish open runs, and start those that ``reconcile_every`` says are due."""
 	if not frappe.db.has_column(SUBSCRIPTION, "reconcile_every"):

@@ -14,6 +14,16 @@ BROKER_BLOCK_ROLES = ("EDA Manager", "System Manager")
 def after_install() -> None:
 	ensure_roles()
 	ensure_broker_block()
+	tell_who_is_notified()
+
+
+def tell_who_is_notified() -> None:
+	"""Say at install who failures will reach. Installing gives the EDA Manager role to nobody: the role
+	reads every payload on the site, which is for the site's administrators to grant. Until someone has
+	it, failures go to the System Managers (``desk.notifications.recipients``), so nobody is left out."""
+	from frappe_eda.desk.notifications import recipients_summary
+
+	print(f"frappe_eda: {recipients_summary()['message']}")
 
 
 def after_migrate() -> None:

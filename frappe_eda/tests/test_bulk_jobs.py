@@ -20,6 +20,7 @@ import frappe
 import pika
 from frappe.tests.utils import FrappeTestCase
 
+from frappe_eda import compat
 from frappe_eda.desk import api, replay
 from frappe_eda.frappe_eda.doctype.eda_message.test_desk_api import take_job
 from frappe_eda.messaging.connection import BrokerConnection
@@ -165,7 +166,7 @@ class BulkCase(FrappeTestCase):
 			frappe.get_all(
 				"EDA Message",
 				filters={"queue": self.queue},
-				fields=["status", "count(name) as n"],
+				fields=["status", compat.count_field("n")],
 				group_by="status",
 				as_list=True,
 			)

@@ -9,6 +9,7 @@ has_permission, check_permission) and the app's real hooks.
 import frappe
 from frappe.tests.utils import FrappeTestCase
 
+from frappe_eda import compat
 from frappe_eda.messaging.store import Status
 from frappe_eda.outbox.rules import clear_rules_cache
 from frappe_eda.stores.doctype_store import DocTypeStore
@@ -128,7 +129,7 @@ class TestWhoReadsPayloads(FrappeTestCase):
 		self.assertEqual(self.visible("EDA Error"), ["acc-mine"])
 		self.assertEqual(
 			frappe.get_list(
-				"EDA Message", filters={"message_id": ["like", "acc-%"]}, fields=["count(name) as n"]
+				"EDA Message", filters={"message_id": ["like", "acc-%"]}, fields=[compat.count_field("n")]
 			)[0].n,
 			1,
 		)

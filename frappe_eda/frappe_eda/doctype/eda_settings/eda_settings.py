@@ -11,6 +11,12 @@ from frappe_eda.settings import parse_delays
 
 
 class EDASettings(Document):
+	def onload(self):
+		from frappe_eda.desk.notifications import recipients_summary
+
+		# Who a failure reaches with the saved Notify Role (eda_settings.js shows it above the form).
+		self.set_onload("eda_notified", recipients_summary(self.notify_role or "EDA Manager"))
+
 	def validate(self):
 		try:
 			delays = parse_delays(self.retry_delays)
