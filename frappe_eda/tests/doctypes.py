@@ -83,6 +83,7 @@ def item_doctypes(
 				*item_fields,
 				field("prices", "Table", options=price),
 			],
+			allow_import=1,  # the capture tests import items (v16 refuses a DocType without it)
 			**item_naming,
 		),
 		doctype(

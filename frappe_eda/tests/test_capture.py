@@ -7,8 +7,9 @@ EDA is enabled for this process through ``frappe.conf`` (what ``eda_enabled`` in
 and EDA Event Rules are inserted per test; every test but the Data Import one rolls back. The Data
 Import runs through Frappe's real importer, which commits row by row: that test marks its ToDos and its
 rule's condition with a unique marker (other tests' ToDos never match) and deletes what it made.
-The rename tests use the custom DocType ``EDA Capture Thing`` (renamable), created by the set-up and
-dropped by the tear-down.
+The rename tests use the custom DocType ``EDA Capture Thing`` (renamable), the import tests ``EDA Import
+Thing`` (importable: Frappe v16's ToDo is not), each created by its class's set-up and dropped by its
+tear-down.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from frappe_eda.outbox.rules import clear_rules_cache
 from frappe_eda.replication.content import HASH_KEY, document_hash
 
 THING = "EDA Capture Thing"
+IMPORTED = "EDA Import Thing"
 FLAGS = ("in_import", "in_patch", "in_migrate", "in_install")
 
 
@@ -249,6 +251,54 @@ class TestCaptureHash(CaptureCase):
 class TestCaptureDataImport(CaptureCase):
 	"""Through Frappe's importer (``Data Import.start_import``), which commits after every row."""
 
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		if not frappe.db.exists("DocType", IMPORTED):
+			frappe.get_doc(
+				{
+					"doctype": "DocType",
+					"name": IMPORTED,
+					"module": "Custom",
+					"custom": 1,
+					"autoname": "hash",
+					"allow_import": 1,
+					"fields": [
+						{"fieldname": "description", "fieldtype": "Small Text", "label": "Description"},
+						{
+							"fieldname": "priority",
+							"fieldtype": "Select",
+							"label": "Priority",
+							"options": "Low\nMedium\nHigh",
+						},
+					],
+					"permissions": [
+						{
+							"role": "System Manager",
+							"read": 1,
+							"write": 1,
+							"create": 1,
+							"delete": 1,
+							"import": 1,
+						}
+					],
+				}
+			).insert(ignore_permissions=True)
+		frappe.db.commit()
+		frappe.clear_cache()
+
+	@classmethod
+	def tearDownClass(cls):
+		frappe.db.rollback()
+		for table, field in (("EDA Event Rule", "document_type"), ("EDA Message", "reference_doctype")):
+			frappe.db.delete(table, {field: IMPORTED})
+		if frappe.db.exists("DocType", IMPORTED):
+			frappe.db.delete(IMPORTED)
+			frappe.delete_doc("DocType", IMPORTED, force=True, ignore_permissions=True)
+		frappe.db.commit()
+		frappe.clear_cache()
+		super().tearDownClass()
+
 	def setUp(self):
 		super().setUp()
 		self.marker = f"eda-import-{frappe.generate_hash(length=10)}"
@@ -256,10 +306,10 @@ class TestCaptureDataImport(CaptureCase):
 
 	def tearDown(self):
 		frappe.db.rollback()
-		names = frappe.get_all("ToDo", filters={"description": ["like", f"%{self.marker}%"]}, pluck="name")
+		names = frappe.get_all(IMPORTED, filters={"description": ["like", f"%{self.marker}%"]}, pluck="name")
 		if names:
-			frappe.db.delete("EDA Message", {"reference_doctype": "ToDo", "reference_name": ["in", names]})
-			frappe.db.delete("ToDo", {"name": ["in", names]})
+			frappe.db.delete("EDA Message", {"reference_doctype": IMPORTED, "reference_name": ["in", names]})
+			frappe.db.delete(IMPORTED, {"name": ["in", names]})
 		for doctype, name in reversed(self.made):
 			if doctype == "Data Import":
 				frappe.db.delete("Data Import Log", {"data_import": name})
@@ -277,7 +327,7 @@ class TestCaptureDataImport(CaptureCase):
 			{
 				"doctype": "Data Import",
 				"import_type": "Insert New Records",
-				"reference_doctype": "ToDo",
+				"reference_doctype": IMPORTED,
 				"import_file": file.file_url,
 			}
 		).insert()
@@ -288,30 +338,35 @@ class TestCaptureDataImport(CaptureCase):
 		return frappe.get_doc("Data Import", data_import.name)
 
 	def test_each_imported_document_gets_a_pending_message(self):
-		rule = self.rule("after_insert", condition=f"{self.marker!r} in (doc.description or '')")
+		rule = self.rule(
+			"after_insert", document_type=IMPORTED, condition=f"{self.marker!r} in (doc.description or '')"
+		)
 		self.made.append(("EDA Event Rule", rule.name))
 		descriptions = [f"{self.marker} row {i}" for i in range(3)]
 		data_import = self.import_todos(descriptions)
 		self.assertEqual(data_import.status, "Success")
-		names = frappe.get_all("ToDo", filters={"description": ["like", f"%{self.marker}%"]}, pluck="name")
+		names = frappe.get_all(IMPORTED, filters={"description": ["like", f"%{self.marker}%"]}, pluck="name")
 		self.assertEqual(len(names), 3)
 		for name in names:
-			[message] = outbox("ToDo", name)
+			[message] = outbox(IMPORTED, name)
 			# Pending until a relay sends it (one may run on this site)
 			self.assertIn(message.status, ("Pending", "Sent"))
-			self.assertEqual(message.message_type, "todo.after_insert")
+			self.assertEqual(message.message_type, "eda_import_thing.after_insert")
 			self.assertEqual(message.body["priority"], "High")
 		self.assertEqual(
-			sorted(m.body["description"] for n in names for m in outbox("ToDo", n)), sorted(descriptions)
+			sorted(m.body["description"] for n in names for m in outbox(IMPORTED, n)), sorted(descriptions)
 		)
 
 	def test_an_import_publishes_nothing_for_a_rule_that_skips_imports(self):
 		rule = self.rule(
-			"after_insert", condition=f"{self.marker!r} in (doc.description or '')", skip_imports=1
+			"after_insert",
+			document_type=IMPORTED,
+			condition=f"{self.marker!r} in (doc.description or '')",
+			skip_imports=1,
 		)
 		self.made.append(("EDA Event Rule", rule.name))
 		data_import = self.import_todos([f"{self.marker} quiet {i}" for i in range(2)])
 		self.assertEqual(data_import.status, "Success")
-		names = frappe.get_all("ToDo", filters={"description": ["like", f"%{self.marker}%"]}, pluck="name")
+		names = frappe.get_all(IMPORTED, filters={"description": ["like", f"%{self.marker}%"]}, pluck="name")
 		self.assertEqual(len(names), 2)
-		self.assertEqual([m for n in names for m in outbox("ToDo", n)], [])
+		self.assertEqual([m for n in names for m in outbox(IMPORTED, n)], [])
