@@ -21,7 +21,15 @@ from frappe_eda.messaging.connection import BrokerConnection, BrokerSettings
 from frappe_eda.tests import two_sites
 from frappe_eda.tests.two_sites import wait_for  # noqa: F401  (re-exported: one way to poll for these tests)
 
-BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
+MACHINE_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+def broker_url() -> str:
+	"""The broker the workers will use: ``eda_amqp_url`` in site_config.json wins over the form (a site
+	set up as the README's two-site tests say has one, with a vhost of its own), else the machine's
+	RabbitMQ, which ``use_broker`` puts in the form. The tests look at the same broker as the workers."""
+	return frappe.conf.get("eda_amqp_url") or MACHINE_BROKER
+
 TODO_PREFIX = "eda-fault "  # the handler's ToDo: "eda-fault MESSAGE_ID"
 
 
@@ -29,12 +37,13 @@ TODO_PREFIX = "eda-fault "  # the handler's ToDo: "eda-fault MESSAGE_ID"
 
 
 def use_broker(broker_nodes: str | None = None) -> dict:
-	"""Enable EDA Settings on ``BROKER`` (with ``broker_nodes``, that node list too), committed: the
-	workers read them at start. What they were, for ``restore_settings``."""
+	"""Enable EDA Settings on the machine's RabbitMQ (with ``broker_nodes``, that node list too),
+	committed: the workers read them at start (``broker_url``: site_config.json may override the URL).
+	What they were, for ``restore_settings``."""
 	saved = frappe.get_single("EDA Settings").as_dict()
 	saved["amqp_url"] = get_decrypted_password("EDA Settings", "EDA Settings", "amqp_url", False)
 	frappe.db.set_single_value("EDA Settings", "enabled", 1)
-	set_encrypted_password("EDA Settings", "EDA Settings", BROKER, "amqp_url")  # a Password field
+	set_encrypted_password("EDA Settings", "EDA Settings", MACHINE_BROKER, "amqp_url")  # a Password field
 	if broker_nodes is not None:
 		frappe.db.set_single_value("EDA Settings", "broker_nodes", broker_nodes)
 	frappe.db.commit()
@@ -70,12 +79,12 @@ def start_worker(queue: str, exchange: str, log_name: str) -> Any:
 
 def consumers(queue: str) -> int:
 	"""The workers consuming ``queue`` now (0 before any declared it)."""
-	return two_sites.consumers(BROKER, queue)
+	return two_sites.consumers(broker_url(), queue)
 
 
 def delete_topology(queue: str, exchange: str) -> None:
 	"""The queue with its dead-letter and retry queues (the handler's delays), and the exchange."""
-	with BrokerConnection(BrokerSettings(url=BROKER)) as connection:
+	with BrokerConnection(BrokerSettings(url=broker_url())) as connection:
 		channel = connection.channel()
 		for name in (queue, f"{queue}.dead", f"{queue}.retry.200ms", f"{queue}.retry.500ms"):
 			channel.queue_delete(name)

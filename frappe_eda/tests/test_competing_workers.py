@@ -16,7 +16,7 @@ from frappe.tests.utils import FrappeTestCase
 from frappe_eda.consumer import stop_process
 from frappe_eda.messaging.envelope import Message, encode
 from frappe_eda.tests import site_workers
-from frappe_eda.tests.site_workers import BROKER, wait_for
+from frappe_eda.tests.site_workers import broker_url, wait_for
 
 
 class TestCompetingWorkers(FrappeTestCase):
@@ -59,7 +59,7 @@ class TestCompetingWorkers(FrappeTestCase):
 		"""Each message sent twice in a row, straight to the exchange: the two copies sit next to each
 		other in the queue, so the two workers tend to take one each at the same moment."""
 		messages = [Message("fault.item", {"n": n, "sleep": sleep}) for n in range(1, count + 1)]
-		connection = pika.BlockingConnection(pika.URLParameters(BROKER))
+		connection = pika.BlockingConnection(pika.URLParameters(broker_url()))
 		channel = connection.channel()
 		channel.confirm_delivery()
 		properties = pika.BasicProperties(content_type="application/json", delivery_mode=2)
