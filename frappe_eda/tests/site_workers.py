@@ -30,6 +30,7 @@ def broker_url() -> str:
 	RabbitMQ, which ``use_broker`` puts in the form. The tests look at the same broker as the workers."""
 	return frappe.conf.get("eda_amqp_url") or MACHINE_BROKER
 
+
 TODO_PREFIX = "eda-fault "  # the handler's ToDo: "eda-fault MESSAGE_ID"
 
 
