@@ -258,10 +258,13 @@ def worker(context: click.Context, queues: tuple[str, ...], no_relay: bool) -> N
 		from frappe_eda.consumer import handler_modules, run_worker
 		from frappe_eda.messaging.errors import ConfigurationError
 		from frappe_eda.messaging.registry import default_registry
+		from frappe_eda.outbox.rules import all_rules
 		from frappe_eda.replication.receipts import receipts_wanted
 		from frappe_eda.replication.subscriptions import enabled_specs
 
-		if not handler_modules() and not enabled_specs() and not receipts_wanted():
+		# A site whose rules publish has work too: relaying its outbox and answering reconciliation
+		# requests as a source (replication.reconcile), even with nothing else to consume.
+		if not handler_modules() and not enabled_specs() and not receipts_wanted() and not all_rules():
 			raise click.ClickException(NO_HANDLERS)
 		try:
 			stats = run_worker(queues or None, relay=not no_relay)
@@ -276,9 +279,10 @@ def worker(context: click.Context, queues: tuple[str, ...], no_relay: bool) -> N
 
 
 NO_HANDLERS = (
-	"no handlers to consume: no enabled EDA Subscription, no installed app lists handler modules in the "
-	'`eda_handlers` hook of its hooks.py (eda_handlers = ["myapp.eda.handlers"]), and '
-	"EDA_HANDLER_MODULES is not set"
+	"no handlers to consume: no enabled EDA Subscription or EDA Event Rule, no installed app lists handler "
+	'modules in the `eda_handlers` hook of its hooks.py (eda_handlers = ["myapp.eda.handlers"]), and '
+	"EDA_HANDLER_MODULES is not set; a site that only publishes from code relays its outbox with "
+	"`bench --site SITE eda relay`"
 )
 
 

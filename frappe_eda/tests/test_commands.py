@@ -91,12 +91,14 @@ def _column(value: str) -> str:
 
 
 class TestWorkerCommand(CommandCase):
-	def test_worker_says_what_it_consumes_once_and_what_it_did_on_stop(self):
+	def run_worker_until(self, seen: str, handlers: bool = True) -> tuple[list[str], str, str, int]:
+		"""``bench eda worker`` until its stdout shows ``seen`` (or it exits), then SIGTERM: the lines
+		printed, what was printed by then, stderr, and the exit code."""
 		with tempfile.TemporaryFile("w+") as errors:
 			child = subprocess.Popen(
 				self.command("worker"),
 				cwd=os.path.abspath(frappe.local.sites_path),
-				env=self.env(),
+				env=self.env(handlers),
 				stdout=subprocess.PIPE,
 				stderr=errors,
 				text=True,
@@ -105,7 +107,7 @@ class TestWorkerCommand(CommandCase):
 			reader = threading.Thread(target=lambda: lines.extend(child.stdout), daemon=True)
 			reader.start()
 			deadline = time.monotonic() + 90
-			while time.monotonic() < deadline and not any(self.queue in line for line in lines):
+			while time.monotonic() < deadline and not any(seen in line for line in lines):
 				if child.poll() is not None:
 					break
 				time.sleep(0.2)
@@ -116,7 +118,10 @@ class TestWorkerCommand(CommandCase):
 			child.wait(timeout=60)
 			reader.join(timeout=10)
 			errors.seek(0)
-			stderr = errors.read()
+			return lines, started, errors.read(), child.returncode
+
+	def test_worker_says_what_it_consumes_once_and_what_it_did_on_stop(self):
+		lines, started, stderr, _code = self.run_worker_until(self.queue)
 		output = "".join(lines)
 		self.assertIn(
 			self.queue,
@@ -137,9 +142,46 @@ class TestWorkerCommand(CommandCase):
 		self.assertEqual(output.count("eda worker for site"), 1, output)
 		self.assertRegex(output, r"stopped: 0 processed, 0 duplicates, 0 retried, 0 dead")
 
+	def test_worker_of_a_site_that_only_publishes_starts_relaying(self):
+		"""A head office with rules and nothing to consume (no handlers, subscriptions or receipts) still
+		runs its worker: it relays the outbox and answers reconciliation requests as a source."""
+		from frappe_eda.outbox.rules import clear_rules_cache
+		from frappe_eda.replication import reconcile
+
+		rule = frappe.get_doc(
+			{
+				"doctype": "EDA Event Rule",
+				"document_type": "ToDo",
+				"event": "after_insert",
+				"exchange": self.exchange,
+				"condition": "False",  # never publishes: other tests' ToDos stay out of this exchange
+			}
+		).insert()
+		frappe.db.commit()
+		clear_rules_cache()
+		default = load_settings().exchange
+		requests = reconcile._queue(reconcile.KEY_PREFIX, frappe.local.site, self.exchange, default)
+		try:
+			lines, started, stderr, code = self.run_worker_until(requests, handlers=False)
+		finally:
+			frappe.delete_doc("EDA Event Rule", rule.name, force=True)
+			frappe.db.commit()
+			clear_rules_cache()
+			with BrokerConnection(load_settings().broker) as connection:
+				connection.channel().queue_delete(requests)
+		self.assertIn("relaying the outbox: yes", started, f"stderr {stderr[-2000:]!r}")
+		self.assertIn(requests, started)
+		self.assertEqual(code, 0, "".join(lines))
+
 	def test_worker_without_handlers_names_the_hook_and_fails(self):
+		from frappe_eda.outbox.rules import all_rules
+		from frappe_eda.replication.receipts import receipts_wanted
+		from frappe_eda.replication.subscriptions import enabled_specs
+
 		if frappe.get_hooks("eda_handlers"):  # e.g. the worked example, myshop, is installed here
 			self.skipTest(f"an installed app lists handlers: {frappe.get_hooks('eda_handlers')}")
+		if all_rules() or enabled_specs() or receipts_wanted():
+			self.skipTest("this site has rules, subscriptions or receipts: its worker has work to do")
 		done = self.bench("worker", handlers=False)
 		self.assertNotEqual(done.returncode, 0)
 		self.assertIn("`eda_handlers` hook", done.stderr)
