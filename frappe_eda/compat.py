@@ -12,6 +12,8 @@ What differs, and why it matters to us:
   the ``release_local`` that fits its ``Local`` into the ``frappe`` namespace, so we use that one.
 - Aggregates in ``frappe.get_list`` fields: v15's query builder takes SQL strings
   (``"count(name) as count"``); v16's refuses them and takes dicts (``{"COUNT": "name", "as": "count"}``).
+- A ``has_permission`` hook with no objection: v15 reads ``None`` as "no opinion, ask the next hook"
+  and anything else as conclusive; v16 reads every falsy answer, ``None`` too, as a denial.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from typing import Any
 import frappe
 
 FRAPPE_MAJOR: int = int(str(frappe.__version__).split(".", 1)[0])
+
+# What a ``has_permission`` hook returns to leave the decision to the role permissions (hooks can only
+# deny): v16 needs True; v15 takes None, which also lets another app's hook on the DocType decide.
+NO_OBJECTION: bool | None = True if FRAPPE_MAJOR >= 16 else None
 
 
 def release_local() -> None:

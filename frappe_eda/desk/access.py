@@ -20,6 +20,8 @@ from typing import Any
 
 import frappe
 
+from frappe_eda import compat
+
 MANAGER_ROLES = frozenset({"EDA Manager", "System Manager"})
 MESSAGE = "EDA Message"
 OUTGOING = "Outgoing"
@@ -31,9 +33,10 @@ def is_manager(user: str | None = None) -> bool:
 
 
 def message_has_permission(doc: Any, ptype: str = "read", user: str | None = None, **_: Any) -> bool | None:
-	"""None (role permissions decide) for managers; otherwise read access to the referenced document."""
+	"""No objection (role permissions decide) for managers; otherwise read access to the referenced
+	document."""
 	if is_manager(user):
-		return None
+		return compat.NO_OBJECTION
 	if doc.get("direction") != OUTGOING:
 		return False
 	return _may_read_reference(doc.get("reference_doctype"), doc.get("reference_name"), user)
@@ -41,7 +44,7 @@ def message_has_permission(doc: Any, ptype: str = "read", user: str | None = Non
 
 def error_has_permission(doc: Any, ptype: str = "read", user: str | None = None, **_: Any) -> bool | None:
 	if is_manager(user):
-		return None
+		return compat.NO_OBJECTION
 	references = frappe.get_all(
 		MESSAGE,
 		filters={
