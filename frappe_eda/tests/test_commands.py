@@ -21,6 +21,7 @@ from frappe.tests.utils import FrappeTestCase
 
 from frappe_eda.consumer import eda_command
 from frappe_eda.messaging.connection import BrokerConnection
+from frappe_eda.messaging.registry import HandlerRegistry
 from frappe_eda.messaging.store import Status
 from frappe_eda.messaging.topology import (
 	Exchange,
@@ -159,16 +160,23 @@ class TestWorkerCommand(CommandCase):
 		).insert()
 		frappe.db.commit()
 		clear_rules_cache()
-		default = load_settings().exchange
-		requests = reconcile._queue(reconcile.KEY_PREFIX, frappe.local.site, self.exchange, default)
+		settings = load_settings()
+		requests = reconcile._queue(reconcile.KEY_PREFIX, frappe.local.site, self.exchange, settings.exchange)
+		registry = HandlerRegistry()
+		reconcile.add_to_registry(registry)
+		[served] = [s for s in registry if s.queue == requests]
 		try:
 			lines, started, stderr, code = self.run_worker_until(requests, handlers=False)
 		finally:
 			frappe.delete_doc("EDA Event Rule", rule.name, force=True)
 			frappe.db.commit()
 			clear_rules_cache()
-			with BrokerConnection(load_settings().broker) as connection:
-				connection.channel().queue_delete(requests)
+			tiers = served.retry_policy(settings.retry).tiers()
+			names = [requests, dead_letter_queue(requests), *(retry_queue(requests, d) for d in tiers)]
+			with BrokerConnection(settings.broker) as connection:
+				declarer = TopologyDeclarer(connection)
+				declarer.delete(Topology((), tuple(Queue(n) for n in names)))
+				declarer.close()
 		self.assertIn("relaying the outbox: yes", started, f"stderr {stderr[-2000:]!r}")
 		self.assertIn(requests, started)
 		self.assertEqual(code, 0, "".join(lines))
