@@ -283,7 +283,24 @@ class TestReconcile(FrappeTestCase):
 		cls.peer.cleanup()
 		cls.peer.drop_doctype()
 		cls.peer.close()
+		cls.delete_queues()
 		super().tearDownClass()
+
+	@classmethod
+	def delete_queues(cls):
+		"""The subscription's queue and both reconciliation queues, with their retry and dead queues."""
+		from frappe_eda.replication import reconcile
+		from frappe_eda.settings import load_settings
+
+		settings = load_settings()
+		two_sites.delete_queues(
+			settings.broker.url,
+			[
+				two_sites.queue_of(SUBSCRIPTION),
+				reconcile._queue(reconcile.KEY_PREFIX, HEAD, EXCHANGE, settings.exchange),
+				reconcile._queue(reconcile.REPLY_PREFIX, PEER, EXCHANGE, settings.exchange),
+			],
+		)
 
 	def reconcile(self, *args: str, timeout: int = 90) -> tuple[str, dict]:
 		done = subprocess.run(

@@ -326,6 +326,29 @@ def consumers(broker_url: str, queue: str) -> int:
 			connection.close()
 
 
+def delete_queues(broker_url: str, queues: list[str]) -> None:
+	"""``queues`` with their dead-letter and retry queues (every queue named ``QUEUE.*``)."""
+	import pika
+
+	try:
+		vhost = pika.URLParameters(broker_url).virtual_host
+		listed = subprocess.run(
+			["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name"], capture_output=True, text=True
+		).stdout.split()
+		connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+	except Exception as e:
+		print(f"could not delete the test queues: {e}")
+		return
+	try:
+		channel = connection.channel()
+		for queue in listed:
+			if any(queue == q or queue.startswith(q + ".") for q in queues):
+				channel.queue_delete(queue)
+	finally:
+		if connection.is_open:
+			connection.close()
+
+
 class PeerSitesTestCase(FrappeTestCase):
 	"""The part of a test between this site (the source) and peer sites that is the same for each:
 
@@ -424,26 +447,7 @@ class PeerSitesTestCase(FrappeTestCase):
 
 	@classmethod
 	def _delete_queues(cls, queues):
-		"""The subscriptions' queues with their dead-letter and retry queues."""
-		import pika
-
-		try:
-			vhost = pika.URLParameters(cls.broker_url).virtual_host
-			listed = subprocess.run(
-				["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name"], capture_output=True, text=True
-			).stdout.split()
-			connection = cls._broker()
-		except Exception as e:
-			print(f"could not delete the test queues: {e}")
-			return
-		try:
-			channel = connection.channel()
-			for queue in listed:
-				if any(queue == q or queue.startswith(q + ".") for q in queues):
-					channel.queue_delete(queue)
-		finally:
-			if connection.is_open:
-				connection.close()
+		delete_queues(cls.broker_url, queues)
 
 	# --- on the source ---------------------------------------------------------------------------------
 
