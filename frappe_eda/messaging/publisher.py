@@ -538,11 +538,15 @@ class Publisher:
 		step = step if between is not None and step > 0 else max(1, len(pending))
 		alone: set[str] = set()  # suspects of a refusal: each goes out with nothing else in flight
 		patience = refusals.Patience(self.retry_refused_for)
+		pause = 0.0  # before the next try, after a refusal for now
 		attempt = 0
 		while pending:
 			window: _ConfirmWindow | None = None
 			sent = 0
 			try:
+				# Inside the ``try``: a connection lost while pausing is handled like any other.
+				_pause(self.connection, pause)
+				pause = 0.0
 				window = self._open_window()
 				pending = _refuse_unsendable(pending, window.frame_max, max_bytes, total)
 				if between is not None:
@@ -572,26 +576,29 @@ class Publisher:
 				if not window.nacked:
 					return total
 				nacked = window.take_resend()
-				pending = self._after_nack(nacked, pending[sent:], patience, total)
+				# ``pending`` holds every message still owed before anything else can fail.
+				pending, sent, window = nacked + pending[sent:], 0, None
+				self._drop_channel()
+				pending, pause = self._after_nack(pending, len(nacked), patience, total)
 			except RESENDABLE as e:
 				close = refusals.refusal(e, window)
 				if close is not None and refusals.is_transient(close):
 					pending = self._take_back(window, pending, sent, total)
 					self._drop_channel()
-					pause = patience.pause()
-					if pause is None and pending:
+					later = patience.pause()
+					if later is None and pending:
 						raise BrokerUnavailable(
 							f"{len(pending)} messages unconfirmed: the broker kept closing the channel for "
 							f"{patience.spent:.1f}s ({close.reply_code} {close.reply_text})"
 						) from e
+					pause = later or 0.0
 					log.warning(
 						"broker closed the channel (%s %s); sending %d again on a fresh one in %.2fs",
 						close.reply_code,
 						close.reply_text,
 						len(pending),
-						pause or 0,
+						pause,
 					)
-					_pause(self.connection, pause or 0)
 					continue
 				in_flight = window.unconfirmed() if window is not None else []
 				pending = self._take_back(window, pending, sent, total)
@@ -620,28 +627,28 @@ class Publisher:
 				raise
 		return total
 
+	@staticmethod
 	def _after_nack(
-		self, nacked: list[Envelope], unsent: list[Envelope], patience: refusals.Patience, total: SendReport
-	) -> list[Envelope]:
-		"""The channel nacked ``nacked``: drop it, pause, and return them (then ``unsent``) to go out again
-		on a fresh channel; once ``patience`` is spent, fail them with ``StillNacked`` instead."""
-		self._drop_channel()
+		pending: list[Envelope], nacked: int, patience: refusals.Patience, total: SendReport
+	) -> tuple[list[Envelope], float]:
+		"""The channel (dropped) nacked the first ``nacked`` of ``pending``: they go out again, then the
+		rest, on a fresh channel after the returned pause; once ``patience`` is spent they fail with
+		``StillNacked`` instead and the rest goes on at once."""
 		pause = patience.pause()
 		if pause is None:
-			for envelope in nacked:
+			for envelope in pending[:nacked]:
 				total.failed[envelope.message_id] = StillNacked(
 					envelope.message_id, envelope.exchange, envelope.routing_key, patience.spent
 				)
-			log.warning("broker kept nacking %d messages for %.1fs: failed", len(nacked), patience.spent)
-			return unsent
+			log.warning("broker kept nacking %d messages for %.1fs: failed", nacked, patience.spent)
+			return pending[nacked:], 0.0
 		log.warning(
 			"broker nacked %d messages (a queue changing leader?); sending them again on a fresh channel "
 			"in %.2fs",
-			len(nacked),
+			nacked,
 			pause,
 		)
-		_pause(self.connection, pause)
-		return nacked + unsent
+		return pending, pause
 
 	def _take_behind(self, into: SendReport) -> list[Envelope]:
 		"""Wait for the confirms of messages sent with ``publish(wait=False)``, put every answer not yet
@@ -856,9 +863,9 @@ KEEP_BODY = 64 * 1024
 def _pause(connection: BrokerConnection, seconds: float) -> None:
 	"""Wait ``seconds`` while servicing the connection's I/O (heartbeats), without dispatching consumer
 	callbacks as ``BlockingConnection.sleep`` would: a worker's publisher pauses inside its loop."""
-	raw = connection.blocking
 	if seconds <= 0:
 		return
+	raw = connection.blocking
 	fired: list[bool] = []
 	raw._impl._adapter_call_later(seconds, lambda: fired.append(True))
 	raw._flush_output(lambda: bool(fired))
