@@ -111,12 +111,33 @@ class UnroutableMessage(PublishError):
 
 
 class PublishNacked(PublishError):
-	"""The broker refused the message (Basic.Nack): a full queue with reject-publish, an internal error."""
+	"""The broker refused the message (Basic.Nack): a full queue with reject-publish, an internal error, or
+	in a cluster a quorum queue whose leader the channel's node could not reach (retried first, then
+	``StillNacked``)."""
 
 	def __init__(self, message_id: str, exchange: str, routing_key: str):
 		super().__init__(
 			f"broker refused message {message_id} to {exchange or '(default exchange)'} "
 			f"with key {routing_key!r} (Basic.Nack); check queue length limits and broker logs",
+			message_id,
+			exchange,
+			routing_key,
+		)
+
+
+class StillNacked(PublishNacked):
+	"""The broker nacked the message on every fresh channel for as long as the publisher retries nacks
+	(``Publisher(retry_refused_for=...)``): in a cluster a nack usually means "not now" (a quorum queue
+	between leaders), so the message is recorded FAILED with this error and ``OutboxRelay`` sends it
+	again on its own schedule (``OutboxRelay(retry_refused_after=...)``); nobody needs to replay it."""
+
+	def __init__(self, message_id: str, exchange: str, routing_key: str, seconds: float):
+		self.seconds = seconds
+		PublishError.__init__(
+			self,
+			f"broker still refused message {message_id} to {exchange or '(default exchange)'} with key "
+			f"{routing_key!r} (Basic.Nack) after {seconds:.1f}s of tries on fresh channels; the relay sends "
+			f"it again later. If it keeps failing, check queue length limits and broker logs",
 			message_id,
 			exchange,
 			routing_key,

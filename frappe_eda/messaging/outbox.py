@@ -9,14 +9,23 @@ is sent under the store's relay claim (``MessageStore.relay_claim``), so one rel
 oldest PENDING messages, sends them and records the outcomes; a relay that finds the claim taken
 returns at once, since the holder is sending what is pending. A message the broker cannot take is
 recorded FAILED with its error and waits for a replay; it never holds back the messages behind it.
+
+Except a message the broker refused only for now: the publisher sends a nacked message again on fresh
+channels for a while (``Publisher(retry_refused_for=...)``, ``refusals``), and one that outlasts that is
+FAILED with ``StillNacked``. The relay puts those back in line on its own schedule: a batch takes the
+ones last tried ``retry_refused_after`` seconds ago or more (PENDING again, oldest first, so they go out
+before what was written after them), and marks each resolved once the broker confirmed it. So no
+message a leader change or a lost node refused waits for someone to replay it.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from frappe_eda.messaging.envelope import utcnow
+from frappe_eda.messaging.errors import StillNacked
 from frappe_eda.messaging.publisher import Publisher, envelope_from_record
 from frappe_eda.messaging.store import Direction, MessageFilter, MessageStore, Status
 
@@ -30,12 +39,31 @@ class _Batch:
 	failed: int
 
 
+# The qualified name ``last_error`` starts with for a message refused only for now.
+STILL_NACKED = f"{StillNacked.__module__}.{StillNacked.__qualname__}"
+# How long a message FAILED with ``StillNacked`` rests before the relay sends it again.
+RETRY_REFUSED_AFTER = 60.0
+
+
 class OutboxRelay:
-	def __init__(self, publisher: Publisher, store: MessageStore, batch_size: int = 500) -> None:
+	"""Sends a store's PENDING outgoing messages in the order they were written (see the module).
+
+	``retry_refused_after``: seconds a message FAILED with ``StillNacked`` rests before a batch sends it
+	again (``None``: never; it then waits for a replay like any FAILED message)."""
+
+	def __init__(
+		self,
+		publisher: Publisher,
+		store: MessageStore,
+		batch_size: int = 500,
+		retry_refused_after: float | None = RETRY_REFUSED_AFTER,
+	) -> None:
 		self.publisher = publisher
 		self.store = store
 		self.batch_size = batch_size
+		self.retry_refused_after = retry_refused_after
 		self.more_pending = False  # the last drain(max_batches=...) stopped with more to send
+		self.requeued = 0  # messages FAILED with StillNacked this relay put back in line
 
 	def relay_once(self, older_than: datetime | None = None) -> int:
 		"""Send one batch of PENDING messages; returns how many the broker confirmed (0 when another
@@ -71,6 +99,7 @@ class OutboxRelay:
 			if not held:
 				log.debug("another relay holds the claim on %r; it sends what is pending", self.store)
 				return None
+			again = self._requeue_refused(older_than)
 			records = self.store.find(
 				MessageFilter(
 					direction=Direction.OUTGOING,
@@ -82,4 +111,26 @@ class OutboxRelay:
 			if not records:
 				return _Batch(0, 0, 0)
 			report = self.publisher.send_recorded([envelope_from_record(r) for r in records])
+			sent_again = [i for i in report.confirmed if i in again]
+			if sent_again:
+				# Its FAILED record and StillNacked error leave the failure lists, as a confirmed replay's do.
+				self.store.resolve(Direction.OUTGOING, "", sent_again)
 			return _Batch(len(records), len(report.confirmed), len(report.failed))
+
+	def _requeue_refused(self, older_than: datetime | None) -> set[str]:
+		"""Put messages FAILED with ``StillNacked`` whose rest is over back in line (PENDING); their ids."""
+		if self.retry_refused_after is None:
+			return set()
+		rested = utcnow() - timedelta(seconds=self.retry_refused_after)
+		records = [
+			r
+			for r in self.store.failed_with(STILL_NACKED, updated_before=rested, limit=self.batch_size)
+			if older_than is None or r.created_at <= older_than
+		]
+		if not records:
+			return set()
+		ids = [r.message_id for r in records]
+		self.store.set_status(Direction.OUTGOING, ids, Status.PENDING)
+		self.requeued += len(ids)
+		log.info("sending again %d messages the broker refused for now (StillNacked)", len(ids))
+		return set(ids)

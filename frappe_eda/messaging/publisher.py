@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,16 +26,15 @@ import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport as _PLAINTEXT
 
-from frappe_eda.messaging import wire
+from frappe_eda.messaging import refusals, wire
 from frappe_eda.messaging.connection import CONNECTION_ERRORS, BrokerConnection
 from frappe_eda.messaging.envelope import CONTENT_TYPE, DEFAULT_MAX_BYTES, Message, encode
 from frappe_eda.messaging.errors import (
 	BrokerUnavailable,
-	ExchangeNotFound,
 	PublishError,
 	PublishNacked,
 	PublishNotConfirmed,
-	PublishRefused,
+	StillNacked,
 	UnencodableField,
 	UnroutableMessage,
 )
@@ -49,6 +47,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EXCHANGE = "eda.events"
 RESENDABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, PublishNotConfirmed)
+
+
+class _NackedForNow(Exception):
+	"""Inside ``publish(wait=False)``: the broker nacked earlier messages, which the retry path resends."""
+
+
+# What sends the messages of a ``publish(wait=False)`` call down the waiting path (``send``).
+_SEND_AGAIN: tuple[type[BaseException], ...] = (*RESENDABLE, _NackedForNow)
 
 
 @dataclass(frozen=True)
@@ -92,13 +98,18 @@ class SendReport:
 
 
 class _ConfirmWindow:
-	"""A channel in confirm mode that tracks many unconfirmed publishes at once."""
+	"""A channel in confirm mode that tracks many unconfirmed publishes at once.
 
-	def __init__(self, channel: BlockingChannel) -> None:
+	With ``keep_nacked`` a nacked message is not a failure yet: it waits in ``nacked`` for the publisher
+	to send it again on a fresh channel (``refusals``); without, it fails with ``PublishNacked``."""
+
+	def __init__(self, channel: BlockingChannel, keep_nacked: bool = False) -> None:
 		self.channel = channel
 		self._impl = channel._impl
 		self._next_tag = 1
 		self._outstanding: dict[int, Envelope] = {}
+		self.keep_nacked = keep_nacked
+		self.nacked: dict[int, Envelope] = {}
 		self._returned: set[str] = set()
 		self.report = SendReport()
 		selected: list[bool] = []
@@ -158,6 +169,12 @@ class _ConfirmWindow:
 	def unconfirmed(self) -> list[Envelope]:
 		return list(self._outstanding.values())
 
+	def take_resend(self) -> list[Envelope]:
+		"""What must go out again, in the order it was sent: the nacked (kept) and the unconfirmed."""
+		owed = sorted([*self.nacked.items(), *self._outstanding.items()], key=lambda item: item[0])
+		self.nacked, self._outstanding = {}, {}
+		return [envelope for _tag, envelope in owed]
+
 	def wait(self, at_most: int, timeout: float) -> None:
 		"""Flush and process confirms until no more than ``at_most`` remain unconfirmed."""
 		deadline = time.monotonic() + timeout
@@ -187,7 +204,9 @@ class _ConfirmWindow:
 			envelope = self._outstanding.pop(tag, None)
 			if envelope is None:
 				continue
-			if not acked:
+			if not acked and self.keep_nacked:
+				self.nacked[tag] = envelope
+			elif not acked:
 				self.report.failed[envelope.message_id] = PublishNacked(
 					envelope.message_id, envelope.exchange, envelope.routing_key
 				)
@@ -223,6 +242,14 @@ class Publisher:
 	``max_bytes`` is the body size consumers accept (``envelope.DEFAULT_MAX_BYTES``, as ``Worker``):
 	``publish()`` refuses a larger one with ``BodyTooLarge`` before it is stored, and a larger stored one
 	is failed by the relay instead of being sent only to be dead-lettered. ``None`` turns the check off.
+
+	``retry_refused_for`` is how long a message the broker refused for now (a nack; a channel closed with
+	541) is sent again, on a fresh channel, after growing pauses, before it counts as refused (see
+	``refusals``): a quorum queue changing leader then costs the caller a delay, not an error. By default
+	``refusals.RETRY_REFUSED_FOR`` seconds when the connection lists several nodes (a cluster, where a nack
+	usually means a queue between leaders), and 0 against a single broker, whose nack (a full queue with
+	reject-publish) fails at once. A nack that outlasts the bound is recorded FAILED with ``StillNacked``,
+	which ``OutboxRelay`` sends again on its own schedule.
 	"""
 
 	def __init__(
@@ -240,8 +267,13 @@ class Publisher:
 		resend_attempts: int = 3,
 		max_bytes: int | None = DEFAULT_MAX_BYTES,
 		status_behind: bool = False,
+		retry_refused_for: float | None = None,
 	) -> None:
 		self.connection = connection
+		if retry_refused_for is None:
+			clustered = len(connection.settings.addresses) > 1
+			retry_refused_for = refusals.RETRY_REFUSED_FOR if clustered else 0.0
+		self.retry_refused_for = max(0.0, retry_refused_for)
 		self.status_behind = status_behind
 		self.store = store
 		self.schemas = schemas or SchemaRegistry()
@@ -419,6 +451,8 @@ class Publisher:
 			if window.in_flight >= self.window:
 				window.wait(self.window // 2, self.confirm_timeout)
 			_merge(answers, window.take_report())
+			if window.nacked:
+				raise _NackedForNow  # before this call's row: it goes out after them, by the waiting path
 			carry = self.store is not None and not answers.failed and self._statuses_can_wait(answers)
 			if self.store is not None:
 				_Recording(self.store, pending, behind=self._behind, keep=True).write(
@@ -431,12 +465,15 @@ class Publisher:
 			if envelope.message_id not in answers.failed:
 				window.publish(envelope)
 				window.flush()
-		except RESENDABLE as e:
-			# The connection or the channel went. Everything unconfirmed goes through the waiting path,
-			# which reconnects, finds a refused message, sends again and records.
+		except _SEND_AGAIN as e:
+			# The connection or the channel went, or the broker nacked earlier messages for now. Everything
+			# unconfirmed goes through the waiting path, which reconnects (or opens a fresh channel), finds a
+			# refused message, sends again in order and records.
 			log.warning("publish interrupted (%s); sending the unconfirmed again", type(e).__name__)
 			late = window.take_report() if window is not None else SendReport()
-			lost = window.unconfirmed() if window is not None else []
+			lost = window.take_resend() if window is not None else []
+			if isinstance(e, _NackedForNow):
+				self._drop_channel()  # it may go on nacking: a fresh one, as in ``send``
 			self._window = None
 			refused = written and envelope.message_id in answers.failed
 			if not written:
@@ -500,17 +537,24 @@ class Publisher:
 		pending = [*lost, *envelopes]
 		step = step if between is not None and step > 0 else max(1, len(pending))
 		alone: set[str] = set()  # suspects of a refusal: each goes out with nothing else in flight
+		patience = refusals.Patience(self.retry_refused_for)
+		pause = 0.0  # before the next try, after a refusal for now
 		attempt = 0
 		while pending:
 			window: _ConfirmWindow | None = None
 			sent = 0
 			try:
+				# Inside the ``try``: a connection lost while pausing is handled like any other.
+				_pause(self.connection, pause)
+				pause = 0.0
 				window = self._open_window()
 				pending = _refuse_unsendable(pending, window.frame_max, max_bytes, total)
 				if between is not None:
 					between(pending[:step], _merge(_copy(total), window.report))
 				for start in range(0, len(pending), step):
 					for envelope in pending[start : start + step]:
+						if window.nacked:
+							break  # this channel refuses: the rest waits for a fresh one
 						isolated = envelope.message_id in alone
 						if isolated and window.in_flight:
 							window.wait(0, self.confirm_timeout)
@@ -520,6 +564,8 @@ class Publisher:
 						sent += 1
 						if isolated:
 							window.wait(0, self.confirm_timeout)
+					if window.nacked:
+						break
 					if between is not None:
 						# After the last chunk ``ahead`` is empty: the answers so far are recorded while the
 						# broker confirms the rest.
@@ -527,23 +573,47 @@ class Publisher:
 						between(pending[sent : sent + step], _merge(_copy(total), window.report))
 				window.wait(0, self.confirm_timeout)
 				_merge(total, window.take_report())
-				return total
+				if not window.nacked:
+					return total
+				nacked = window.take_resend()
+				# ``pending`` holds every message still owed before anything else can fail.
+				pending, sent, window = nacked + pending[sent:], 0, None
+				self._drop_channel()
+				pending, pause = self._after_nack(pending, len(nacked), patience, total)
 			except RESENDABLE as e:
-				refusal = _refusal(e, window)
+				close = refusals.refusal(e, window)
+				if close is not None and refusals.is_transient(close):
+					pending = self._take_back(window, pending, sent, total)
+					self._drop_channel()
+					later = patience.pause()
+					if later is None and pending:
+						raise BrokerUnavailable(
+							f"{len(pending)} messages unconfirmed: the broker kept closing the channel for "
+							f"{patience.spent:.1f}s ({close.reply_code} {close.reply_text})"
+						) from e
+					pause = later or 0.0
+					log.warning(
+						"broker closed the channel (%s %s); sending %d again on a fresh one in %.2fs",
+						close.reply_code,
+						close.reply_text,
+						len(pending),
+						pause,
+					)
+					continue
 				in_flight = window.unconfirmed() if window is not None else []
 				pending = self._take_back(window, pending, sent, total)
-				if refusal is not None:
-					pending = self._after_refusal(refusal, in_flight, pending, total, alone)
+				if close is not None:
+					pending = refusals.after_refusal(close, in_flight, pending, total, alone)
 					# A refusal that names no exchange and comes with nothing in flight blames no message: it
 					# counts as a try, so a channel the broker keeps closing ends in BrokerUnavailable.
-					attempt += not in_flight and _missing_exchange(refusal) is None
+					attempt += not in_flight and refusals.missing_exchange(close) is None
 				else:
 					attempt += 1
 				if attempt > self.resend_attempts and pending:
 					raise BrokerUnavailable(
 						f"{len(pending)} messages unconfirmed after {attempt} tries: {type(e).__name__}: {e}"
 					) from e
-				if refusal is None and pending:
+				if close is None and pending:
 					log.warning(
 						"publish interrupted (%s); reconnecting to resend %d", type(e).__name__, len(pending)
 					)
@@ -557,9 +627,33 @@ class Publisher:
 				raise
 		return total
 
+	@staticmethod
+	def _after_nack(
+		pending: list[Envelope], nacked: int, patience: refusals.Patience, total: SendReport
+	) -> tuple[list[Envelope], float]:
+		"""The channel (dropped) nacked the first ``nacked`` of ``pending``: they go out again, then the
+		rest, on a fresh channel after the returned pause; once ``patience`` is spent they fail with
+		``StillNacked`` instead and the rest goes on at once."""
+		pause = patience.pause()
+		if pause is None:
+			for envelope in pending[:nacked]:
+				total.failed[envelope.message_id] = StillNacked(
+					envelope.message_id, envelope.exchange, envelope.routing_key, patience.spent
+				)
+			log.warning("broker kept nacking %d messages for %.1fs: failed", nacked, patience.spent)
+			return pending[nacked:], 0.0
+		log.warning(
+			"broker nacked %d messages (a queue changing leader?); sending them again on a fresh channel "
+			"in %.2fs",
+			nacked,
+			pause,
+		)
+		return pending, pause
+
 	def _take_behind(self, into: SendReport) -> list[Envelope]:
 		"""Wait for the confirms of messages sent with ``publish(wait=False)``, put every answer not yet
-		written into ``into``, and return the messages a broken connection left unconfirmed."""
+		written into ``into``, and return the messages to send again: those a broken connection left
+		unconfirmed, and those the broker nacked for now (their channel is dropped: it may nack on)."""
 		self._forget_closed_window()
 		_merge(into, self._unwritten)
 		self._unwritten = SendReport()
@@ -571,52 +665,21 @@ class Publisher:
 			try:
 				window.wait(0, self.confirm_timeout)
 			except RESENDABLE:
-				lost += window.unconfirmed()
+				lost += window.take_resend()
 				self._window = None
 		_merge(into, window.take_report())
+		if window.nacked:
+			lost += window.take_resend()
+			self._drop_channel()
 		return lost
 
 	def _forget_closed_window(self) -> None:
 		"""A channel closed under messages still unconfirmed: keep its answers, and them to send again."""
 		window = self._window
 		if window is not None and not window.channel.is_open:
-			self._lost += window.unconfirmed()
+			self._lost += window.take_resend()
 			_merge(self._unwritten, window.take_report())
 			self._window = None
-
-	@staticmethod
-	def _after_refusal(
-		refusal: pika.exceptions.ChannelClosedByBroker,
-		in_flight: list[Envelope],
-		pending: list[Envelope],
-		total: SendReport,
-		alone: set[str],
-	) -> list[Envelope]:
-		"""The broker closed the channel over a message: fail it if it is known, else isolate suspects."""
-		missing = _missing_exchange(refusal)
-		if missing is not None:
-			# Everything meant for that exchange fails; the rest goes on a new channel.
-			for envelope in [p for p in pending if p.exchange == missing]:
-				total.failed[envelope.message_id] = ExchangeNotFound(
-					envelope.message_id, envelope.exchange, envelope.routing_key
-				)
-			return [p for p in pending if p.exchange != missing]
-		if len(in_flight) == 1:
-			# Everything before it was confirmed and the broker ignores what follows a refusal: it is this one.
-			culprit = in_flight[0]
-			total.failed[culprit.message_id] = PublishRefused(
-				culprit.message_id,
-				culprit.exchange,
-				culprit.routing_key,
-				refusal.reply_code,
-				refusal.reply_text,
-			)
-			log.warning("broker refused message %s: %s", culprit.message_id, refusal)
-			return [p for p in pending if p.message_id != culprit.message_id]
-		# One of those in flight was refused, which one is unknown: the broker dropped the ones after it and
-		# may have taken the ones before (consumers' inboxes drop a copy). Send each again on its own.
-		alone.update(e.message_id for e in in_flight)
-		return pending
 
 	def _take_back(
 		self, window: _ConfirmWindow | None, pending: list[Envelope], sent: int, total: SendReport
@@ -626,7 +689,7 @@ class Publisher:
 		if window is None:
 			return pending[sent:]
 		_merge(total, window.take_report())
-		return window.unconfirmed() + pending[sent:]
+		return window.take_resend() + pending[sent:]
 
 	def close(self) -> None:
 		"""Write what this publisher still holds (``flush``), then close its channel. When the broker or
@@ -636,7 +699,7 @@ class Publisher:
 				self._unwritten.confirmed
 				or self._unwritten.failed
 				or self._lost
-				or (self._window and self._window.in_flight)
+				or (self._window and (self._window.in_flight or self._window.nacked))
 			):
 				self.flush()
 		except Exception as e:  # closing must not fail; the rows left PENDING are relayed
@@ -663,7 +726,7 @@ class Publisher:
 		"""Reuse the confirm channel while it is open; a fresh report per send."""
 		self._forget_closed_window()
 		if self._window is None:
-			self._window = _ConfirmWindow(self.connection.channel())
+			self._window = _ConfirmWindow(self.connection.channel(), keep_nacked=self.retry_refused_for > 0)
 		_merge(self._unwritten, self._window.take_report())
 		return self._window
 
@@ -797,6 +860,17 @@ KEEP_BEHIND = 256
 KEEP_BODY = 64 * 1024
 
 
+def _pause(connection: BrokerConnection, seconds: float) -> None:
+	"""Wait ``seconds`` while servicing the connection's I/O (heartbeats), without dispatching consumer
+	callbacks as ``BlockingConnection.sleep`` would: a worker's publisher pauses inside its loop."""
+	if seconds <= 0:
+		return
+	raw = connection.blocking
+	fired: list[bool] = []
+	raw._impl._adapter_call_later(seconds, lambda: fired.append(True))
+	raw._flush_output(lambda: bool(fired))
+
+
 def _coalesce(connection: Any) -> None:
 	"""pika queues three frames per message and sends each with a system call of its own; join them."""
 	buffers = getattr(getattr(connection, "_transport", None), "_tx_buffers", None)
@@ -833,24 +907,6 @@ def _refuse_unsendable(
 		else:
 			total.failed[envelope.message_id] = problem
 	return sendable
-
-
-def _refusal(
-	error: BaseException, window: _ConfirmWindow | None
-) -> pika.exceptions.ChannelClosedByBroker | None:
-	"""The broker's reason when it closed the channel (not the connection) over something sent on it."""
-	if isinstance(error, pika.exceptions.ChannelClosedByBroker):
-		return error
-	reason = getattr(window.channel, "_closing_reason", None) if window is not None else None
-	if isinstance(reason, pika.exceptions.ChannelClosedByBroker) and window is not None:
-		if window.channel.connection.is_open:
-			return reason
-	return None
-
-
-def _missing_exchange(error: pika.exceptions.ChannelClosedByBroker) -> str | None:
-	found = re.search(r"no exchange '([^']*)'", error.reply_text or "") if error.reply_code == 404 else None
-	return found[1] if found else None
 
 
 def _copy(report: SendReport) -> SendReport:

@@ -205,6 +205,40 @@ class MessageStore(ABC):
 		)
 		return {record.message_id for record in self.find(query)}
 
+	def failed_with(
+		self, exception_type: str, *, updated_before: datetime, limit: int = 500
+	) -> list[MessageRecord]:
+		"""Unresolved outgoing records FAILED with ``exception_type`` (the qualified class name that starts
+		``last_error``, as the publisher writes it: ``"frappe_eda.messaging.errors.StillNacked: ..."``)
+		and last updated before ``updated_before``, oldest first, at most ``limit``. ``OutboxRelay`` sends
+		the messages a broker refused only for now (``StillNacked``) again this way.
+
+		The default pages through the FAILED outgoing records with ``find`` and filters them here; a store
+		that can filter on ``last_error`` itself answers with one query (the SQL store does)."""
+		prefix = f"{exception_type}: "
+		found: list[MessageRecord] = []
+		seen: set[str] = set()
+		since: datetime | None = None
+		while len(found) < limit:
+			page = self.find(
+				MessageFilter(
+					direction=Direction.OUTGOING, statuses=(Status.FAILED,), since=since, limit=1000
+				)
+			)
+			fresh = [r for r in page if r.message_id not in seen]
+			if not fresh:
+				break
+			for record in fresh:
+				seen.add(record.message_id)
+				if (
+					record.last_error.startswith(prefix)
+					and not record.resolved
+					and record.updated_at < updated_before
+				):
+					found.append(record)
+			since = page[-1].created_at
+		return found[:limit]
+
 	@abstractmethod
 	def resolve(self, direction: Direction, queue: str, message_ids: Sequence[str]) -> None:
 		"""Mark the records of ``message_ids`` (that direction and queue; "" for outgoing) resolved, and

@@ -451,6 +451,25 @@ class SqlStore(MessageStore):
 
 		return self._read(work)
 
+	def failed_with(
+		self, exception_type: str, *, updated_before: datetime, limit: int = 500
+	) -> list[MessageRecord]:
+		"""One query on the status index; ``last_error`` is compared by its start."""
+		t = self.messages
+		statement = (
+			select(t)
+			.where(
+				t.c.direction == Direction.OUTGOING.value,
+				t.c.status == Status.FAILED.value,
+				t.c.resolved.is_(False),
+				t.c.updated_at < naive_utc(updated_before),
+				t.c.last_error.startswith(f"{exception_type}: ", autoescape=True),
+			)
+			.order_by(t.c.created_at, t.c.id)
+			.limit(limit)
+		)
+		return self._read(lambda c: [message_record(r) for r in c.execute(statement).mappings()])
+
 	def processed_ids(self, queue: str, message_ids: Iterable[str]) -> set[str]:
 		return self._inbox_ids(queue, message_ids, Status.PROCESSED)
 

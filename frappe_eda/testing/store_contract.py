@@ -538,6 +538,34 @@ class StoreContract:
 		self.t.assertEqual([e.queue for e in self.store.errors("m")], ["b"])
 		self.t.assertIsNotNone(self.store.get("m", Direction.INCOMING, "b"))
 
+	# --- failures the relay sends again --------------------------------------------------------------
+
+	def test_failed_with_finds_unresolved_failures_of_one_type_oldest_first(self) -> None:
+		still = "frappe_eda.messaging.errors.StillNacked"
+		self.store.save(
+			[
+				outgoing(
+					"late", status=Status.FAILED, last_error=f"{still}: nacked", created_at=T0 + timedelta(1)
+				),
+				outgoing("early", status=Status.FAILED, last_error=f"{still}: nacked", created_at=T0),
+				outgoing(
+					"full", status=Status.FAILED, last_error="frappe_eda.messaging.errors.PublishNacked: x"
+				),
+				outgoing("other", status=Status.FAILED, last_error=f"{still}Not: a longer class name"),
+				outgoing("fixed", status=Status.FAILED, last_error=f"{still}: nacked", resolved=True),
+				outgoing("waiting", status=Status.PENDING, last_error=f"{still}: nacked"),
+				incoming("in", "q", status=Status.FAILED, last_error=f"{still}: nacked"),
+			]
+		)
+		later = datetime.now(timezone.utc) + timedelta(seconds=5)
+		found = self.store.failed_with(still, updated_before=later)
+		self.t.assertEqual([r.message_id for r in found], ["early", "late"])
+		self.t.assertEqual(
+			[r.message_id for r in self.store.failed_with(still, updated_before=later, limit=1)], ["early"]
+		)
+		# Only what rested long enough: nothing was last updated an hour ago.
+		self.t.assertEqual(self.store.failed_with(still, updated_before=later - timedelta(hours=1)), [])
+
 	# --- transactions -----------------------------------------------------------------------------
 
 	def test_transaction_commits_its_writes_together(self) -> None:

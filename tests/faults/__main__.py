@@ -117,7 +117,11 @@ def _timed(run, lab) -> Outcome:
 
 
 def _line(row: Outcome) -> str:
-	return f"{row.scenario}: sent {row.sent}, processed {row.processed}, dead {row.dead}, lost {row.lost}, twice {row.twice}"
+	refused = "" if row.refused is None else f", refused {row.refused}"
+	return (
+		f"{row.scenario}: sent {row.sent}, processed {row.processed}, dead {row.dead}, lost {row.lost}, "
+		f"twice {row.twice}{refused}"
+	)
 
 
 def _write(path: Path, rows: list[Outcome], count: int, seconds: float, flags: str = "") -> None:
@@ -135,15 +139,22 @@ def _write(path: Path, rows: list[Outcome], count: int, seconds: float, flags: s
 		"system broker (own node names, ports, data folders and Erlang cookie) and removes after: quorum "
 		"queues (delay and dead-letter queues too), two producer processes and three worker processes on "
 		"one queue, each preferring another node of its node list, sharing a MariaDB store. *sent* counts "
-		"both producers.",
+		"both producers. The producers record what they send in that store, so *refused* counts the "
+		"messages the broker refused and the store left FAILED at the end (a FAILED message waits for a "
+		"replay by hand); a nack or a channel the broker closed for now is sent again instead (issue "
+		"#26). The two *leader's node SIGKILLed* rows are the issue's report: producers connected to the "
+		"node that leads the queue, one message per call at 150/s, the node SIGKILLed a third of the way "
+		"in and started again 10 s later; two workers. The *longest stall* is the longest single "
+		"publishing call a producer made (`publish()`, `publish_many`, one drain of the relay).",
 		"",
-		"| scenario | sent | processed | dead-lettered | lost | processed twice | time to recover | notes |",
-		"|---|---:|---:|---:|---:|---:|---:|---|",
+		"| scenario | sent | processed | dead-lettered | lost | processed twice | refused | time to recover | notes |",
+		"|---|---:|---:|---:|---:|---:|---:|---:|---|",
 	]
 	for row in rows:
 		recovery = f"{row.recovery_seconds:.1f} s" if row.recovery_seconds is not None else "-"
+		refused = "-" if row.refused is None else str(row.refused)
 		lines.append(
-			f"| {row.scenario} | {row.sent} | {row.processed} | {row.dead} | {row.lost} | {row.twice} | {recovery} | {'; '.join(row.notes)} |"
+			f"| {row.scenario} | {row.sent} | {row.processed} | {row.dead} | {row.lost} | {row.twice} | {refused} | {recovery} | {'; '.join(row.notes)} |"
 		)
 	lines += [
 		"",

@@ -4,11 +4,14 @@ Every scenario runs producer processes and worker processes on one quorum queue 
 (``tests.faults.cluster``), each worker preferring another node, with a MariaDB store they share (the
 inbox that keeps each effect once across workers). One fault hits the cluster or the workers
 mid-stream; the reconciliation is the single-broker one: each id sent is processed once (one
-side-effect row) or dead with an error record; ``lost`` and ``twice`` must be 0.
+side-effect row) or dead with an error record; ``lost`` and ``twice`` must be 0. The producers record
+what they send in the same store, so a message the broker refused is left FAILED there: ``refused``
+counts those, and must be 0 too (issue #26: a leader change is "not now", never "no").
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -24,6 +27,7 @@ import pika
 from sqlalchemy import create_engine, text
 
 from frappe_eda.messaging.connection import BrokerSettings
+from frappe_eda.messaging.store import Direction, MessageFilter, Status
 from frappe_eda.stores import open_store
 from tests.faults.cluster import Node, RabbitCluster
 from tests.faults.harness import REPO, FaultLab, Outcome, in_background, mariadb_store
@@ -137,6 +141,7 @@ class ClusterLab(FaultLab):
 				"EDA_FAULT_IDS": str(ids),
 				"EDA_FAULT_CLIENT_NAME": f"{self.prefix}-producer-{index}",
 				"EDA_FAULT_PAUSE": str(pause),
+				"EDA_FAULT_STORE": self.store_url,
 			}
 			with log.open("wb") as out:
 				process = subprocess.Popen(
@@ -147,6 +152,62 @@ class ClusterLab(FaultLab):
 					cwd=REPO,
 				)
 			self.producers.append((process, ids))
+
+	def start_publisher(self, module: str, name: str, urls: list[str], **settings: str) -> None:
+		"""One producing process of ``module`` (``tests.faults.steady_producer_main``,
+		``tests.faults.outbox_main``) on the node list ``urls``, with the lab's exchange and store;
+		``settings`` are its EDA_FAULT_* variables without the prefix."""
+		ids = self.workdir / f"{name}.ids"
+		log = self.workdir / f"{name}.log"
+		self.logs.append(log)
+		env = {
+			**os.environ,
+			"PYTHONPATH": str(REPO),
+			"EDA_FAULT_AMQP": ",".join(urls),
+			"EDA_FAULT_STORE": self.store_url,
+			"EDA_FAULT_EXCHANGE": self.exchange,
+			"EDA_FAULT_IDS": str(ids),
+			"EDA_FAULT_CLIENT_NAME": f"{self.prefix}-{name}",
+			"EDA_FAULT_TAG": name,
+			**{f"EDA_FAULT_{key}": value for key, value in settings.items()},
+		}
+		with log.open("wb") as out:
+			process = subprocess.Popen(
+				[sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO
+			)
+		self.producers.append((process, ids))
+
+	def producer_summaries(self) -> list[dict]:
+		"""The JSON line each producing process printed last."""
+		found = []
+		for _process, ids in self.producers:
+			log = ids.with_suffix(".log")
+			lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+			if lines and lines[-1].startswith("{"):
+				found.append(json.loads(lines[-1]))
+		return found
+
+	def refused_ids(self, ids: set[str]) -> set[str]:
+		"""Which of ``ids`` the producers' store holds FAILED: refused by the broker, sent by nobody."""
+		store = open_store(self.store_url)
+		try:
+			query = MessageFilter(direction=Direction.OUTGOING, statuses=(Status.FAILED,), limit=10**7)
+			return {r.message_id for r in store.find(query)} & ids
+		finally:
+			store.close()
+
+	def account(self, outcome: Outcome, ids: set[str]) -> Outcome:
+		"""Refused (FAILED) messages are not lost, they are counted as refused; the longest stall."""
+		refused = self.refused_ids(ids)
+		outcome.refused = len(refused)
+		outcome.lost -= len(refused - self._finished(ids))
+		stalls = [s["longest_stall"] for s in self.producer_summaries() if "longest_stall" in s]
+		outcome.longest_stall = max(stalls) if stalls else None
+		return outcome
+
+	def _finished(self, ids: set[str]) -> set[str]:
+		processed, dead = self.finished_ids()
+		return ids & (processed | dead)
 
 	def wait_for_producers(self, timeout: float = 600) -> set[str]:
 		ids: set[str] = set()
@@ -234,10 +295,12 @@ def _run(
 	recovery = lab.first_effect_after(moment, before) if before < total else None
 	ids = lab.wait_for_producers()
 	assert len(ids) == total
-	lab.settle(ids, timeout=600)
+	lab.settle(ids - lab.refused_ids(ids), timeout=600)
 	for index in list(lab.workers):
 		lab.stop_one(index)
-	outcome = lab.reconcile(scenario, ids, recovery)
+	outcome = lab.account(lab.reconcile(scenario, ids, recovery), ids)
+	if outcome.longest_stall is not None:
+		outcome.notes.append(f"longest publish_many call {outcome.longest_stall:.2f}s")
 	resends = lab.producer_resends()
 	if resends:
 		outcome.notes.append(f"{resends} publishes interrupted before their confirm, resent")
@@ -414,6 +477,111 @@ def producer_node_lost(cluster: RabbitCluster, workdir: Path, count: int) -> Out
 		return outcome
 
 
+# The issue's operator: the leader's node comes back this long after its SIGKILL.
+RESTART_AFTER = 10.0
+# One message per call at the rate of a busy web service.
+STEADY_RATE = 150
+
+
+def _leader_lost_while_publishing(
+	cluster: RabbitCluster,
+	workdir: Path,
+	scenario: str,
+	start: Callable[[ClusterLab, list[str]], int],
+) -> Outcome:
+	"""Two workers on the queue; ``start(lab, urls)`` starts the producing processes on a node list that
+	begins at the queue leader's node (so they are connected to it, as in issue #26) and returns how many
+	messages they send. Once a third is processed the leader's node is SIGKILLed; it is started again
+	``RESTART_AFTER`` seconds later. Each message must be processed once, and none left FAILED."""
+	with cluster_lab(cluster, workdir) as lab:
+		for index in range(2):
+			lab.start_one(index)
+		leader = cluster.leader(lab.queue, lab.vhost)
+		first = cluster.nodes.index(leader)
+		expected = start(lab, lab.node_urls[first:] + lab.node_urls[:first])
+		lab.when_effects_reach(expected // 3)
+		before = lab.effects_count()
+		moment = time.monotonic()
+		cluster.kill_node(leader)
+		back: dict[str, float] = {}
+
+		def restart() -> None:
+			time.sleep(max(0.0, moment + RESTART_AFTER - time.monotonic()))
+			cluster.start_node(leader)
+			back["seconds"] = time.monotonic() - moment
+
+		restarting = in_background(restart)
+		elected = _seconds_until(lambda: cluster.leader(lab.queue, lab.vhost) is not leader, moment)
+		recovery = lab.first_effect_after(moment, before) if before < expected else None
+		ids = lab.wait_for_producers()
+		restarting.join(timeout=300)
+		assert len(ids) == expected and "seconds" in back, "a producer or the restart did not finish"
+		lab.settle(ids - lab.refused_ids(ids), timeout=600)
+		for index in list(lab.workers):
+			lab.stop_one(index)
+		outcome = lab.account(lab.reconcile(scenario, ids, recovery), ids)
+		outcome.notes.append(
+			f"killed {leader.name.split('@')[0]} (the leader, the producers' node), back after "
+			f"{back['seconds']:.1f}s"
+		)
+		if elected is not None:
+			outcome.notes.append(f"a new leader within {elected:.1f}s")
+		if outcome.longest_stall is not None:
+			outcome.notes.append(f"longest stall a publisher saw {outcome.longest_stall:.2f}s")
+		return outcome
+
+
+def leader_lost_under_steady_publish(cluster: RabbitCluster, workdir: Path, count: int) -> Outcome:
+	"""Issue #26 as reported: a service calling ``publish()`` once per message at 150/s (and a second one
+	with ``publish(wait=False)``), each with the SQL store, while the queue leader's node is lost."""
+
+	def start(lab: ClusterLab, urls: list[str]) -> int:
+		for name, wait in (("steady-wait", "1"), ("steady-nowait", "0")):
+			lab.start_publisher(
+				"tests.faults.steady_producer_main",
+				name,
+				urls,
+				COUNT=str(count),
+				RATE=str(STEADY_RATE),
+				WAIT=wait,
+			)
+		return 2 * count
+
+	return _leader_lost_while_publishing(
+		cluster,
+		workdir,
+		"cluster: leader's node SIGKILLed while services publish one at a time (publish(), wait=True and "
+		"False), restarted 10 s later",
+		start,
+	)
+
+
+def leader_lost_under_outbox_relay(cluster: RabbitCluster, workdir: Path, count: int) -> Outcome:
+	"""The outbox pattern on the SQL store: each message written PENDING in a commit of its own, and the
+	core relay (``OutboxRelay``, which the Frappe relay wraps) draining after each commit, while the
+	queue leader's node is lost. A message refused past the publisher's bound would be FAILED with
+	``StillNacked`` and put back in line by the relay after 5 s (the process waits for that)."""
+
+	def start(lab: ClusterLab, urls: list[str]) -> int:
+		lab.start_publisher(
+			"tests.faults.outbox_main",
+			"outbox",
+			urls,
+			COUNT=str(count),
+			RATE=str(STEADY_RATE),
+			RETRY_REFUSED_AFTER="5",
+		)
+		return count
+
+	outcome = _leader_lost_while_publishing(
+		cluster,
+		workdir,
+		"cluster: leader's node SIGKILLed while the outbox relay (SQL store) sends, restarted 10 s later",
+		start,
+	)
+	return outcome
+
+
 SCENARIOS: tuple[tuple[str, Callable[[RabbitCluster, Path, int], Outcome]], ...] = (
 	("cluster_leader_killed", leader_killed),
 	("cluster_worker_node_killed", worker_node_killed),
@@ -421,4 +589,6 @@ SCENARIOS: tuple[tuple[str, Callable[[RabbitCluster, Path, int], Outcome]], ...]
 	("cluster_rolling_restart", rolling_restart),
 	("cluster_workers_killed", workers_killed),
 	("cluster_producer_node_lost", producer_node_lost),
+	("cluster_leader_lost_steady_publish", leader_lost_under_steady_publish),
+	("cluster_leader_lost_outbox_relay", leader_lost_under_outbox_relay),
 )

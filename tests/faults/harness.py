@@ -52,10 +52,17 @@ class Outcome:
 	twice: int
 	recovery_seconds: float | None = None
 	notes: list[str] = field(default_factory=list)
+	# Messages a producer's store left FAILED at the end (the broker refused them and nothing sends them
+	# again); None where the scenario's producers keep no store.
+	refused: int | None = None
+	# The longest single publishing call a producer made (``publish()``, ``publish_many``, a relay's
+	# drain): what a caller waited; None where not measured.
+	longest_stall: float | None = None
 
 	def check(self, expected_dead: int | None = None) -> Outcome:
 		assert self.lost == 0, f"{self.scenario}: {self.lost} messages lost"
 		assert self.twice == 0, f"{self.scenario}: {self.twice} side effects ran twice"
+		assert not self.refused, f"{self.scenario}: {self.refused} messages left FAILED (refused)"
 		if expected_dead is not None:
 			assert self.dead == expected_dead, f"{self.scenario}: {self.dead} dead, expected {expected_dead}"
 		return self

@@ -1,0 +1,76 @@
+"""A producer process that publishes one message at a time through ``Publisher.publish()`` with a
+SQL store, at a steady rate, as a web service does (one call per request). It writes the id of each
+message to EDA_FAULT_IDS before publishing it, and at the end a JSON line on stdout: how many calls
+raised (``refused``), the longest call (the stall a caller saw) and when it began (seconds from start).
+
+Configured by environment: EDA_FAULT_AMQP (the node list), EDA_FAULT_STORE, EDA_FAULT_EXCHANGE,
+EDA_FAULT_COUNT, EDA_FAULT_RATE (messages a second), EDA_FAULT_IDS, EDA_FAULT_CLIENT_NAME,
+EDA_FAULT_WAIT (1: ``publish()``, 0: ``publish(wait=False)``), EDA_FAULT_TAG.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+from frappe_eda.messaging.connection import BrokerConnection, BrokerSettings
+from frappe_eda.messaging.envelope import Message
+from frappe_eda.messaging.errors import PublishError
+from frappe_eda.messaging.notify import LoggingNotifier
+from frappe_eda.messaging.publisher import Publisher
+from frappe_eda.stores import open_store
+
+
+def main() -> None:
+	logging.basicConfig(
+		level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+	)
+	logging.getLogger("pika").setLevel(logging.ERROR)
+	tag, count = os.environ.get("EDA_FAULT_TAG", "s0"), int(os.environ["EDA_FAULT_COUNT"])
+	rate = float(os.environ.get("EDA_FAULT_RATE", "150"))
+	wait = os.environ.get("EDA_FAULT_WAIT", "1") == "1"
+	settings = BrokerSettings(
+		url=os.environ["EDA_FAULT_AMQP"],
+		reconnect_attempts=60,
+		reconnect_max_wait=2,
+		heartbeat=5,
+		client_name=os.environ.get("EDA_FAULT_CLIENT_NAME", "frappe_eda"),
+	)
+	store = open_store(os.environ["EDA_FAULT_STORE"])
+	raised = 0
+	longest, longest_at = 0.0, 0.0
+	started = time.monotonic()
+	with open(os.environ["EDA_FAULT_IDS"], "w") as ids, BrokerConnection(settings) as connection:
+		publisher = Publisher(
+			connection, store, exchange=os.environ["EDA_FAULT_EXCHANGE"], notifier=LoggingNotifier()
+		)
+		for n in range(1, count + 1):
+			due = started + n / rate
+			if due > time.monotonic():
+				time.sleep(due - time.monotonic())
+			message = Message("fault.item", {"producer": tag, "n": n})
+			ids.write(message.id + "\n")
+			ids.flush()
+			began = time.monotonic()
+			try:
+				publisher.publish(message, wait=wait)
+			except PublishError as e:
+				raised += 1
+				print(
+					f"{time.monotonic() - started:.3f}s: publish of {n} raised {type(e).__name__}: {e}",
+					flush=True,
+				)
+			took = time.monotonic() - began
+			if took > longest:
+				longest, longest_at = took, began - started
+		publisher.close()
+	store.close()
+	summary = {"sent": count, "refused": raised, "longest_stall": longest, "longest_stall_at": longest_at}
+	print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+	main()
