@@ -21,6 +21,7 @@ message a leader change or a lost node refused waits for someone to replay it.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -43,6 +44,9 @@ class _Batch:
 STILL_NACKED = f"{StillNacked.__module__}.{StillNacked.__qualname__}"
 # How long a message FAILED with ``StillNacked`` rests before the relay sends it again.
 RETRY_REFUSED_AFTER = 60.0
+# How often at most a relay asks its store for such messages: a worker relays between every two batches
+# it consumes, and the question is a query on the failures.
+REFUSED_CHECK_EVERY = 10.0
 
 
 class OutboxRelay:
@@ -64,6 +68,7 @@ class OutboxRelay:
 		self.retry_refused_after = retry_refused_after
 		self.more_pending = False  # the last drain(max_batches=...) stopped with more to send
 		self.requeued = 0  # messages FAILED with StillNacked this relay put back in line
+		self._refused_checked_at: float | None = None  # time.monotonic() of the last ask
 
 	def relay_once(self, older_than: datetime | None = None) -> int:
 		"""Send one batch of PENDING messages; returns how many the broker confirmed (0 when another
@@ -121,6 +126,11 @@ class OutboxRelay:
 		"""Put messages FAILED with ``StillNacked`` whose rest is over back in line (PENDING); their ids."""
 		if self.retry_refused_after is None:
 			return set()
+		now = time.monotonic()
+		every = min(REFUSED_CHECK_EVERY, self.retry_refused_after)
+		if self._refused_checked_at is not None and now - self._refused_checked_at < every:
+			return set()
+		self._refused_checked_at = now
 		rested = utcnow() - timedelta(seconds=self.retry_refused_after)
 		records = [
 			r

@@ -357,6 +357,29 @@ class DocTypeStore(MessageStore):
 		rows = _ordered(frappe.qb.from_(m).select(*VALUE_COLUMNS).where(m.name.isin(names)), m)
 		return [_message_record(row) for row in rows.run(as_dict=True)]
 
+	def failed_with(
+		self, exception_type: str, *, updated_before: datetime, limit: int = 500
+	) -> list[MessageRecord]:
+		"""One query on the status index (``OutboxRelay`` asks on its turns). ``last_error`` is narrowed
+		by LIKE on its start (a class name has nothing the store escapes; LIKE's ``_`` matches itself and
+		more), then compared exactly."""
+		m = frappe.qb.DocType(MESSAGE)
+		prefix = f"{exception_type}: "
+		rows = _ordered(
+			frappe.qb.from_(m)
+			.select(*VALUE_COLUMNS)
+			.where(
+				(m.direction == DIRECTION_LABELS[Direction.OUTGOING])
+				& (m.status == STATUS_LABELS[Status.FAILED])
+				& (m.resolved == 0)
+				& (m.updated_at < _naive(updated_before))
+				& m.last_error.like(f"{to_column('last_error', prefix)}%")
+			),
+			m,
+		)
+		records = [_message_record(row) for row in rows.limit(limit).run(as_dict=True)]
+		return [r for r in records if r.last_error.startswith(prefix)]
+
 	def processed_ids(self, queue: str, message_ids: Iterable[str]) -> set[str]:
 		return self._inbox_ids(queue, message_ids, Status.PROCESSED)
 
