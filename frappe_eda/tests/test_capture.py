@@ -21,6 +21,8 @@ from frappe.tests.utils import FrappeTestCase
 
 from frappe_eda.outbox.rules import clear_rules_cache
 from frappe_eda.replication.content import HASH_KEY, document_hash
+from frappe_eda.tests import doctypes
+from frappe_eda.tests.doctypes import drop_doctypes, ensure_doctypes, field
 
 THING = "EDA Capture Thing"
 IMPORTED = "EDA Import Thing"
@@ -164,34 +166,12 @@ class TestCaptureRename(CaptureCase):
 	@classmethod
 	def setUpClass(cls):
 		super().setUpClass()
-		if not frappe.db.exists("DocType", THING):
-			frappe.get_doc(
-				{
-					"doctype": "DocType",
-					"name": THING,
-					"module": "Custom",
-					"custom": 1,
-					"autoname": "hash",
-					"allow_rename": 1,
-					"fields": [{"fieldname": "title", "fieldtype": "Data", "label": "Title"}],
-					"permissions": [
-						{"role": "System Manager", "read": 1, "write": 1, "create": 1, "delete": 1}
-					],
-				}
-			).insert(ignore_permissions=True)
-		frappe.db.commit()
-		frappe.clear_cache()
+		ensure_doctypes([doctypes.doctype(THING, [field("title")], autoname="hash", allow_rename=1)])
 
 	@classmethod
 	def tearDownClass(cls):
 		frappe.db.rollback()
-		for table, field in (("EDA Event Rule", "document_type"), ("EDA Message", "reference_doctype")):
-			frappe.db.delete(table, {field: THING})
-		if frappe.db.exists("DocType", THING):
-			frappe.db.delete(THING)
-			frappe.delete_doc("DocType", THING, force=True, ignore_permissions=True)
-		frappe.db.commit()
-		frappe.clear_cache()
+		drop_doctypes([THING])
 		super().tearDownClass()
 
 	def test_a_rename_publishes_after_rename_with_the_old_and_new_names(self):
@@ -254,49 +234,14 @@ class TestCaptureDataImport(CaptureCase):
 	@classmethod
 	def setUpClass(cls):
 		super().setUpClass()
-		if not frappe.db.exists("DocType", IMPORTED):
-			frappe.get_doc(
-				{
-					"doctype": "DocType",
-					"name": IMPORTED,
-					"module": "Custom",
-					"custom": 1,
-					"autoname": "hash",
-					"allow_import": 1,
-					"fields": [
-						{"fieldname": "description", "fieldtype": "Small Text", "label": "Description"},
-						{
-							"fieldname": "priority",
-							"fieldtype": "Select",
-							"label": "Priority",
-							"options": "Low\nMedium\nHigh",
-						},
-					],
-					"permissions": [
-						{
-							"role": "System Manager",
-							"read": 1,
-							"write": 1,
-							"create": 1,
-							"delete": 1,
-							"import": 1,
-						}
-					],
-				}
-			).insert(ignore_permissions=True)
-		frappe.db.commit()
-		frappe.clear_cache()
+		priority = field("priority", "Select", options="Low\nMedium\nHigh")
+		fields = [field("description", "Small Text"), priority]
+		ensure_doctypes([doctypes.doctype(IMPORTED, fields, autoname="hash", allow_import=1)])
 
 	@classmethod
 	def tearDownClass(cls):
 		frappe.db.rollback()
-		for table, field in (("EDA Event Rule", "document_type"), ("EDA Message", "reference_doctype")):
-			frappe.db.delete(table, {field: IMPORTED})
-		if frappe.db.exists("DocType", IMPORTED):
-			frappe.db.delete(IMPORTED)
-			frappe.delete_doc("DocType", IMPORTED, force=True, ignore_permissions=True)
-		frappe.db.commit()
-		frappe.clear_cache()
+		drop_doctypes([IMPORTED])
 		super().tearDownClass()
 
 	def setUp(self):
