@@ -21,13 +21,14 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 
-from frappe_eda.messaging.connection import BrokerConnection, BrokerSettings
+from frappe_eda.messaging.connection import BrokerConnection
 from frappe_eda.messaging.envelope import Message, encode
 from frappe_eda.messaging.notify import LoggingNotifier
 from frappe_eda.messaging.outbox import STILL_NACKED, OutboxRelay
 from frappe_eda.messaging.publisher import Publisher
 from frappe_eda.messaging.store import Direction, MessageFilter, MessageRecord, Status
 from frappe_eda.stores import open_store
+from tests.faults.producer_main import broker_settings_from_env
 
 PENDING = MessageFilter(direction=Direction.OUTGOING, statuses=(Status.PENDING,), limit=1)
 
@@ -41,13 +42,7 @@ def main() -> None:
 	rate = float(os.environ.get("EDA_FAULT_RATE", "150"))
 	exchange = os.environ["EDA_FAULT_EXCHANGE"]
 	settle = float(os.environ.get("EDA_FAULT_SETTLE", "180"))
-	settings = BrokerSettings(
-		url=os.environ["EDA_FAULT_AMQP"],
-		reconnect_attempts=60,
-		reconnect_max_wait=2,
-		heartbeat=5,
-		client_name=os.environ.get("EDA_FAULT_CLIENT_NAME", "frappe_eda"),
-	)
+	settings = broker_settings_from_env()
 	store = open_store(os.environ["EDA_FAULT_STORE"])
 	longest = 0.0
 	with open(os.environ["EDA_FAULT_IDS"], "w") as ids, BrokerConnection(settings) as connection:

@@ -29,6 +29,18 @@ CHUNK = int(os.environ.get("EDA_FAULT_CHUNK", "20"))
 PAUSE = float(os.environ.get("EDA_FAULT_PAUSE", "0.02"))
 
 
+def broker_settings_from_env() -> BrokerSettings:
+	"""The node list the scenario gives a producing process (``EDA_FAULT_AMQP``), with reconnects patient
+	enough to outlast a node's restart; shared by every producing process of the fault scenarios."""
+	return BrokerSettings(
+		url=os.environ["EDA_FAULT_AMQP"],
+		reconnect_attempts=60,
+		reconnect_max_wait=2,
+		heartbeat=5,
+		client_name=os.environ.get("EDA_FAULT_CLIENT_NAME", "frappe_eda"),
+	)
+
+
 def main() -> None:
 	logging.basicConfig(
 		level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -37,13 +49,7 @@ def main() -> None:
 	tag, count = os.environ["EDA_FAULT_TAG"], int(os.environ["EDA_FAULT_COUNT"])
 	messages = [Message("fault.item", {"producer": tag, "n": n}) for n in range(1, count + 1)]
 	Path(os.environ["EDA_FAULT_IDS"]).write_text("\n".join(m.id for m in messages) + "\n")
-	settings = BrokerSettings(
-		url=os.environ["EDA_FAULT_AMQP"],
-		reconnect_attempts=60,
-		reconnect_max_wait=2,
-		heartbeat=5,
-		client_name=os.environ.get("EDA_FAULT_CLIENT_NAME", "frappe_eda"),
-	)
+	settings = broker_settings_from_env()
 	store = open_store(os.environ["EDA_FAULT_STORE"]) if os.environ.get("EDA_FAULT_STORE") else None
 	resent = refused = 0
 	longest = 0.0

@@ -16,12 +16,13 @@ import os
 import sys
 import time
 
-from frappe_eda.messaging.connection import BrokerConnection, BrokerSettings
+from frappe_eda.messaging.connection import BrokerConnection
 from frappe_eda.messaging.envelope import Message
 from frappe_eda.messaging.errors import PublishError
 from frappe_eda.messaging.notify import LoggingNotifier
 from frappe_eda.messaging.publisher import Publisher
 from frappe_eda.stores import open_store
+from tests.faults.producer_main import broker_settings_from_env
 
 
 def main() -> None:
@@ -32,13 +33,7 @@ def main() -> None:
 	tag, count = os.environ.get("EDA_FAULT_TAG", "s0"), int(os.environ["EDA_FAULT_COUNT"])
 	rate = float(os.environ.get("EDA_FAULT_RATE", "150"))
 	wait = os.environ.get("EDA_FAULT_WAIT", "1") == "1"
-	settings = BrokerSettings(
-		url=os.environ["EDA_FAULT_AMQP"],
-		reconnect_attempts=60,
-		reconnect_max_wait=2,
-		heartbeat=5,
-		client_name=os.environ.get("EDA_FAULT_CLIENT_NAME", "frappe_eda"),
-	)
+	settings = broker_settings_from_env()
 	store = open_store(os.environ["EDA_FAULT_STORE"])
 	raised = 0
 	longest, longest_at = 0.0, 0.0
