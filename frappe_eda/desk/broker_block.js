@@ -41,12 +41,12 @@
 	}
 
 	function workers(data) {
-		const link = `<a href="/app/eda-worker">${__("All workers")}</a>`;
+		const link = `<a href="${frappe.router.make_url(["eda-worker"])}">${__("All workers")}</a>`;
 		if (!data.workers.length) return `<h5>${__("Workers")}</h5><p class="text-muted">${__("No worker has run yet: bench --site {0} eda worker.", [esc(frappe.boot.sitename || "SITE")])}</p>`;
 		const rows = data.workers.map((w) => {
 			const [colour, label] = STATE[w.state] || ["gray", esc(w.state)];
 			return `<tr>
-				<td><a href="/app/eda-worker/${encodeURIComponent(w.name)}">${esc(w.worker_id)}</a></td>
+				<td><a href="${frappe.router.make_url(["eda-worker", w.name])}">${esc(w.worker_id)}</a></td>
 				<td><span class="indicator-pill ${colour}">${label}</span></td>
 				<td>${age(w.last_seen)}</td>
 				<td>${age(w.started_at)}</td>

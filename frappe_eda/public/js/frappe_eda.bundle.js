@@ -15,6 +15,13 @@ const STORE_ENTITY = /&(amp|quot|apos|gt|lt);/g;
 const REPLAY_POLL_MS = 2000;
 const REPLAY_POLL_TRIES = 150;
 
+// A desk URL: /app/... on Frappe v15, /desk/... on v16 (Frappe's own router knows which). `slug` is the
+// DocType's route ("eda-message"), `name` a document (optional), `query` an object of filters (optional).
+frappe_eda.desk_url = function (slug, name, query) {
+	const url = frappe.router.make_url(name === undefined || name === null ? [slug] : [slug, name]);
+	return query ? `${url}?${new URLSearchParams(query).toString()}` : url;
+};
+
 // Producer text is stored HTML-escaped, so Frappe's own formatters show it as text. This is the exact
 // inverse of the store's escaping: the literal text. Only for text that is set as text (textContent,
 // a list title), never as HTML; for HTML use frappe_eda.stored_text.
@@ -133,7 +140,7 @@ frappe_eda.show_job_summary = function (title, state) {
 			`<details><summary>${__("Refused messages")}${state.results_truncated ? " " + __("(the first ones)") : ""}</summary><ul>${failed
 				.map(
 					(r) =>
-						`<li><a href="/app/eda-message/${encodeURIComponent(r.name)}">${escape(r.name)}</a>: ${escape(r.detail || r.reason || "")}</li>`
+						`<li><a href="${frappe_eda.desk_url("eda-message", r.name)}">${escape(r.name)}</a>: ${escape(r.detail || r.reason || "")}</li>`
 				)
 				.join("")}</ul></details>`
 		);
@@ -308,6 +315,13 @@ frappe_eda.json_block = function (text) {
 	)}</pre>`;
 };
 
+// A list column's HTML (a formatter's result that is not the title): always inside an element. Frappe v16
+// sizes list columns with $(html).text(), and jQuery reads a string that does not start with "<" as a
+// CSS selector: text such as "&lt;script&gt;" then throws, and no row of the page is drawn.
+frappe_eda.list_cell = function (html) {
+	return html ? `<span>${html}</span>` : "";
+};
+
 // The first line of a text, at most `max` characters (a list column; the form shows it whole).
 frappe_eda.short_text = function (text, max = 80) {
 	const line = String(text ?? "").split("\n", 1)[0];
@@ -381,7 +395,7 @@ frappe_eda.show_document_messages = function (frm) {
 				const red = ["Dead", "Failed"].includes(m.status) && !m.resolved;
 				const where = m.direction === "Incoming" ? m.queue : m.exchange;
 				return `<tr>
-					<td><a href="/app/eda-message/${encodeURIComponent(m.name)}">${frappe_eda.stored_text(m.routing_key || m.name)}</a></td>
+					<td><a href="${frappe_eda.desk_url("eda-message", m.name)}">${frappe_eda.stored_text(m.routing_key || m.name)}</a></td>
 					<td>${frappe_eda.stored_text(m.direction)}</td>
 					<td><span class="indicator-pill ${red ? "red" : m.status === "Processed" || m.status === "Published" ? "green" : "orange"}">${frappe_eda.stored_text(m.status)}</span>${m.resolved ? ` <span class="text-muted">(${__("resolved")})</span>` : ""}</td>
 					<td>${frappe_eda.stored_text(where || "")}</td>
@@ -399,7 +413,7 @@ frappe_eda.show_document_messages = function (frm) {
 					<th>${__("Routing Key")}</th><th>${__("Direction")}</th><th>${__("Status")}</th>
 					<th>${__("Exchange / Queue")}</th><th>${__("Created")}</th><th>${__("Last Error")}</th>
 				</tr></thead><tbody>${rows.join("")}</tbody></table>
-				${result.more ? `<a href="/app/eda-message?reference_doctype=${encodeURIComponent(doctype)}&reference_name=${encodeURIComponent(name)}">${__("All messages of this document")}</a>` : ""}
+				${result.more ? `<a href="${frappe_eda.desk_url("eda-message", null, { reference_doctype: doctype, reference_name: name })}">${__("All messages of this document")}</a>` : ""}
 			</div>`;
 			frm.dashboard.add_section(html, __("Messages"), `custom ${DOCUMENT_MESSAGES_SECTION}`);
 			frm.dashboard.show();

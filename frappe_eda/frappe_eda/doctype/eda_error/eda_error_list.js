@@ -11,7 +11,9 @@ frappe.listview_settings["EDA Error"] = {
 		// The title (exception type) is set as text (textContent): show the stored, HTML-escaped text
 		// literally. Anywhere else a list formatter's result is HTML, so it stays as stored.
 		exception_type(value) {
-			return frappe.get_meta("EDA Error").title_field === "exception_type" ? frappe_eda.unescape(value) : value;
+			return frappe.get_meta("EDA Error").title_field === "exception_type"
+				? frappe_eda.unescape(value)
+				: frappe_eda.list_cell(value);
 		},
 	},
 	get_indicator(doc) {

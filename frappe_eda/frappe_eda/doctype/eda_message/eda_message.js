@@ -143,7 +143,7 @@ function show_errors(frm) {
 			.map(
 				(e) => `<div class="eda-error" style="margin-bottom: var(--margin-md)">
 					<div><b>${__("Attempt {0}", [cint(e.attempt)])}</b> · ${frappe_eda.format_utc(e.occurred_at)} ·
-					<a href="/app/eda-error?fingerprint=${encodeURIComponent(e.fingerprint)}">${__("same failure")}</a></div>
+					<a href="${frappe_eda.desk_url("eda-error", null, { fingerprint: e.fingerprint })}">${__("same failure")}</a></div>
 					<div>${frappe_eda.stored_text(e.exception_type)}: ${frappe_eda.stored_text(e.error)}</div>
 					<details><summary>${__("Traceback")}</summary><pre style="white-space: pre-wrap">${frappe.utils.escape_html(
 						e.traceback || ""
@@ -177,7 +177,7 @@ function show_related(frm) {
 	frappe.xcall("frappe_eda.frappe_eda.doctype.eda_message.eda_message.related_messages", { name: frm.doc.name }).then(
 		(related) => {
 			const link = (m) =>
-				`<a href="/app/eda-message/${encodeURIComponent(m.name)}">${frappe_eda.stored_text(m.routing_key || m.message_id)}</a>
+				`<a href="${frappe_eda.desk_url("eda-message", m.name)}">${frappe_eda.stored_text(m.routing_key || m.message_id)}</a>
 				<span class="text-muted">${frappe_eda.stored_text(m.status)} · ${frappe_eda.stored_text(m.direction)}${
 					m.queue ? " · " + frappe_eda.stored_text(m.queue) : ""
 				} · ${frappe_eda.format_utc(m.created_at)}</span>`;
@@ -209,7 +209,7 @@ function show_receipts(frm) {
 			if (!receipts.length) return;
 			frm.dashboard.add_section(
 				`<div class="eda-message-receipts-body">${frappe_eda.receipt_lines(receipts)}
-				<a class="small" href="/app/eda-receipt?eda_message=${encodeURIComponent(name)}">${__("All receipts")}</a></div>`,
+				<a class="small" href="${frappe_eda.desk_url("eda-receipt", null, { eda_message: name })}">${__("All receipts")}</a></div>`,
 				__("Receipts"),
 				`custom ${RECEIPTS_SECTION}`
 			);

@@ -7,7 +7,7 @@ frappe.listview_settings["EDA Message"] = {
 	formatters: {
 		// Stored HTML-escaped (frappe_eda.stored_text): the first line, short; the full text is in the form.
 		last_error(value) {
-			return frappe_eda.stored_text(frappe_eda.short_text(frappe_eda.unescape(value)));
+			return frappe_eda.list_cell(frappe_eda.stored_text(frappe_eda.short_text(frappe_eda.unescape(value))));
 		},
 		created_at(value) {
 			return frappe_eda.utc_age(value);
@@ -15,7 +15,9 @@ frappe.listview_settings["EDA Message"] = {
 		// The title (routing key) is set as text (textContent): show the stored, HTML-escaped text as
 		// the literal key. Anywhere else a list formatter's result is HTML, so it stays as stored.
 		routing_key(value) {
-			return frappe.get_meta("EDA Message").title_field === "routing_key" ? frappe_eda.unescape(value) : value;
+			return frappe.get_meta("EDA Message").title_field === "routing_key"
+				? frappe_eda.unescape(value)
+				: frappe_eda.list_cell(value);
 		},
 	},
 	get_indicator(doc) {

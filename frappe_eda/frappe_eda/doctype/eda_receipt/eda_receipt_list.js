@@ -10,7 +10,7 @@ frappe.listview_settings["EDA Receipt"] = {
 		},
 		// The title (server) is set as text: show the stored, HTML-escaped text literally.
 		server(value) {
-			return frappe.get_meta("EDA Receipt").title_field === "server" ? frappe_eda.unescape(value) : value;
+			return frappe.get_meta("EDA Receipt").title_field === "server" ? frappe_eda.unescape(value) : frappe_eda.list_cell(value);
 		},
 	},
 	get_indicator(doc) {

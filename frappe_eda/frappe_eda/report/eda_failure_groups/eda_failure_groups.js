@@ -13,7 +13,7 @@ frappe.query_reports["EDA Failure Groups"] = {
 			)}">${__("Replay Group")}</button>`;
 		}
 		if (column.fieldname === "fingerprint" && data) {
-			return `<a href="/app/eda-error?fingerprint=${encodeURIComponent(value)}">${frappe_eda.stored_text(value)}</a>`;
+			return `<a href="${frappe_eda.desk_url("eda-error", null, { fingerprint: value })}">${frappe_eda.stored_text(value)}</a>`;
 		}
 		if (column.fieldtype === "Data" && typeof value === "string") {
 			return default_formatter(frappe_eda.stored_text(value), row, column, data);
