@@ -15,19 +15,20 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pika
 import pytest
 
 from frappe_eda.messaging.connection import BrokerConnection, BrokerSettings
-from frappe_eda.messaging.envelope import Message, encode
+from frappe_eda.messaging.envelope import Message
 from frappe_eda.messaging.errors import PublishNacked, StillNacked
 from frappe_eda.messaging.outbox import OutboxRelay
 from frappe_eda.messaging.publisher import Publisher, envelope_from_record
 from frappe_eda.messaging.refusals import RETRY_REFUSED_FOR
-from frappe_eda.messaging.store import Direction, MessageRecord, MessageStore, Status
+from frappe_eda.messaging.store import Direction, MessageStore, Status
 from frappe_eda.messaging.topology import Binding, Exchange, Queue, Topology, TopologyDeclarer
+from tests.outbox_rows import pending_row, queued_ids
 
 STILL_NACKED = "frappe_eda.messaging.errors.StillNacked"
 
@@ -131,31 +132,9 @@ def refusing(
 		declarer.close()
 
 
-def _queued(raw_channel, queue: str) -> list[str]:
-	ids = []
-	while True:
-		method, properties, _body = raw_channel.basic_get(queue, auto_ack=True)
-		if method is None:
-			return ids
-		ids.append(properties.message_id)
-
-
 def _statuses(store: MessageStore, messages: list[Message]) -> list[Status]:
 	records = [store.get(m.id, Direction.OUTGOING) for m in messages]
 	return [r.status if r is not None else Status.RECEIVED for r in records]
-
-
-def _pending_row(message: Message, exchange: str, created_at: datetime | None = None) -> MessageRecord:
-	return MessageRecord(
-		message_id=message.id,
-		direction=Direction.OUTGOING,
-		status=Status.PENDING,
-		routing_key=message.type,
-		body=encode(message).decode(),
-		exchange=exchange,
-		message_type=message.type,
-		created_at=created_at or message.created_at,
-	)
 
 
 def _publish_every_way(
@@ -174,7 +153,7 @@ def _publish_every_way(
 	elif way == "relay":
 		base = messages[0].created_at  # written in this order, a millisecond apart
 		store.save(
-			[_pending_row(m, exchange, base + timedelta(milliseconds=n)) for n, m in enumerate(messages)]
+			[pending_row(m, exchange, base + timedelta(milliseconds=n)) for n, m in enumerate(messages)]
 		)
 		assert OutboxRelay(publisher, store).drain() == len(messages)
 	else:
@@ -200,7 +179,7 @@ def test_a_nack_that_passes_is_sent_again_in_order_and_recorded_published(
 	assert refusal.nacked.is_set(), "the queue never refused: nothing was tried again"
 	assert _statuses(store, messages) == [Status.PUBLISHED] * len(messages)
 	assert not any(store.errors(m.id) for m in messages)
-	assert _queued(raw_channel, queue) == [m.id for m in messages]  # once each, in order
+	assert queued_ids(raw_channel, queue) == [m.id for m in messages]  # once each, in order
 
 
 def test_a_nack_outlasting_the_bound_fails_with_still_nacked_and_the_relay_sends_it_later(
@@ -214,7 +193,7 @@ def test_a_nack_outlasting_the_bound_fails_with_still_nacked_and_the_relay_sends
 	with pytest.raises(StillNacked, match=r"after 0\.[3-9]s of tries on fresh channels"):
 		publisher.publish(refused)
 	# A nack recorded as a plain PublishNacked (a single broker's full queue) is never sent again alone.
-	store.save([_pending_row(full, exchange)])
+	store.save([pending_row(full, exchange)])
 	store.set_status(Direction.OUTGOING, [full.id], Status.FAILED, last_error="PublishNacked: full")
 
 	[record] = [store.get(refused.id, Direction.OUTGOING)]
@@ -235,7 +214,7 @@ def test_a_nack_outlasting_the_bound_fails_with_still_nacked_and_the_relay_sends
 	assert again is not None and again.status is Status.PUBLISHED and again.resolved
 	assert all(e.resolved for e in store.errors(refused.id))
 	assert _statuses(store, [full]) == [Status.FAILED]
-	assert _queued(raw_channel, queue) == [refused.id]
+	assert queued_ids(raw_channel, queue) == [refused.id]
 
 
 def test_a_replay_rides_through_a_nack(
@@ -247,11 +226,11 @@ def test_a_replay_rides_through_a_nack(
 	message = Message("order.created", {"n": 1})
 	refusal.clear_when_nacked()
 
-	report = publisher.send([envelope_from_record(_pending_row(message, exchange))])
+	report = publisher.send([envelope_from_record(pending_row(message, exchange))])
 	publisher.close()
 
 	assert report.confirmed == [message.id] and refusal.nacked.is_set()
-	assert _queued(raw_channel, queue) == [message.id]
+	assert queued_ids(raw_channel, queue) == [message.id]
 
 
 def test_only_a_node_list_makes_a_publisher_retry_nacks_by_default(amqp_url: str) -> None:

@@ -19,6 +19,7 @@ from frappe_eda.messaging.publisher import Publisher
 from frappe_eda.messaging.store import Direction, MessageStore, Status
 from frappe_eda.messaging.topology import Binding, Exchange, Queue, Topology, TopologyDeclarer
 from frappe_eda.stores import open_store
+from tests.outbox_rows import queued_ids
 
 
 @pytest.fixture
@@ -44,15 +45,6 @@ def _status(store: MessageStore, message: Message) -> Status:
 	return record.status
 
 
-def _ids_in(raw_channel, queue: str) -> list[str]:
-	ids = []
-	while True:
-		method, properties, _body = raw_channel.basic_get(queue, auto_ack=True)
-		if method is None:
-			return ids
-		ids.append(properties.message_id)
-
-
 def test_published_status_is_written_by_the_next_call_or_close(
 	connection: BrokerConnection, store: MessageStore, wired: tuple[str, str], raw_channel
 ) -> None:
@@ -67,7 +59,7 @@ def test_published_status_is_written_by_the_next_call_or_close(
 	publisher.close()
 
 	assert _status(store, second) is Status.PUBLISHED
-	assert _ids_in(raw_channel, queue) == [first.id, second.id]
+	assert queued_ids(raw_channel, queue) == [first.id, second.id]
 
 
 def test_a_crash_after_the_confirm_leaves_the_message_pending_and_the_relay_sends_it_again(
@@ -85,7 +77,7 @@ def test_a_crash_after_the_confirm_leaves_the_message_pending_and_the_relay_send
 	relayed = OutboxRelay(Publisher(connection, reopened, exchange=exchange), reopened).drain()
 
 	assert relayed == 1 and _status(reopened, message) is Status.PUBLISHED
-	assert _ids_in(raw_channel, queue) == [message.id, message.id]  # a duplicate, never a loss
+	assert queued_ids(raw_channel, queue) == [message.id, message.id]  # a duplicate, never a loss
 	reopened.close()
 
 
@@ -130,7 +122,7 @@ def test_publish_without_waiting_records_each_answer_when_it_is_taken_in(
 	assert isinstance(report.failed[lost.id], UnroutableMessage)
 	assert {_status(store, m) for m in sent} == {Status.PUBLISHED}
 	assert _status(store, lost) is Status.FAILED
-	assert _ids_in(raw_channel, queue) == [m.id for m in sent]
+	assert queued_ids(raw_channel, queue) == [m.id for m in sent]
 	publisher.close()
 
 
@@ -149,7 +141,7 @@ def test_a_message_sent_without_waiting_survives_a_crash_before_its_confirm_was_
 	OutboxRelay(Publisher(connection, reopened, exchange=exchange), reopened).drain()
 
 	assert _status(reopened, message) is Status.PUBLISHED
-	assert _ids_in(raw_channel, queue) == [message.id, message.id]
+	assert queued_ids(raw_channel, queue) == [message.id, message.id]
 	reopened.close()
 
 
@@ -165,5 +157,5 @@ def test_a_connection_lost_with_messages_in_flight_sends_them_again_on_the_next_
 	publisher.close()
 
 	assert {_status(store, m) for m in [*before, after]} == {Status.PUBLISHED}
-	arrived = _ids_in(raw_channel, queue)
+	arrived = queued_ids(raw_channel, queue)
 	assert set(arrived) == {m.id for m in [*before, after]}  # some possibly twice, none lost

@@ -17,11 +17,12 @@ from frappe_eda.messaging.connection import BrokerConnection, BrokerSettings
 from frappe_eda.messaging.envelope import Message, encode
 from frappe_eda.messaging.errors import PublishNacked, UnroutableMessage
 from frappe_eda.messaging.publisher import Publisher
-from frappe_eda.messaging.store import Direction, MessageRecord, Status
+from frappe_eda.messaging.store import Direction
 from frappe_eda.messaging.topology import Exchange, Queue, Topology, TopologyDeclarer
 from frappe_eda.stores import open_store
 from tests.faults.harness import FaultLab, Outcome, in_background, lock_out, mariadb_store, rabbitmqctl
 from tests.fixtures.relay_process import start_relays
+from tests.outbox_rows import pending_row
 
 
 def broker_restart(lab: FaultLab, count: int) -> Outcome:
@@ -426,7 +427,7 @@ def concurrent_relays(lab: FaultLab, count: int, relays: int = 4) -> Outcome:
 	messages = lab.messages(count)
 	first = messages[0].created_at
 	store.save(
-		[_pending_row(m, lab.exchange, first + timedelta(milliseconds=n)) for n, m in enumerate(messages)]
+		[pending_row(m, lab.exchange, first + timedelta(milliseconds=n)) for n, m in enumerate(messages)]
 	)
 	store.close()
 	go = lab.workdir / "relays-go"
@@ -469,17 +470,3 @@ def concurrent_relays(lab: FaultLab, count: int, relays: int = 4) -> Outcome:
 		f"{'yes' if in_order else 'no'}; confirmed per relay {sorted(shares, reverse=True)}"
 	)
 	return outcome
-
-
-def _pending_row(message: Message, exchange: str, created_at) -> MessageRecord:  # type: ignore[no-untyped-def]
-	"""An outbox row as the Frappe document hook writes it: PENDING, not yet sent."""
-	return MessageRecord(
-		message_id=message.id,
-		direction=Direction.OUTGOING,
-		status=Status.PENDING,
-		routing_key=message.type,
-		body=encode(message).decode(),
-		exchange=exchange,
-		message_type=message.type,
-		created_at=created_at,
-	)

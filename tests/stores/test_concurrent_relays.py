@@ -21,10 +21,11 @@ from pathlib import Path
 import pika
 import pytest
 
-from frappe_eda.messaging.envelope import Message, encode
-from frappe_eda.messaging.store import Direction, MessageRecord, Status
+from frappe_eda.messaging.envelope import Message
+from frappe_eda.messaging.store import Direction, Status
 from frappe_eda.stores.sql import SqlStore
 from tests.fixtures.relay_process import start_relays
+from tests.outbox_rows import pending_row
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=timezone.utc)
@@ -54,18 +55,7 @@ def _fill(store: SqlStore, exchange: str, count: int) -> list[str]:
 	records = []
 	for n in range(count):
 		message = Message("order.created", {"n": n}, created_at=T0 + timedelta(milliseconds=n))
-		records.append(
-			MessageRecord(
-				message_id=message.id,
-				direction=Direction.OUTGOING,
-				status=Status.PENDING,
-				routing_key=message.type,
-				body=encode(message).decode(),
-				exchange=exchange,
-				message_type=message.type,
-				created_at=message.created_at,
-			)
-		)
+		records.append(pending_row(message, exchange))
 	store.save(records)
 	return [r.message_id for r in records]
 
