@@ -398,15 +398,7 @@ def run_once(args: argparse.Namespace, number: int) -> dict[str, Any]:
 		_wait(lambda: consumer.distinct() >= args.count // 3, 300, "a third of the messages")
 		moment, wall = time.monotonic(), time.time()
 		cluster.kill_node(leader)
-		back: dict[str, float] = {}
-
-		def restart() -> None:
-			time.sleep(max(0.0, moment + RESTART_AFTER - time.monotonic()))
-			cluster.start_node(leader)
-			back["seconds"] = time.monotonic() - moment
-
-		restarting = threading.Thread(target=restart, daemon=True)
-		restarting.start()
+		restarting = cluster.start_later(leader, moment, RESTART_AFTER)
 		elected = None
 		while time.monotonic() - moment < 60:
 			try:
@@ -438,7 +430,7 @@ def run_once(args: argparse.Namespace, number: int) -> dict[str, Any]:
 		result.update(
 			killed=leader.name.split("@")[0],
 			relay_on=f"{args.relay_on} ({relay_node.name.split('@')[0]})",
-			back_after=round(back.get("seconds", -1), 1),
+			back_after=round(restarting.seconds if restarting.seconds is not None else -1, 1),
 			new_leader_within=None if elected is None else round(elected, 1),
 			settled_after_kill=round(settled, 1),
 			consumer_reconnects=consumer.reconnects,

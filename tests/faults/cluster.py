@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -65,6 +66,19 @@ class Node:
 	@property
 	def pid_file(self) -> Path:
 		return self.folder / "mnesia" / f"{self.name}.pid"
+
+
+@dataclass
+class NodeRestart:
+	"""A node being started again in the background (``RabbitCluster.start_later``)."""
+
+	since: float
+	seconds: float | None = None  # how long after ``since`` the node was up again; None until it is
+	thread: threading.Thread | None = None
+
+	def join(self, timeout: float) -> None:
+		if self.thread is not None:
+			self.thread.join(timeout)
 
 
 class RabbitCluster:
@@ -143,6 +157,20 @@ class RabbitCluster:
 		if node.process is not None:
 			node.process.wait(timeout=60)
 		node.process = None
+
+	def start_later(self, node: Node, since: float, after: float) -> NodeRestart:
+		"""Start ``node`` again ``after`` seconds past ``since`` (``time.monotonic()``), in a thread of its
+		own, while the caller watches what the outage does (a leader's node killed, back 10 s later)."""
+		restart = NodeRestart(since)
+
+		def run() -> None:
+			time.sleep(max(0.0, since + after - time.monotonic()))
+			self.start_node(node)
+			restart.seconds = time.monotonic() - since
+
+		restart.thread = threading.Thread(target=run, daemon=True)
+		restart.thread.start()
+		return restart
 
 	def stop_node(self, node: Node) -> None:
 		"""A clean shutdown of one node (what a rolling restart or maintenance does)."""

@@ -503,26 +503,21 @@ def _leader_lost_while_publishing(
 		before = lab.effects_count()
 		moment = time.monotonic()
 		cluster.kill_node(leader)
-		back: dict[str, float] = {}
-
-		def restart() -> None:
-			time.sleep(max(0.0, moment + RESTART_AFTER - time.monotonic()))
-			cluster.start_node(leader)
-			back["seconds"] = time.monotonic() - moment
-
-		restarting = in_background(restart)
+		restarting = cluster.start_later(leader, moment, RESTART_AFTER)
 		elected = _seconds_until(lambda: cluster.leader(lab.queue, lab.vhost) is not leader, moment)
 		recovery = lab.first_effect_after(moment, before) if before < expected else None
 		ids = lab.wait_for_producers()
 		restarting.join(timeout=300)
-		assert len(ids) == expected and "seconds" in back, "a producer or the restart did not finish"
+		assert len(ids) == expected and restarting.seconds is not None, (
+			"a producer or the restart did not finish"
+		)
 		lab.settle(ids - lab.refused_ids(ids), timeout=600)
 		for index in list(lab.workers):
 			lab.stop_one(index)
 		outcome = lab.account(lab.reconcile(scenario, ids, recovery), ids)
 		outcome.notes.append(
 			f"killed {leader.name.split('@')[0]} (the leader, the producers' node), back after "
-			f"{back['seconds']:.1f}s"
+			f"{restarting.seconds:.1f}s"
 		)
 		if elected is not None:
 			outcome.notes.append(f"a new leader within {elected:.1f}s")

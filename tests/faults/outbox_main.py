@@ -15,9 +15,7 @@ JSON: the longest drain (the stall the relay saw) and how many messages it put b
 from __future__ import annotations
 
 import json
-import logging
 import os
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -28,16 +26,13 @@ from frappe_eda.messaging.outbox import STILL_NACKED, OutboxRelay
 from frappe_eda.messaging.publisher import Publisher
 from frappe_eda.messaging.store import Direction, MessageFilter, MessageRecord, Status
 from frappe_eda.stores import open_store
-from tests.faults.producer_main import broker_settings_from_env
+from tests.faults.process_setup import broker_settings_from_env, log_to_stdout
 
 PENDING = MessageFilter(direction=Direction.OUTGOING, statuses=(Status.PENDING,), limit=1)
 
 
 def main() -> None:
-	logging.basicConfig(
-		level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-	)
-	logging.getLogger("pika").setLevel(logging.ERROR)
+	log_to_stdout()
 	tag, count = os.environ.get("EDA_FAULT_TAG", "o0"), int(os.environ["EDA_FAULT_COUNT"])
 	rate = float(os.environ.get("EDA_FAULT_RATE", "150"))
 	exchange = os.environ["EDA_FAULT_EXCHANGE"]

@@ -12,40 +12,24 @@ Its last line on stdout is JSON: how many were refused and the longest ``publish
 from __future__ import annotations
 
 import json
-import logging
 import os
-import sys
 import time
 from pathlib import Path
 
-from frappe_eda.messaging.connection import BrokerConnection, BrokerSettings
+from frappe_eda.messaging.connection import BrokerConnection
 from frappe_eda.messaging.envelope import Message
 from frappe_eda.messaging.errors import BrokerUnavailable
 from frappe_eda.messaging.publisher import Publisher
 from frappe_eda.stores import open_store
+from tests.faults.process_setup import broker_settings_from_env, log_to_stdout
 
 CHUNK = int(os.environ.get("EDA_FAULT_CHUNK", "20"))
 # A short pause between chunks keeps the producers publishing while the fault strikes.
 PAUSE = float(os.environ.get("EDA_FAULT_PAUSE", "0.02"))
 
 
-def broker_settings_from_env() -> BrokerSettings:
-	"""The node list the scenario gives a producing process (``EDA_FAULT_AMQP``), with reconnects patient
-	enough to outlast a node's restart; shared by every producing process of the fault scenarios."""
-	return BrokerSettings(
-		url=os.environ["EDA_FAULT_AMQP"],
-		reconnect_attempts=60,
-		reconnect_max_wait=2,
-		heartbeat=5,
-		client_name=os.environ.get("EDA_FAULT_CLIENT_NAME", "frappe_eda"),
-	)
-
-
 def main() -> None:
-	logging.basicConfig(
-		level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-	)
-	logging.getLogger("pika").setLevel(logging.ERROR)
+	log_to_stdout()
 	tag, count = os.environ["EDA_FAULT_TAG"], int(os.environ["EDA_FAULT_COUNT"])
 	messages = [Message("fault.item", {"producer": tag, "n": n}) for n in range(1, count + 1)]
 	Path(os.environ["EDA_FAULT_IDS"]).write_text("\n".join(m.id for m in messages) + "\n")

@@ -11,9 +11,7 @@ EDA_FAULT_WAIT (1: ``publish()``, 0: ``publish(wait=False)``), EDA_FAULT_TAG.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import sys
 import time
 
 from frappe_eda.messaging.connection import BrokerConnection
@@ -22,14 +20,11 @@ from frappe_eda.messaging.errors import PublishError
 from frappe_eda.messaging.notify import LoggingNotifier
 from frappe_eda.messaging.publisher import Publisher
 from frappe_eda.stores import open_store
-from tests.faults.producer_main import broker_settings_from_env
+from tests.faults.process_setup import broker_settings_from_env, log_to_stdout
 
 
 def main() -> None:
-	logging.basicConfig(
-		level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-	)
-	logging.getLogger("pika").setLevel(logging.ERROR)
+	log_to_stdout()
 	tag, count = os.environ.get("EDA_FAULT_TAG", "s0"), int(os.environ["EDA_FAULT_COUNT"])
 	rate = float(os.environ.get("EDA_FAULT_RATE", "150"))
 	wait = os.environ.get("EDA_FAULT_WAIT", "1") == "1"

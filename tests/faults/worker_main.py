@@ -11,10 +11,8 @@ on its first attempts).
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +29,7 @@ from frappe_eda.messaging.processing import Decision
 from frappe_eda.messaging.registry import HandlerRegistry
 from frappe_eda.messaging.retry import RetryPolicy
 from frappe_eda.stores import open_store
+from tests.faults.process_setup import log_to_stdout
 
 QUEUE = os.environ["EDA_FAULT_QUEUE"]
 EXCHANGE = os.environ["EDA_FAULT_EXCHANGE"]
@@ -93,10 +92,7 @@ class FaultyWorker(Worker):
 
 
 def main() -> None:
-	logging.basicConfig(
-		level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-	)
-	logging.getLogger("pika").setLevel(logging.ERROR)
+	log_to_stdout()
 	store = open_store(os.environ["EDA_FAULT_STORE"])
 	settings = BrokerSettings(
 		url=os.environ["EDA_FAULT_AMQP"],
