@@ -20,13 +20,13 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from frappe_eda.messaging.connection import BrokerConnection
-from frappe_eda.messaging.envelope import Message, encode
 from frappe_eda.messaging.notify import LoggingNotifier
 from frappe_eda.messaging.outbox import STILL_NACKED, OutboxRelay
 from frappe_eda.messaging.publisher import Publisher
-from frappe_eda.messaging.store import Direction, MessageFilter, MessageRecord, Status
+from frappe_eda.messaging.store import Direction, MessageFilter, Status
 from frappe_eda.stores import open_store
-from tests.faults.process_setup import broker_settings_from_env, log_to_stdout
+from tests.faults.process_setup import broker_settings_from_env, log_to_stdout, paced_messages
+from tests.outbox_rows import pending_row
 
 PENDING = MessageFilter(direction=Direction.OUTGOING, statuses=(Status.PENDING,), limit=1)
 
@@ -45,15 +45,8 @@ def main() -> None:
 		relay = OutboxRelay(
 			publisher, store, retry_refused_after=float(os.environ.get("EDA_FAULT_RETRY_REFUSED_AFTER", "60"))
 		)
-		started = time.monotonic()
-		for n in range(1, count + 1):
-			due = started + n / rate
-			if due > time.monotonic():
-				time.sleep(due - time.monotonic())
-			message = Message("fault.item", {"producer": tag, "n": n})
-			ids.write(message.id + "\n")
-			ids.flush()
-			store.save([_pending(message, exchange)])
+		for message in paced_messages(tag, count, rate, ids):
+			store.save([pending_row(message, exchange)])
 			began = time.monotonic()
 			relay.drain()
 			longest = max(longest, time.monotonic() - began)
@@ -69,19 +62,6 @@ def main() -> None:
 		publisher.close()
 	store.close()
 	print(json.dumps({"longest_stall": longest, "requeued": relay.requeued}), flush=True)
-
-
-def _pending(message: Message, exchange: str) -> MessageRecord:
-	return MessageRecord(
-		message_id=message.id,
-		direction=Direction.OUTGOING,
-		status=Status.PENDING,
-		routing_key=message.type,
-		body=encode(message).decode("utf-8"),
-		exchange=exchange,
-		message_type=message.type,
-		created_at=message.created_at,
-	)
 
 
 if __name__ == "__main__":

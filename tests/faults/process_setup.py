@@ -6,8 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+from collections.abc import Iterator
+from typing import TextIO
 
 from frappe_eda.messaging.connection import BrokerSettings
+from frappe_eda.messaging.envelope import Message
 
 
 def log_to_stdout() -> None:
@@ -27,3 +31,18 @@ def broker_settings_from_env() -> BrokerSettings:
 		heartbeat=5,
 		client_name=os.environ.get("EDA_FAULT_CLIENT_NAME", "frappe_eda"),
 	)
+
+
+def paced_messages(tag: str, count: int, rate: float, ids: TextIO) -> Iterator[Message]:
+	"""``count`` messages at ``rate`` a second, as a service sends them one at a time; each id is written
+	to ``ids`` (and flushed) before the message is handed out, so the scenario knows what was meant to be
+	sent even if this process dies."""
+	started = time.monotonic()
+	for n in range(1, count + 1):
+		due = started + n / rate
+		if due > time.monotonic():
+			time.sleep(due - time.monotonic())
+		message = Message("fault.item", {"producer": tag, "n": n})
+		ids.write(message.id + "\n")
+		ids.flush()
+		yield message

@@ -15,12 +15,11 @@ import os
 import time
 
 from frappe_eda.messaging.connection import BrokerConnection
-from frappe_eda.messaging.envelope import Message
 from frappe_eda.messaging.errors import PublishError
 from frappe_eda.messaging.notify import LoggingNotifier
 from frappe_eda.messaging.publisher import Publisher
 from frappe_eda.stores import open_store
-from tests.faults.process_setup import broker_settings_from_env, log_to_stdout
+from tests.faults.process_setup import broker_settings_from_env, log_to_stdout, paced_messages
 
 
 def main() -> None:
@@ -37,13 +36,7 @@ def main() -> None:
 		publisher = Publisher(
 			connection, store, exchange=os.environ["EDA_FAULT_EXCHANGE"], notifier=LoggingNotifier()
 		)
-		for n in range(1, count + 1):
-			due = started + n / rate
-			if due > time.monotonic():
-				time.sleep(due - time.monotonic())
-			message = Message("fault.item", {"producer": tag, "n": n})
-			ids.write(message.id + "\n")
-			ids.flush()
+		for n, message in enumerate(paced_messages(tag, count, rate, ids), 1):
 			began = time.monotonic()
 			try:
 				publisher.publish(message, wait=wait)
