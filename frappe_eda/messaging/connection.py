@@ -141,6 +141,13 @@ class BrokerSettings:
 		return (self.url, *self.nodes)
 
 	@property
+	def user(self) -> str:
+		"""The broker user of ``url`` (pika's default, guest, when the URL names none): the ``user_id``
+		every publish carries and the broker checks, and the user a consumer knows its own copies by."""
+		name = urlsplit(self.url).username
+		return unquote(name) if name else "guest"
+
+	@property
 	def vhost(self) -> str:
 		path = urlsplit(self.url).path
 		return unquote(path[1:]) if len(path) > 1 else "/"

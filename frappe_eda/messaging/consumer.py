@@ -73,6 +73,7 @@ from frappe_eda.messaging.topology import (
 	retry_queue,
 	topology_for,
 )
+from frappe_eda.messaging.trust.senders import with_sender
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -147,7 +148,9 @@ class Worker:
 		self.retry = retry or RetryPolicy()
 		self.notifier = notifier
 		self.subscriptions: list[Subscription] = registry.select(queues)
-		self.processor = DeliveryProcessor(registry, store, self.retry, schemas, self.options.limits)
+		self.processor = DeliveryProcessor(
+			registry, store, self.retry, schemas, self.options.limits, own_user=connection.settings.user
+		)
 		self.publisher = Publisher(connection)
 		self.stats = WorkerStats()
 		self.ticks = WorkerTicks(
@@ -271,6 +274,7 @@ class Worker:
 						headers=props.headers or {},
 						redelivered=method.redelivered,
 						delivery_tag=method.delivery_tag,
+						user_id=props.user_id,
 					)
 				),
 			)
@@ -464,7 +468,8 @@ class Worker:
 
 	def _follow_up(self, decision: Decision) -> Envelope | None:
 		delivery = decision.delivery
-		headers = dict(delivery.headers)
+		# The copy goes out under this worker's user: the first sender travels in a header.
+		headers = with_sender(delivery.headers, self.processor.sender_of(delivery))
 		headers[ORIGINAL_ROUTING_KEY] = delivery.original_routing_key
 		headers[ORIGINAL_EXCHANGE] = delivery.original_exchange
 		if decision.outcome is Outcome.RETRY:

@@ -23,6 +23,8 @@ class HandlerContext:
 	attempt: int
 	redelivered: bool
 	store: MessageStore
+	# The broker user that sent the message, as the broker proved it (``trust.senders``); "" if unproven.
+	sender: str = ""
 
 
 _current: ContextVar[HandlerContext | None] = ContextVar("frappe_eda_handler_context", default=None)

@@ -29,6 +29,7 @@ from frappe_eda.messaging.connection import CONNECTION_ERRORS, BrokerConnection
 from frappe_eda.messaging.errors import DeadLetterCleanupInterrupted, DeadLetterQueueBusy
 from frappe_eda.messaging.processing import REPLAY_COUNT
 from frappe_eda.messaging.topology import dead_letter_queue
+from frappe_eda.messaging.trust.senders import verified_sender, with_sender
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ def remove_dead_copies(
 	back but not yet acked is then there twice, never lost).
 	"""
 	dead = dead_letter_queue(queue)
+	own_user = connection.settings.user
 	targets = {copy_id(i): i for i in dict.fromkeys(message_ids)}
 	if not targets:
 		return DeadCopiesRemoved(dead)
@@ -126,7 +128,7 @@ def remove_dead_copies(
 					pending.discard(found)
 					continue
 				# Confirmed before the original is acked: a crash in between leaves two copies, not none.
-				channel.basic_publish("", dead, body, properties, mandatory=True)
+				channel.basic_publish("", dead, body, _put_back(properties, own_user), mandatory=True)
 				channel.basic_ack(method.delivery_tag)
 				moved += 1
 		finally:
@@ -191,3 +193,12 @@ def _close(channel: Any) -> None:
 			channel.close()
 		except CONNECTION_ERRORS:
 			pass
+
+
+def _put_back(properties: pika.BasicProperties, own_user: str) -> pika.BasicProperties:
+	"""A parked copy goes back under this connection's user (the broker refuses another ``user_id``),
+	with the sender it was verified as in ``x-eda-sender`` (``trust.senders``)."""
+	sender = verified_sender(properties.user_id, properties.headers or {}, own_user)
+	properties.headers = with_sender(properties.headers or {}, sender)
+	properties.user_id = own_user
+	return properties

@@ -381,6 +381,51 @@ class SchemaViolation(InvalidMessage):
 		super().__init__(f"payload of {message_type!r} breaks its schema: " + "; ".join(problems))
 
 
+class UntrustedSender(InvalidMessage):
+	"""Nothing proves that the message comes from a sender its queue takes messages from: refused,
+	recorded and dead-lettered, its handler never run (``frappe_eda.messaging.trust``)."""
+
+
+class UnprovenSender(UntrustedSender):
+	"""The message carries no sender the broker validated (no AMQP ``user_id``)."""
+
+	def __init__(self, expected: str):
+		super().__init__(
+			"no broker-validated sender (the message has no AMQP user_id): not applied; this queue takes "
+			f"messages only from {expected}; the sender must publish with frappe_eda (which sets user_id) "
+			"under its own broker user"
+		)
+
+
+class WrongSender(UntrustedSender):
+	"""The broker-validated sender is not one this queue takes messages from."""
+
+	def __init__(self, sender: str, expected: str, claimed: str = ""):
+		self.sender = sender
+		said = f" although its body says {claimed[:80]!r}" if claimed and claimed != sender else ""
+		super().__init__(
+			f"sent by broker user {sender[:80]!r}{said}; this queue takes messages only from {expected}: "
+			"not applied"
+		)
+
+
+class UnsignedMessage(UntrustedSender):
+	"""The queue requires a signature and the message carries none."""
+
+	def __init__(self, header: str):
+		super().__init__(
+			f"no signature (header {header}): this queue requires messages signed by the source's key; "
+			"set the source's signing key, or remove the public keys from the subscriber"
+		)
+
+
+class BadSignature(UntrustedSender):
+	"""The signature does not verify with any public key the queue trusts."""
+
+	def __init__(self, reason: str):
+		super().__init__(f"signature refused: {reason}; not applied")
+
+
 class UnstorableMessage(InvalidMessage):
 	"""A field of the delivery's record is more than the store can hold (too long, not storable text, a
 	time out of range); it is dead-lettered before its handler runs, with a minimal record that fits."""

@@ -40,6 +40,7 @@ from frappe_eda.messaging.errors import (
 	TransactionLost,
 	UnknownMessageType,
 	UnstorableMessage,
+	UntrustedSender,
 )
 from frappe_eda.messaging.failure import error_record
 from frappe_eda.messaging.registry import HandlerRegistry, Subscription
@@ -47,6 +48,7 @@ from frappe_eda.messaging.retry import RetryPolicy
 from frappe_eda.messaging.schema import SchemaRegistry
 from frappe_eda.messaging.storable import check_key, check_message, fit_error, storable_record
 from frappe_eda.messaging.store import Direction, ErrorRecord, MessageRecord, MessageStore, Status
+from frappe_eda.messaging.trust.senders import SENDER, verified_sender
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,8 @@ class Delivery:
 	headers: Mapping[str, Any] = field(default_factory=dict)
 	redelivered: bool = False
 	delivery_tag: int = 0
+	# The AMQP user_id, which the broker checked against the publishing connection's user.
+	user_id: str | None = None
 
 	@property
 	def original_routing_key(self) -> str:
@@ -164,8 +168,12 @@ class DeliveryProcessor:
 		retry: RetryPolicy | None = None,
 		schemas: SchemaRegistry | None = None,
 		limits: Limits | None = None,
+		own_user: str | None = None,
 	) -> None:
 		self.registry = registry
+		# The broker user of the consuming connection: its own republished copies carry the first
+		# sender in a header (``trust.senders``).
+		self.own_user = own_user
 		self.store = store
 		self.retry = retry or RetryPolicy()
 		self.schemas = schemas or SchemaRegistry()
@@ -233,6 +241,13 @@ class DeliveryProcessor:
 		if subscription is None or not subscription.accepts(delivery.original_routing_key):
 			error = UnknownMessageType(delivery.original_routing_key, delivery.queue)
 			return _Rejected(delivery, message, error, attempt, handler)
+		if subscription.senders is not None:
+			try:
+				subscription.senders.check(
+					self.sender_of(delivery), delivery.body, delivery.headers, claimed=message.source
+				)
+			except UntrustedSender as e:
+				return _Rejected(delivery, message, e, attempt, handler)
 		record = self._record(delivery, message, Status.PROCESSED, attempt, handler)
 		# Processed after failing before (a retry) or when replayed: its failure is over once it records.
 		record.resolved = attempt > 1 or record.replay_count > 0
@@ -241,6 +256,10 @@ class DeliveryProcessor:
 		except UnstorableMessage as e:
 			return _Rejected(delivery, message, e, attempt, handler)
 		return _Accepted(delivery, subscription, attempt, message, record)
+
+	def sender_of(self, delivery: Delivery) -> str:
+		"""Who sent ``delivery`` first, as the broker proved it; ``""`` when nothing proves it."""
+		return verified_sender(delivery.user_id, delivery.headers, self.own_user)
 
 	def _reject(self, item: _Rejected, done: dict[str, set[str]]) -> Decision:
 		"""Bad input is dead, recorded in the batch's transaction; unless its id was processed already:
@@ -275,7 +294,12 @@ class DeliveryProcessor:
 		except InvalidMessage as e:
 			return self._dead(delivery, message, e, attempt, handler)
 		context = HandlerContext(
-			delivery.queue, delivery.original_routing_key, attempt, delivery.redelivered, self.store
+			delivery.queue,
+			delivery.original_routing_key,
+			attempt,
+			delivery.redelivered,
+			self.store,
+			sender=self.sender_of(delivery),
 		)
 		try:
 			with self.store.transaction(), handler_context(context):
@@ -426,7 +450,7 @@ class DeliveryProcessor:
 			queue=delivery.queue,
 			handler=handler,
 			message_type=message.type if message else "",
-			headers=_plain_headers(delivery.headers),
+			headers=self._headers_to_record(delivery),
 			attempts=attempt,
 			replay_count=_replay_count(delivery.headers),
 			replay_of=str(delivery.headers.get(REPLAY_OF) or ""),
@@ -434,6 +458,15 @@ class DeliveryProcessor:
 		if message is not None:
 			record.created_at = message.created_at  # stable across attempts: when it was sent
 		return record
+
+	def _headers_to_record(self, delivery: Delivery) -> dict[str, Any]:
+		"""The delivery's headers, with the verified sender in place of whatever ``x-eda-sender`` said."""
+		headers = _plain_headers(delivery.headers)
+		headers.pop(SENDER, None)
+		sender = self.sender_of(delivery)
+		if sender:
+			headers[SENDER] = sender
+		return headers
 
 
 class _ProbeDone(Exception):

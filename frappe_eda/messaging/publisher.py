@@ -42,6 +42,7 @@ from frappe_eda.messaging.failure import error_record
 from frappe_eda.messaging.notify import PUBLISH_FAILED, FailureNotice, Notifier
 from frappe_eda.messaging.schema import SchemaRegistry
 from frappe_eda.messaging.store import Direction, MessageRecord, MessageStore, Status
+from frappe_eda.messaging.trust.signing import SIGNATURE, SigningKey
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,9 @@ class Envelope:
 	mandatory: bool = True
 	content_type: str | None = CONTENT_TYPE
 
-	def properties(self) -> pika.BasicProperties:
+	def properties(self, user_id: str | None = None) -> pika.BasicProperties:
+		"""AMQP properties; ``user_id`` is the connection's user, which the broker validates, so a
+		receiver knows who sent the message (``frappe_eda.messaging.trust``)."""
 		return pika.BasicProperties(
 			content_type=self.content_type,
 			delivery_mode=pika.DeliveryMode.Persistent,
@@ -82,6 +85,7 @@ class Envelope:
 			app_id=self.source or None,
 			timestamp=int(time.time()),
 			headers=dict(self.headers) or None,
+			user_id=user_id or None,
 		)
 
 
@@ -112,6 +116,9 @@ class _ConfirmWindow:
 		self.nacked: dict[int, Envelope] = {}
 		self._returned: set[str] = set()
 		self.report = SendReport()
+		# Every publish says who sends it; RabbitMQ refuses a user_id that is not the connection's user.
+		credentials = getattr(getattr(self._impl.connection, "params", None), "credentials", None)
+		self.user_id: str | None = getattr(credentials, "username", None) or None
 		selected: list[bool] = []
 		self._impl.add_on_return_callback(self._on_return)
 		self._impl.confirm_delivery(
@@ -131,7 +138,7 @@ class _ConfirmWindow:
 				exchange=envelope.exchange,
 				routing_key=envelope.routing_key,
 				body=envelope.body,
-				properties=envelope.properties(),
+				properties=envelope.properties(self.user_id),
 				mandatory=envelope.mandatory,
 			)
 		except wire.ENCODING_ERRORS as e:
@@ -250,6 +257,9 @@ class Publisher:
 	usually means a queue between leaders), and 0 against a single broker, whose nack (a full queue with
 	reject-publish) fails at once. A nack that outlasts the bound is recorded FAILED with ``StillNacked``,
 	which ``OutboxRelay`` sends again on its own schedule.
+
+	Every message carries the connection's broker user as ``user_id`` (the broker checks it); with a
+	``signer`` each message published here is also signed (``trust.signing``).
 	"""
 
 	def __init__(
@@ -268,8 +278,10 @@ class Publisher:
 		max_bytes: int | None = DEFAULT_MAX_BYTES,
 		status_behind: bool = False,
 		retry_refused_for: float | None = None,
+		signer: SigningKey | None = None,
 	) -> None:
 		self.connection = connection
+		self.signer = signer
 		if retry_refused_for is None:
 			clustered = len(connection.settings.addresses) > 1
 			retry_refused_for = refusals.RETRY_REFUSED_FOR if clustered else 0.0
@@ -739,14 +751,17 @@ class Publisher:
 			raise BrokerUnavailable(f"reconnect failed: {type(e).__name__}: {e}") from e
 
 	def _envelope(self, message: Message, exchange: str, routing_key: str) -> Envelope:
+		body = encode(message)
 		return Envelope(
 			message_id=message.id,
 			exchange=exchange,
 			routing_key=routing_key,
-			body=encode(message),
+			body=body,
 			message_type=message.type,
 			correlation_id=message.correlation_id,
 			source=message.source or self.source,
+			# Stored with the record: a relay or replay sends the same signature with the same body.
+			headers={SIGNATURE: self.signer.sign(body)} if self.signer is not None else {},
 		)
 
 	def _notify_failures(self, report: SendReport) -> None:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from frappe_eda.messaging.envelope import Message
 from frappe_eda.messaging.errors import ConfigurationError, DuplicateSubscription
 from frappe_eda.messaging.retry import RetryPolicy
 from frappe_eda.messaging.routing import topic_matches
+from frappe_eda.messaging.trust.senders import SenderPolicy
+from frappe_eda.messaging.trust.signing import KeyRing
 
 Handler = Callable[[Message], Any]
 H = TypeVar("H", bound=Handler)
@@ -37,6 +39,8 @@ class Subscription:
 	queue_type: str | None = None
 	# One consumer at a time gets the queue's messages (the others wait as hot standbys): strict order.
 	single_active_consumer: bool = False
+	# Whom the queue takes messages from (broker-validated sender, signatures); None: anyone.
+	senders: SenderPolicy | None = None
 
 	def accepts(self, routing_key: str) -> bool:
 		"""Whether this handler subscribed to ``routing_key`` (a replay straight to the queue included)."""
@@ -65,6 +69,8 @@ class HandlerRegistry:
 		retry_delays: Iterable[float] | None = None,
 		queue_type: str | None = None,
 		single_active_consumer: bool = False,
+		senders: Iterable[str] | SenderPolicy | None = None,
+		keys: KeyRing | str | None = None,
 	) -> Callable[[H], H]:
 		"""Register the decorated function as the handler of ``queue``; it receives a ``Message``.
 
@@ -73,6 +79,10 @@ class HandlerRegistry:
 		``single_active_consumer=True`` has the broker deliver to one worker at a time, so the queue is
 		handled in order however many workers run (the others take over when it goes); it is a queue
 		argument, so switching it on for an existing queue means deleting the queue first.
+
+		``senders`` names the broker users the queue takes messages from (the broker validates each
+		message's ``user_id``): anything else is refused and dead-lettered, its handler never run.
+		``keys`` (public keys, ``ed25519:...``) also requires each message to be signed by one of them.
 		"""
 		patterns = (pattern,) if isinstance(pattern, str) else tuple(pattern)
 		if exchange_type not in EXCHANGE_TYPES:
@@ -89,6 +99,8 @@ class HandlerRegistry:
 				delays=base.delays if retry_delays is None else tuple(retry_delays),
 			)
 
+		policy = _sender_policy(senders, keys)
+
 		def register(handler: H) -> H:
 			self.add(
 				Subscription(
@@ -101,6 +113,7 @@ class HandlerRegistry:
 					retry=retry,
 					queue_type=queue_type,
 					single_active_consumer=single_active_consumer,
+					senders=policy,
 				)
 			)
 			return handler
@@ -142,6 +155,18 @@ class HandlerRegistry:
 				)
 			chosen.append(sub)
 		return chosen
+
+
+def _sender_policy(
+	senders: Iterable[str] | SenderPolicy | None, keys: KeyRing | str | None
+) -> SenderPolicy | None:
+	ring = KeyRing.from_text(keys) if isinstance(keys, str) else keys
+	if isinstance(senders, SenderPolicy):
+		return senders if ring is None else replace(senders, keys=ring)
+	if senders is None:
+		return None if ring is None else SenderPolicy.trusted(ring)
+	names = [senders] if isinstance(senders, str) else list(senders)
+	return SenderPolicy.only(names, ring)
 
 
 def handler_name(handler: Handler) -> str:

@@ -46,6 +46,7 @@ from frappe_eda.messaging.processing import (
 from frappe_eda.messaging.publisher import Envelope, Publisher, SendReport
 from frappe_eda.messaging.store import Direction, MessageFilter, MessageRecord, MessageStore, Status
 from frappe_eda.messaging.topology import dead_letter_queue
+from frappe_eda.messaging.trust import SENDER, SIGNATURE
 
 log = logging.getLogger(__name__)
 
@@ -453,6 +454,8 @@ class Replayer:
 
 def _is_delivery_header(name: str) -> bool:
 	"""Headers that described an earlier delivery (attempts, errors, the broker's x-death)."""
+	if name in (SENDER, SIGNATURE):
+		return False  # who first sent it, and its signature: a replay is checked as the original was
 	return name.startswith("x-eda-") or name in (
 		"x-death",
 		"x-first-death-exchange",

@@ -159,9 +159,7 @@ class TopologyDeclarer:
 				raise ConfigurationError(f"exchange {exchange.name!r} has unknown type {exchange.type!r}")
 			if exchange.name == "":
 				continue  # the default exchange always exists
-			self._run(
-				lambda ch, e=exchange: ch.exchange_declare(e.name, e.type, durable=e.durable),
-			)
+			self._declare_exchange(exchange)
 		for queue in topology.queues:
 			self._run(
 				lambda ch, q=queue: ch.queue_declare(q.name, durable=True, arguments=q.declare_arguments()),
@@ -172,6 +170,24 @@ class TopologyDeclarer:
 					b.queue, b.exchange, routing_key=b.routing_key, arguments=dict(b.arguments) or None
 				),
 			)
+
+	def _declare_exchange(self, exchange: Exchange) -> None:
+		"""Declare ``exchange``; a broker user without configure permission on it (a least-privilege
+		server user: the administrator declares the shared exchanges) only checks that it exists."""
+		try:
+			self._run(lambda ch: ch.exchange_declare(exchange.name, exchange.type, durable=exchange.durable))
+		except pika.exceptions.ChannelClosedByBroker as e:
+			if e.reply_code != 403:
+				raise
+			try:
+				self._run(lambda ch: ch.exchange_declare(exchange.name, passive=True))
+			except pika.exceptions.ChannelClosedByBroker as missing:
+				if missing.reply_code != 404:
+					raise
+				raise ConfigurationError(
+					f"exchange {exchange.name!r} does not exist and this broker user may not create it: "
+					"declare it as the administrator (frappe-eda broker-user does)"
+				) from None
 
 	def queue_depth(self, queue: str) -> int | None:
 		"""Messages ready in ``queue``, or None when it does not exist (a passive declare)."""

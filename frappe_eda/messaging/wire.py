@@ -78,7 +78,9 @@ def check(
 	if problem is not None:
 		return problem
 	try:
-		size = len(pika.frame.Header(1, len(envelope.body), envelope.properties()).marshal())
+		# The publisher adds the connection's user as ``user_id``: counted at its longest.
+		properties = envelope.properties(user_id="u" * SHORT_STRING)
+		size = len(pika.frame.Header(1, len(envelope.body), properties).marshal())
 	except ENCODING_ERRORS as e:
 		# What the named checks above do not foresee (a header value pika has no AMQP type for, an
 		# integer over 64 bits): pika's own encoder is the judge.

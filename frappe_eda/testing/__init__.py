@@ -122,10 +122,13 @@ class TestBroker:
 		exchange: str = DEFAULT_EXCHANGE,
 		routing_key: str | None = None,
 		headers: Mapping[str, Any] | None = None,
+		sender: str | None = None,
 	) -> list[DeliveryResult]:
 		"""Route and deliver like the real publisher + worker; raises ``UnroutableMessage`` like them.
 
 		``headers`` are AMQP headers (a headers exchange routes on them), not the message's own.
+		``sender`` is the broker user the message comes from (its validated ``user_id``), for handlers
+		registered with ``senders=``.
 		"""
 		if isinstance(message, str):
 			message = Message(type=message, payload={} if payload is None else payload)
@@ -136,7 +139,8 @@ class TestBroker:
 		body = encode(message)
 		amqp_headers = dict(headers or {})
 		return [
-			self._deliver(Delivery(s.queue, key, body, exchange, CONTENT_TYPE, amqp_headers)) for s in targets
+			self._deliver(Delivery(s.queue, key, body, exchange, CONTENT_TYPE, amqp_headers, user_id=sender))
+			for s in targets
 		]
 
 	def deliver_raw(
@@ -148,10 +152,14 @@ class TestBroker:
 		content_type: str | None = CONTENT_TYPE,
 		headers: Mapping[str, Any] | None = None,
 		exchange: str = DEFAULT_EXCHANGE,
+		sender: str | None = None,
 	) -> DeliveryResult:
 		"""Hand ``body`` to ``queue``'s handler as the broker would, bad bytes included."""
 		self.registry.select([queue])  # an unknown queue is a mistake in the test: say so
-		return self._deliver(Delivery(queue, routing_key, body, exchange, content_type, dict(headers or {})))
+		delivery = Delivery(
+			queue, routing_key, body, exchange, content_type, dict(headers or {}), user_id=sender
+		)
+		return self._deliver(delivery)
 
 	def redeliver(self, result: DeliveryResult) -> DeliveryResult:
 		"""Deliver the same bytes to the same queue again, as the broker does after a lost ack."""
