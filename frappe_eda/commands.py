@@ -67,6 +67,10 @@ def status(context: click.Context) -> None:
 
 		told = recipients_summary()
 		click.echo(f"{'WARNING: ' if told['warn'] else ''}{told['message']}")
+		from frappe_eda.replication.trust import trust_summary
+
+		trust = trust_summary()
+		click.echo(f"{'WARNING: ' if trust['warn'] else ''}{trust['message']}")
 		import_handler_modules(handler_modules())
 		settings = load_settings()
 		try:
@@ -300,6 +304,114 @@ def declare(context: click.Context) -> None:
 			worker.declare()
 			worker.close()
 			click.echo(f"declared {len(worker.subscriptions)} handler queues")
+
+
+@eda.command("broker-user")
+@click.option(
+	"--management-url",
+	envvar="EDA_MANAGEMENT_URL",
+	help="RabbitMQ's management API as an administrator, e.g. http://admin@127.0.0.1:15672 (asked for "
+	"the password when the URL has none; used for these calls only, never stored).",
+)
+@click.option("--user", "broker_user", default=None, help="The broker user (default: the site's name).")
+@click.option(
+	"--password", default=None, help="Set this password (default: a new user gets a generated one)."
+)
+@click.option(
+	"--publish",
+	"extra",
+	multiple=True,
+	metavar="EXCHANGE:KEY",
+	help="Routing keys app code publishes on with publish() (a topic pattern); repeat as needed.",
+)
+@click.option(
+	"--print", "print_only", is_flag=True, help="Print rabbitmqctl commands instead of calling the API."
+)
+@click.option(
+	"--write-config",
+	is_flag=True,
+	help="Point eda_amqp_url in site_config.json at the new user (host and vhost as now).",
+)
+@pass_context
+def broker_user(
+	context: click.Context,
+	management_url: str | None,
+	broker_user: str | None,
+	password: str | None,
+	extra: tuple[str, ...],
+	print_only: bool,
+	write_config: bool,
+) -> None:
+	"""Create or update this site's own broker user with the least it needs (idempotent: run it again
+	after adding a subscription, a destination or a rule)."""
+	with _site(context):
+		from frappe_eda.messaging.trust.broker_users import ManagementApi, provision, rabbitmqctl_commands
+		from frappe_eda.messaging.trust.permissions import Route
+		from frappe_eda.replication.trust import site_traffic
+		from frappe_eda.settings import load_settings
+
+		routes = []
+		for item in extra:
+			exchange, sep, key = item.partition(":")
+			if not sep or not exchange or not key:
+				raise click.UsageError(f"--publish {item!r}: give EXCHANGE:KEY")
+			routes.append(Route(exchange, key))
+		broker = load_settings().broker
+		traffic = site_traffic(broker_user, tuple(routes))
+		if print_only:
+			click.echo(
+				f"# broker user {traffic.user!r} of site {frappe.local.site} in vhost {broker.vhost!r}"
+			)
+			for command in rabbitmqctl_commands(broker.vhost, traffic):
+				click.echo(command)
+			return
+		if not management_url:
+			raise click.UsageError("give --management-url (or EDA_MANAGEMENT_URL), or --print")
+		api = ManagementApi(management_url)
+		if not api.password:
+			api.password = click.prompt(f"password of {api.user or 'the administrator'}", hide_input=True)
+		report = provision(api, broker.vhost, traffic, password)
+		click.echo(report.summary())
+		if report.password and write_config:
+			from urllib.parse import quote, urlsplit, urlunsplit
+
+			parts = urlsplit(broker.url)
+			host = parts.netloc.rpartition("@")[2]
+			netloc = f"{quote(traffic.user, safe='')}:{quote(report.password, safe='')}@{host}"
+			from frappe.installer import update_site_config
+
+			update_site_config("eda_amqp_url", urlunsplit(parts._replace(netloc=netloc)))
+			click.echo("eda_amqp_url in site_config.json now uses it: restart the site's worker")
+		elif report.password:
+			click.echo(f"password of {traffic.user!r} (shown once): {report.password}")
+
+
+@eda.command("signing-key")
+@click.option(
+	"--rotate", is_flag=True, help="Replace the current key (subscribers must list the new public key first)."
+)
+@pass_context
+def signing_key(context: click.Context, rotate: bool) -> None:
+	"""Give this site an Ed25519 signing key (kept encrypted in EDA Settings) and print its public key,
+	for the subscribers' Source Public Keys."""
+	with _site(context):
+		from frappe_eda.messaging.trust import SigningKey
+		from frappe_eda.settings import load_signer
+
+		current = load_signer()
+		if current is not None and not rotate:
+			click.echo(f"this site already signs with {current.public.text} (--rotate to replace it)")
+			return
+		key = SigningKey.generate()
+		settings = frappe.get_single("EDA Settings")
+		settings.signing_key = key.text
+		settings.save(ignore_permissions=True)
+		frappe.db.commit()
+		click.echo(f"public key: {key.public.text}")
+		if current is not None:
+			click.echo(
+				f"replaced {current.public.text}: remove it from the subscribers once nothing signed with it waits"
+			)
 
 
 @eda.command("backfill")

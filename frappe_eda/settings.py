@@ -14,6 +14,7 @@ import frappe
 
 from frappe_eda.messaging.connection import BrokerSettings, TlsOptions, split_addresses
 from frappe_eda.messaging.retry import DEFAULT_DELAYS, RetryPolicy
+from frappe_eda.messaging.trust.signing import SigningKey
 
 SETTINGS_DOCTYPE = "EDA Settings"
 DEFAULT_BATCH_SIZE = 50
@@ -36,6 +37,8 @@ OVERRIDES = {
 	"eda_key_file": "key_file",
 	"eda_verify_tls": "verify_tls",
 	"eda_retention_days": "retention_days",
+	"eda_trusted_network": "trusted_network",
+	"eda_signing_key": "signing_key",
 }
 
 
@@ -48,10 +51,11 @@ ALL_FIELDS = frozenset(OVERRIDES.values()) | {
 	"notify_role",
 	"notify_email",
 }
+TRUST_FIELDS = frozenset({"trusted_network"})
 OUTBOX_FIELDS = frozenset({"enabled", "default_exchange"})
 # Password fields of EDA Settings (a broker URL carries a password): encrypted in __Auth, never in
 # tabSingles or in the Version rows of this tracked single.
-SECRET_FIELDS = frozenset({"amqp_url", "sentry_dsn"})
+SECRET_FIELDS = frozenset({"amqp_url", "sentry_dsn", "signing_key"})
 
 
 @dataclass(frozen=True)
@@ -172,3 +176,28 @@ def _password(doc: Any) -> str | None:
 	if not doc.get("password"):
 		return None
 	return doc.get_password("password", raise_exception=False)
+
+
+def trusted_network() -> bool:
+	"""Whether this site takes receipts and reconciliation requests from any member, unproven (a network
+	still sharing one broker user); ``eda_trusted_network`` in site_config.json wins."""
+	values = _values(frappe.get_cached_doc(SETTINGS_DOCTYPE), TRUST_FIELDS)
+	return bool(int(values.get("trusted_network") or 0))
+
+
+_signers: dict[str, tuple[Any, SigningKey | None]] = {}
+
+
+def load_signer() -> SigningKey | None:
+	"""This site's signing key, or None: decrypted once per change of EDA Settings (or of the site config
+	value), not per message."""
+	doc = frappe.get_cached_doc(SETTINGS_DOCTYPE)
+	configured = frappe.conf.get("eda_signing_key")
+	version = (doc.get("modified"), configured)
+	cached = _signers.get(frappe.local.site)
+	if cached is not None and cached[0] == version:
+		return cached[1]
+	text = _values(doc, frozenset({"signing_key"})).get("signing_key")
+	signer = SigningKey.from_text(text) if text else None
+	_signers[frappe.local.site] = (version, signer)
+	return signer

@@ -312,6 +312,10 @@ def _announce(worker: Worker, broker: str, prefetch: int, relay: bool) -> None:
 	click.echo(f"  broker {broker}, prefetch {prefetch}")
 	click.echo(f"  relaying the outbox: {'yes' if relay else 'no (--no-relay)'}")
 	click.echo(f"  {'WARNING: ' if told['warn'] else ''}{told['message']}")
+	from frappe_eda.replication.trust import trust_summary
+
+	trust = trust_summary()
+	click.echo(f"  {'WARNING: ' if trust['warn'] else ''}{trust['message']}")
 	click.echo(f"  consuming {len(worker.subscriptions)} queue(s):")
 	for subscription in worker.subscriptions:
 		if subscription.exchange_type in ("fanout", "headers"):

@@ -19,6 +19,7 @@ from frappe_eda.messaging.publisher import envelope_from_record
 from frappe_eda.messaging.replication import addressing
 from frappe_eda.messaging.store import Direction, MessageRecord, Status
 from frappe_eda.messaging.templates import render_template
+from frappe_eda.messaging.trust.signing import SIGNATURE
 from frappe_eda.outbox.wakeup import wake_relay_after_commit
 
 
@@ -91,13 +92,19 @@ def outgoing_record(
 	reference_name: str | None = None,
 	last_error: str = "",
 ) -> MessageRecord:
-	"""The outbox row of ``message``: the exact envelope text the relay will send."""
+	"""The outbox row of ``message``: the exact envelope text the relay will send, signed with this site's
+	signing key when it has one (the signature is kept with the row, so a relay or a replay sends it)."""
+	from frappe_eda.settings import load_signer
+
+	body = encode(message)
+	signer = load_signer()
 	return MessageRecord(
 		message_id=message.id,
 		direction=Direction.OUTGOING,
 		status=status,
 		routing_key=routing_key,
-		body=encode(message).decode("utf-8"),
+		body=body.decode("utf-8"),
+		headers={SIGNATURE: signer.sign(body)} if signer is not None else {},
 		exchange=exchange,
 		message_type=message.type,
 		reference_doctype=reference_doctype or "",

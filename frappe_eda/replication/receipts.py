@@ -27,8 +27,9 @@ from typing import Any
 
 import frappe
 
+from frappe_eda.messaging.context import current_context
 from frappe_eda.messaging.envelope import Message, decode, utcnow
-from frappe_eda.messaging.errors import InvalidMessage
+from frappe_eda.messaging.errors import InvalidMessage, UnprovenSender, UntrustedSender
 from frappe_eda.messaging.registry import Subscription
 from frappe_eda.messaging.replication import addressing
 from frappe_eda.messaging.replication.receipts import (
@@ -228,6 +229,7 @@ def record_receipt(message: Message) -> str | None:
 			"receipt from %s for unknown message %s dropped", receipt.server[:80], receipt.message_id[:80]
 		)
 		return None
+	check_receipt_sender(receipt, sent)
 	received = naive_utc(utcnow())
 	at = _receipt_time(receipt.at, received)
 	name = receipt_name(receipt.message_id, receipt.server, receipt.subscription)
@@ -253,6 +255,39 @@ def record_receipt(message: Message) -> str | None:
 		return name
 	frappe.db.set_value(RECEIPT, name, values, update_modified=True)
 	return name
+
+
+class ForgedReceipt(UntrustedSender):
+	"""A receipt its broker-validated sender may not give: for another server, or for a message that
+	was not addressed to it."""
+
+
+def check_receipt_sender(receipt: Receipt, sent: Any) -> None:
+	"""Only the server a message was addressed to answers for it, and only for itself: the receipt's
+	``server`` must be its broker-validated sender (a server publishes as the broker user named after
+	it), and one of the message's ``eda-to`` servers. A trusted network (EDA Settings) skips this."""
+	from frappe_eda.settings import trusted_network
+
+	if trusted_network():
+		return
+	sender = current_context().sender
+	if not sender:
+		raise UnprovenSender(f"the server it names ({receipt.server[:80]!r})")
+	if sender != receipt.server:
+		raise ForgedReceipt(
+			f"a receipt for {receipt.server[:80]!r} sent by broker user {sender[:80]!r}: a server answers "
+			"only for itself; not recorded"
+		)
+	try:
+		headers = (json.loads(sent.payload or "{}") or {}).get("headers") or {}
+	except (ValueError, AttributeError):
+		headers = {}
+	targets = addressing.addressed_to(headers if isinstance(headers, dict) else {})
+	if targets and sender not in targets:
+		raise ForgedReceipt(
+			f"a receipt from {sender[:80]!r} for message {receipt.message_id[:80]!r}, which was sent to "
+			f"{', '.join(t[:80] for t in targets[:5])}: not recorded"
+		)
 
 
 def receipt_name(message_id: str, server: str, subscription: str) -> str:
@@ -287,7 +322,7 @@ def _outgoing_message(message_id: str) -> Any:
 	rows = frappe.get_all(
 		MESSAGE,
 		filters={"message_id": stored, "direction": DIRECTION_LABELS[Direction.OUTGOING]},
-		fields=["name", "message_id", "reference_doctype", "reference_name"],
+		fields=["name", "message_id", "reference_doctype", "reference_name", "payload"],
 		limit_page_length=5,
 	)
 	return next((row for row in rows if from_column("message_id", row.message_id) == message_id), None)

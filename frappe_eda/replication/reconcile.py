@@ -37,8 +37,9 @@ from typing import Any
 
 import frappe
 
+from frappe_eda.messaging.context import current_context
 from frappe_eda.messaging.envelope import Message, encode
-from frappe_eda.messaging.errors import InvalidMessage
+from frappe_eda.messaging.errors import InvalidMessage, UnprovenSender, UntrustedSender
 from frappe_eda.messaging.registry import HandlerRegistry, Subscription
 from frappe_eda.messaging.replication.digests import (
 	DEFAULT_BUCKETS,
@@ -51,6 +52,7 @@ from frappe_eda.messaging.replication.digests import (
 	digest_from_wire,
 	digest_to_wire,
 )
+from frappe_eda.replication.subscriptions import TRUSTED
 from frappe_eda.setup.readiness import when_installed
 
 log = logging.getLogger(__name__)
@@ -272,7 +274,27 @@ def _requester(message: Message, payload: Mapping[str, Any]) -> str:
 	server = _text(payload, "server")
 	if server != message.source:
 		raise _refuse(f"'server' {server[:60]!r} is not the message's source {str(message.source)[:60]!r}")
+	from frappe_eda.settings import trusted_network
+
+	if not trusted_network():
+		_check_sender(server, "a reconciliation request")
 	return server
+
+
+class ForgedReconcileMessage(UntrustedSender):
+	"""A reconciliation request or answer whose broker-validated sender is not the server it names."""
+
+
+def _check_sender(server: str, what: str) -> None:
+	"""``server`` must be who the broker says sent the message (a server publishes as the broker user
+	named after it): a member cannot ask for another's documents, nor answer for another source."""
+	sender = current_context().sender
+	if not sender:
+		raise UnprovenSender(repr(server[:80]))
+	if sender != server:
+		raise ForgedReconcileMessage(
+			f"{what} naming {server[:80]!r} was sent by broker user {sender[:80]!r}: refused"
+		)
 
 
 def _reply_to(message: Message, server: str) -> str:
@@ -612,6 +634,8 @@ def handle_reply(message: Message) -> None:
 		return
 	if message.source != state.get("source"):
 		raise _refuse(f"from {str(message.source)[:60]!r}, but run {run} asked {state.get('source')!r}")
+	if frappe.db.get_value(SUBSCRIPTION, subscription, "sender_check") != TRUSTED:
+		_check_sender(str(state.get("source") or ""), "a reconciliation answer")
 	state["source_messages"] += 1
 	state["source_bytes"] += len(encode(message))
 	if message.type == RESENT_TYPE:

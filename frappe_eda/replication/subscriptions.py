@@ -22,6 +22,7 @@ import frappe
 from frappe_eda.messaging.registry import HandlerRegistry, Subscription
 from frappe_eda.messaging.replication.mapping import FieldAction, FieldMapping, FieldRule
 from frappe_eda.messaging.replication.planning import ConflictPolicy
+from frappe_eda.messaging.trust import KeyRing, SenderPolicy
 from frappe_eda.replication import subscription_handler_name
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ class SubscriptionSpec:
 	link_policy: str
 	publish_applied: bool
 	mapping: FieldMapping
+	# Whom the queue takes messages from: the source's own broker user (and its signature), or anyone in
+	# a trusted network. Checked by the worker before the handler runs.
+	senders: SenderPolicy | None = None
 
 	@property
 	def handler_name(self) -> str:
@@ -91,7 +95,20 @@ def spec_of(doc: Any, default_exchange: str) -> SubscriptionSpec:
 		link_policy=doc.link_policy or "Wait and Retry",
 		publish_applied=bool(doc.publish_applied),
 		mapping=FieldMapping(rules=rules, copy_unlisted=bool(doc.copy_unlisted)),
+		senders=sender_policy(doc),
 	)
+
+
+PROVEN, TRUSTED = "Proven Sender", "Trusted Network"
+
+
+def sender_policy(doc: Any) -> SenderPolicy:
+	"""The subscription's sender check: its Source Server's broker user (a server publishes as the user
+	named after it), plus the source's public keys when listed; in a trusted network, anyone."""
+	keys = KeyRing.parse_or_none(doc.get("source_public_keys"))
+	if (doc.get("sender_check") or PROVEN) == TRUSTED:
+		return SenderPolicy.trusted(keys)
+	return SenderPolicy.only([(doc.source or "").strip()], keys)
 
 
 def enabled_specs() -> list[SubscriptionSpec]:
@@ -123,6 +140,7 @@ def add_to_registry(registry: HandlerRegistry, specs: list[SubscriptionSpec]) ->
 					exchange=spec.exchange,
 					handler=SubscriptionHandler(spec),
 					name=spec.handler_name,
+					senders=spec.senders,
 				)
 			)
 		except Exception:

@@ -46,6 +46,7 @@ ESCAPED = frozenset(
 		"exception_type",
 		"fingerprint",
 		"error",
+		"verified_sender",
 	}
 )
 # Identifier fields of MessageRecord / ErrorRecord and the columns that hold them: too long is refused.
@@ -68,6 +69,7 @@ TEXT_COLUMNS: dict[str, tuple[str, str]] = {
 	"error": (ERROR, "error"),
 	"traceback": (ERROR, "traceback"),
 	"headers": (MESSAGE, "headers"),
+	"verified_sender": (MESSAGE, "verified_sender"),
 }
 TRUNCATED = " … [truncated by frappe_eda to fit the column]"
 # What stands in for headers whose JSON does not fit: an object, so the record still reads back.

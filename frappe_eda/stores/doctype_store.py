@@ -42,6 +42,7 @@ from frappe_eda.messaging.store import (
 	Status,
 	StoreLimits,
 )
+from frappe_eda.messaging.trust.senders import SENDER
 from frappe_eda.stores import doctype_inbox_claim as inbox_claim
 from frappe_eda.stores.doctype_claim import site_relay_claim
 from frappe_eda.stores.doctype_columns import (
@@ -91,6 +92,7 @@ VALUE_COLUMNS = (
 	"causation_id",
 	"created_at",
 	"updated_at",
+	"verified_sender",
 )
 # The envelope's correlation and causation ids, kept in indexed columns so a form finds what caused a
 # message and what it caused without reading bodies; longer than this (escaped), not kept.
@@ -604,6 +606,8 @@ def _message_values(record: MessageRecord, now: datetime) -> dict[str, Any]:
 		"resolved": int(record.resolved),
 		"reference_doctype": record.reference_doctype or None,
 		"reference_name": record.reference_name or None,
+		# Shown in the list and filterable: the broker-proven sender the worker recorded in the headers.
+		"verified_sender": display_value("verified_sender", _sender(record.headers)),
 		**chain_ids(record.body),
 		"created_at": _naive(record.created_at),
 		"updated_at": now,
@@ -690,3 +694,8 @@ def _aware(value: Any) -> datetime:
 	if value is None:
 		return utcnow()
 	return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+def _sender(headers: dict[str, Any]) -> str:
+	value = headers.get(SENDER)
+	return value if isinstance(value, str) else ""

@@ -8,5 +8,11 @@ frappe.ui.form.on("EDA Settings", {
 		const told = (frm.doc.__onload || {}).eda_notified;
 		if (!told) return;
 		frm.set_intro(frappe.utils.escape_html(told.message), told.warn ? "orange" : "blue");
+		// Trust between servers (frappe_eda.replication.trust.trust_summary): a warning while the site
+		// takes unproven senders.
+		const trust = (frm.doc.__onload || {}).eda_trust;
+		if (trust && trust.warn) {
+			frm.dashboard.add_comment(frappe.utils.escape_html(trust.message), "orange", true);
+		}
 	},
 });

@@ -16,6 +16,9 @@ class EDASettings(Document):
 
 		# Who a failure reaches with the saved Notify Role (eda_settings.js shows it above the form).
 		self.set_onload("eda_notified", recipients_summary(self.notify_role or "EDA Manager"))
+		from frappe_eda.replication.trust import trust_summary
+
+		self.set_onload("eda_trust", trust_summary())
 
 	def validate(self):
 		try:
@@ -41,3 +44,20 @@ class EDASettings(Document):
 			frappe.throw(_("AMQP URL must start with amqp:// or amqps://"))
 		if self.queue_type not in ("classic", "quorum"):
 			frappe.throw(_("Queue Type must be classic or quorum"))
+		self._check_signing_key()
+
+	def _check_signing_key(self):
+		"""A new signing key (a Password field: unchanged, it comes back as asterisks) must parse; the
+		public key shown beside it follows it."""
+		from frappe_eda.messaging.errors import ConfigurationError
+		from frappe_eda.messaging.trust import SigningKey
+
+		if not self.signing_key:
+			self.public_key = ""
+			return
+		if self.is_dummy_password(self.signing_key):
+			return
+		try:
+			self.public_key = SigningKey.from_text(self.signing_key).public.text
+		except ConfigurationError as e:
+			frappe.throw(_("Signing Key: {0}").format(frappe.utils.escape_html(str(e))))

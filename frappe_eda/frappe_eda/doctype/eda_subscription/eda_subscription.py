@@ -22,6 +22,7 @@ class EDASubscription(Document):
 		self._check_patterns()
 		self._check_key_field()
 		self._check_rules()
+		self._check_sender()
 
 	def on_update(self):
 		bump_version()
@@ -66,6 +67,27 @@ class EDASubscription(Document):
 					frappe.bold(frappe.utils.escape_html(self.key_field or "")),
 					frappe.utils.escape_html(self.document_type),
 				)
+			)
+
+	def _check_sender(self):
+		from frappe_eda.messaging.errors import ConfigurationError
+		from frappe_eda.messaging.trust import KeyRing
+		from frappe_eda.replication.subscriptions import PROVEN
+
+		self.source = (self.source or "").strip()
+		if (self.sender_check or PROVEN) == PROVEN and not self.source:
+			frappe.throw(
+				_(
+					"Sender Check {0} needs the Source Server: the site name of the server whose broker user may send to this subscription"
+				).format(frappe.bold(PROVEN)),
+				title=_("Missing Source Server"),
+			)
+		try:
+			KeyRing.parse_or_none(self.source_public_keys)
+		except ConfigurationError as e:
+			frappe.throw(
+				_("Source Public Keys: {0}").format(frappe.utils.escape_html(str(e))),
+				title=_("Invalid Public Key"),
 			)
 
 	def _check_rules(self):
