@@ -345,6 +345,8 @@ def broker_user(
 	"""Create or update this site's own broker user with the least it needs (idempotent: run it again
 	after adding a subscription, a destination or a rule)."""
 	with _site(context):
+		import frappe
+
 		from frappe_eda.messaging.trust.broker_users import ManagementApi, provision, rabbitmqctl_commands
 		from frappe_eda.messaging.trust.permissions import Route
 		from frappe_eda.replication.trust import site_traffic
@@ -395,6 +397,8 @@ def signing_key(context: click.Context, rotate: bool) -> None:
 	"""Give this site an Ed25519 signing key (kept encrypted in EDA Settings) and print its public key,
 	for the subscribers' Source Public Keys."""
 	with _site(context):
+		import frappe
+
 		from frappe_eda.messaging.trust import SigningKey
 		from frappe_eda.settings import load_signer
 
