@@ -119,6 +119,8 @@ class TestApply(FrappeTestCase):
 				"subscription_name": f"EDA Apply Test {frappe.generate_hash(length=8)}",
 				"source_doctype": source_doctype,
 				"routing_key_patterns": f"{frappe.scrub(source_doctype)}.*",
+				# apply_message is called directly here; the sender check is the worker's (test_trust)
+				"sender_check": "Trusted Network",
 				**values,
 			}
 		).insert()

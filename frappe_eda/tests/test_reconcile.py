@@ -83,6 +83,7 @@ def make_subscription(source: str) -> None:
 			"source_doctype": DOCTYPE,
 			"document_type": DOCTYPE,
 			"source": source,
+			"sender_check": "Trusted Network",  # the test's sites share one broker user
 			"routing_key_patterns": "rc.eda_test_reconcile.*",
 			"exchange": EXCHANGE,
 			"match_by": "Source Name",
@@ -232,6 +233,9 @@ class TestReconcile(FrappeTestCase):
 		cls.peer = Peer(PEER, cls.sites_path, os.path.join(cls.logs, "rc-peer.log"), module=__name__)
 		cls.workers: list[subprocess.Popen] = []
 		frappe.db.rollback()
+		# head takes the peer's requests although both share one broker user (a trusted network)
+		cls.saved_trusted_network = frappe.db.get_single_value("EDA Settings", "trusted_network")
+		frappe.db.set_single_value("EDA Settings", "trusted_network", 1)
 		cleanup()
 		cls.peer.cleanup()
 		ensure_doctype()
@@ -280,6 +284,8 @@ class TestReconcile(FrappeTestCase):
 		frappe.db.rollback()
 		cleanup()
 		drop_doctype()
+		frappe.db.set_single_value("EDA Settings", "trusted_network", cls.saved_trusted_network or 0)
+		frappe.db.commit()
 		cls.peer.cleanup()
 		cls.peer.drop_doctype()
 		cls.peer.close()

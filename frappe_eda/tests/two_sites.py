@@ -100,7 +100,9 @@ def delete(doctype: str, filters: Any) -> None:
 
 
 def upsert_subscription(name: str, values: dict) -> str:
-	"""Create or replace the EDA Subscription ``name`` (its field rules too)."""
+	"""Create or replace the EDA Subscription ``name`` (its field rules too). Unless ``values`` say
+	otherwise, it is in a trusted network: the replication tests' sites share one broker user."""
+	values = {"sender_check": "Trusted Network", **values}
 	if frappe.db.exists("EDA Subscription", name):
 		doc = frappe.get_doc("EDA Subscription", name)
 		doc.set("field_rules", [])
@@ -364,6 +366,9 @@ class PeerSitesTestCase(FrappeTestCase):
 	skip_reason = ""
 	log_prefix = "two-sites"
 	code_prefix = "EDA"
+	# The source takes receipts and reconciliation requests from any member: the sites share one broker
+	# user (test_two_sites_trust gives each its own and turns this off).
+	trusted_network = True
 
 	@classmethod
 	def setUpClass(cls):
@@ -383,16 +388,26 @@ class PeerSitesTestCase(FrappeTestCase):
 		stray = cls._stray_workers([cls.head, *peers])
 		if stray:
 			raise AssertionError(f"stop the eda workers running on these sites first:\n{stray}")
+		cls.saved_trusted_network = frappe.db.get_single_value("EDA Settings", "trusted_network")
+		frappe.db.set_single_value("EDA Settings", "trusted_network", int(cls.trusted_network))
+		frappe.db.commit()
 		try:
 			cls._set_up()
 		except BaseException:
 			cls._tear_down()
+			cls._restore_trusted_network()
 			raise
 
 	@classmethod
 	def tearDownClass(cls):
 		cls._tear_down()
+		cls._restore_trusted_network()
 		super().tearDownClass()
+
+	@classmethod
+	def _restore_trusted_network(cls):
+		frappe.db.set_single_value("EDA Settings", "trusted_network", cls.saved_trusted_network or 0)
+		frappe.db.commit()
 
 	@classmethod
 	def _set_up(cls):

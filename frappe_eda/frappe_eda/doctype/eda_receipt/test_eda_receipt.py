@@ -115,6 +115,17 @@ class ReceiptCase(FrappeTestCase):
 
 
 class TestRecordingReceipts(ReceiptCase):
+	"""How receipts are kept, called as the worker's handler would be, in a trusted network (the sender
+	is not checked: ``TestReceiptSenders`` is about that)."""
+
+	def setUp(self):
+		super().setUp()
+		frappe.local.conf["eda_trusted_network"] = 1
+
+	def tearDown(self):
+		frappe.local.conf.pop("eda_trusted_network", None)
+		super().tearDown()
+
 	def test_a_receipt_is_kept_on_the_outgoing_message_it_answers(self):
 		sent = self.sent()
 		at = datetime(2026, 1, 12, 10, 4, 5, 123456, tzinfo=timezone.utc)
@@ -496,3 +507,39 @@ class TestReceiptThroughTheBroker(ReceiptCase):
 		self.assertEqual(
 			json.loads(frappe.db.get_value(MESSAGE, outbox.name, "payload"))["type"], RECEIPT_TYPE
 		)
+
+
+class TestReceiptSenders(ReceiptCase):
+	"""Only a server the message was addressed to answers for it, and only for itself: the receipt's
+	broker-validated sender (the delivery's user_id) decides, through the worker's real processor."""
+
+	def deliver_receipt(self, receipt, user_id):
+		registry = HandlerRegistry()
+		registry.add(receipt_subscription(queue=f"{self.prefix}.receipts"))
+		processor = DeliveryProcessor(registry, ReceiptingStore(commit=False))
+		key = addressing.receipt_key_for(self.site)
+		delivery = Delivery(f"{self.prefix}.receipts", key, encode(receipt), "eda.events", user_id=user_id)
+		[decision] = processor.process([delivery])
+		return decision
+
+	def test_the_addressed_server_answers_for_itself(self):
+		sent = self.sent(**{addressing.TO: ["wh1.localhost"]})
+		decision = self.deliver_receipt(receipt_message(sent.id), user_id="wh1.localhost")
+		self.assertEqual(decision.outcome.value, "processed")
+		self.assertEqual([r.server for r in self.receipts(sent)], ["wh1.localhost"])
+
+	def test_a_receipt_for_another_server_or_for_a_message_sent_elsewhere_is_refused(self):
+		sent = self.sent(**{addressing.TO: ["wh1.localhost"]})
+		for receipt, user_id, why in (
+			(receipt_message(sent.id), "wh2.localhost", "a server answers only for itself"),
+			(
+				receipt_message(sent.id, server="wh2.localhost"),
+				"wh2.localhost",
+				"which was sent to wh1.localhost",
+			),
+			(receipt_message(sent.id), None, "no broker-validated sender"),
+		):
+			decision = self.deliver_receipt(receipt, user_id)
+			self.assertEqual(decision.outcome.value, "dead", why)
+			self.assertIn(why, decision.error.error)
+		self.assertEqual(self.receipts(sent), [])
