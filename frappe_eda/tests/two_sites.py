@@ -148,6 +148,7 @@ def messages(filters: dict) -> list[dict]:
 			"reference_doctype",
 			"reference_name",
 			"created_at",
+			"verified_sender",
 		],
 		order_by="created_at asc",
 	)
