@@ -29,6 +29,9 @@ from frappe_eda.messaging.replay import Replayer
 from frappe_eda.messaging.retry import DEFAULT_DELAYS, RetryPolicy
 from frappe_eda.messaging.store import Direction, MessageFilter, MessageStore, Status
 from frappe_eda.messaging.topology import TopologyDeclarer, dead_letter_queue
+from frappe_eda.messaging.trust import SigningKey
+from frappe_eda.messaging.trust.broker_users import ManagementApi, provision, rabbitmqctl_commands
+from frappe_eda.messaging.trust.permissions import Route, ServerTraffic
 from frappe_eda.stores import DEFAULT_STORE_URL, open_store, worker_table
 
 
@@ -393,3 +396,90 @@ def run() -> None:
 	except EdaError as e:
 		click.echo(f"error: {e}", err=True)
 		sys.exit(1)
+
+
+def _routes(values: tuple[str, ...], option: str) -> tuple[Route, ...]:
+	routes = []
+	for value in values:
+		exchange, sep, key = value.partition(":")
+		if not sep or not exchange or not key:
+			raise click.UsageError(f"{option} {value!r}: give EXCHANGE:KEY")
+		routes.append(Route(exchange, key))
+	return tuple(routes)
+
+
+@main.command("broker-user")
+@click.argument("user")
+@click.option(
+	"--management-url",
+	envvar="EDA_MANAGEMENT_URL",
+	help="RabbitMQ's management API as an administrator (http://admin@host:15672); the password is asked "
+	"for when the URL has none, used for these calls only and never stored.",
+)
+@click.option(
+	"--queue",
+	"queues",
+	multiple=True,
+	help="A queue the service consumes (its retry and dead queues follow).",
+)
+@click.option(
+	"--publish",
+	"publishes",
+	multiple=True,
+	metavar="EXCHANGE:KEY",
+	help="Keys it publishes (topic patterns).",
+)
+@click.option(
+	"--bind", "binds", multiple=True, metavar="EXCHANGE:KEY", help="Keys its queues are bound with."
+)
+@click.option(
+	"--password", default=None, help="Set this password (default: a new user gets a generated one)."
+)
+@click.option(
+	"--print", "print_only", is_flag=True, help="Print rabbitmqctl commands instead of calling the API."
+)
+@click.pass_obj
+def broker_user(
+	ctx: Context,
+	user: str,
+	management_url: str | None,
+	queues: tuple[str, ...],
+	publishes: tuple[str, ...],
+	binds: tuple[str, ...],
+	password: str | None,
+	print_only: bool,
+) -> None:
+	"""Create or update USER with the least its traffic needs, in the vhost of --url (idempotent)."""
+	publish_routes, bind_routes = _routes(publishes, "--publish"), _routes(binds, "--bind")
+	traffic = ServerTraffic(
+		user,
+		queues=queues,
+		publishes=publish_routes,
+		binds=bind_routes,
+		topic_exchanges=frozenset(r.exchange for r in (*publish_routes, *bind_routes)),
+	)
+	vhost = ctx.settings.vhost
+	if print_only:
+		for command in rabbitmqctl_commands(vhost, traffic):
+			click.echo(command)
+		return
+	if not management_url:
+		raise click.UsageError("give --management-url (or EDA_MANAGEMENT_URL), or --print")
+	api = ManagementApi(management_url)
+	if not api.password:
+		api.password = click.prompt(f"password of {api.user or 'the administrator'}", hide_input=True)
+	try:
+		report = provision(api, vhost, traffic, password)
+	except EdaError as e:
+		raise click.ClickException(str(e)) from None
+	click.echo(report.summary())
+	if report.password:
+		click.echo(f"password of {user!r} (shown once): {report.password}")
+
+
+@main.command("signing-key")
+def signing_key() -> None:
+	"""Print a new Ed25519 signing key (a secret: keep it where passwords go) and its public key."""
+	key = SigningKey.generate()
+	click.echo(f"signing key (secret): {key.text}")
+	click.echo(f"public key:           {key.public.text}")

@@ -10,6 +10,7 @@ import subprocess
 
 from frappe_eda.messaging.trust.broker_users import ManagementApi, rabbitmqctl_commands
 from frappe_eda.messaging.trust.permissions import NOTHING, Route, ServerTraffic, permissions_for
+from tests.trust.conftest import MANAGEMENT_URL
 
 WH1 = ServerTraffic(
 	"wh1.example.com",
@@ -97,3 +98,33 @@ def test_printed_rabbitmqctl_commands_grant_what_the_api_grants(
 		]
 	finally:
 		management.delete_user(traffic.user)
+
+
+def test_the_frappe_eda_command_creates_a_user_that_can_do_exactly_its_traffic(
+	management: ManagementApi, vhost: str, unique_name: str, amqp_url: str
+) -> None:
+	from click.testing import CliRunner
+
+	from frappe_eda.cli import main
+
+	user = f"{unique_name}-svc"
+	args = [
+		"--url",
+		amqp_url,
+		"broker-user",
+		user,
+		"--queue",
+		f"{unique_name}.q",
+		"--bind",
+		f"{unique_name}.ex:a.*",
+	]
+	try:
+		result = CliRunner().invoke(main, [*args, "--management-url", MANAGEMENT_URL])
+		assert result.exit_code == 0, result.output
+		assert f"created broker user {user!r}" in result.output and "shown once" in result.output
+		again = CliRunner().invoke(main, [*args, "--management-url", MANAGEMENT_URL])
+		assert f"updated broker user {user!r}" in again.output and "shown once" not in again.output
+		printed = CliRunner().invoke(main, [*args, "--print"])
+		assert printed.exit_code == 0 and "rabbitmqctl set_topic_permissions" in printed.output
+	finally:
+		management.delete_user(user)

@@ -75,14 +75,13 @@ class SenderPolicy:
 
 	def check(self, sender: str, body: bytes, headers: Mapping[str, Any], claimed: str = "") -> None:
 		"""Raise the specific ``UntrustedSender`` error when this policy does not take the delivery."""
+		if self.require_proof:
+			if not sender:
+				raise UnprovenSender(self.describe())
+			if self.senders and sender not in self.senders:
+				raise WrongSender(sender, self.describe(), claimed)
 		if self.keys is not None:
 			self.keys.verify(body, headers.get(SIGNATURE))
-		if not self.require_proof:
-			return
-		if not sender:
-			raise UnprovenSender(self.describe())
-		if self.senders and sender not in self.senders:
-			raise WrongSender(sender, self.describe(), claimed)
 
 
 def with_sender(headers: Mapping[str, Any], sender: str) -> dict[str, Any]:
