@@ -450,16 +450,23 @@ class TestReceiptThroughTheBroker(ReceiptCase):
 	"""The site answers itself through the broker as one user: a trusted network (the broker-proven
 	sender is ``TestReceiptSenders``'s and test_two_sites_trust's)."""
 
-	def setUp(self):
-		super().setUp()
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
 		# In EDA Settings, committed: the worker's handler thread opens the site afresh.
-		self.saved_trusted_network = frappe.db.get_single_value("EDA Settings", "trusted_network")
+		cls.saved_trusted_network = frappe.db.get_single_value("EDA Settings", "trusted_network")
 		frappe.db.set_single_value("EDA Settings", "trusted_network", 1)
 		frappe.db.commit()
 
+	@classmethod
+	def tearDownClass(cls):
+		frappe.db.rollback()
+		frappe.db.set_single_value("EDA Settings", "trusted_network", cls.saved_trusted_network or 0)
+		frappe.db.commit()
+		super().tearDownClass()
+
 	def tearDown(self):
 		frappe.db.rollback()
-		frappe.db.set_single_value("EDA Settings", "trusted_network", self.saved_trusted_network or 0)
 		frappe.db.delete(RECEIPT, {"subscription": ["like", f"{self.prefix}%"]})
 		frappe.db.delete(MESSAGE, {"routing_key": ["like", f"{self.prefix}%"]})
 		frappe.db.delete(MESSAGE, {"queue": ["like", f"{self.prefix}%"]})
