@@ -2,7 +2,8 @@
 # License: MIT. See LICENSE
 """Reconciliation (anti-entropy) between two real sites with real workers and the real broker.
 
-Runs on head.localhost with ``EDA_PEER_SITES`` naming wh1.localhost (skipped otherwise). Everything
+Runs on head.localhost (``EDA_HEAD_SITE`` names another) with ``EDA_PEER_SITES`` naming the peer first,
+e.g. wh1.localhost (skipped otherwise). Everything
 lives on its own DocType (``EDA Test Reconcile``), exchange (``rc.test``), destination, rule and
 subscription, so other tests' workers on the same sites never see these messages. What the workers
 must see is committed, and removed afterwards.
@@ -29,8 +30,11 @@ DOCTYPE = "EDA Test Reconcile"
 EXCHANGE = "rc.test"
 DESTINATION = "rc-test-destination"
 SUBSCRIPTION = "rc-test-subscription"
-PEER = "wh1.localhost"
-HEAD = "head.localhost"
+# The peer is the first of EDA_PEER_SITES; the source is head.localhost unless EDA_HEAD_SITE names
+# another (a bench whose sites are named head, wh1: EDA_HEAD_SITE=head EDA_PEER_SITES=wh1,wh2). Read at
+# import, in the test's process and in the peer's (which inherits the environment).
+PEER = (two_sites.peer_sites() or ["wh1.localhost"])[0]
+HEAD = os.environ.get("EDA_HEAD_SITE") or "head.localhost"
 DEFINITIONS = [
 	doctypes.doctype(
 		DOCTYPE,
@@ -220,7 +224,7 @@ def clear_rows() -> None:
 
 
 @unittest.skipUnless(
-	PEER in two_sites.peer_sites(), "needs EDA_PEER_SITES=wh1.localhost (a second real site)"
+	PEER in two_sites.peer_sites(), "needs EDA_PEER_SITES naming a second real site, e.g. wh1.localhost"
 )
 class TestReconcile(FrappeTestCase):
 	@classmethod
