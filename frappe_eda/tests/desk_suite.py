@@ -37,6 +37,7 @@ SUITE_PASSWORD = "eda-Suite-7c1f-password"  # test users of a test site only
 BULK = 600  # enough for the job to report progress before its summary
 GROUP = 6
 HOSTILE = '<img src=x onerror="window.__eda_pwned=1">'
+SENDER = "wh2.example.com"
 HOSTILE_ERROR = "<script>window.__eda_pwned=2</script><b>bold?</b>"
 # Replication (issue #11/#14): text from another server, in a replica's conflict, a reconciliation and a
 # receipt. An alert() that fires is caught by the page's dialog handler and fails the step.
@@ -84,7 +85,12 @@ def seed() -> dict[str, Any]:
 			queue=QUEUE,
 			handler=f"{TAG}.handlers.{kind}",
 			message_type=message.type,
-			headers={"x-eda-attempt": 3, "x-note": HOSTILE},
+			# the broker-proven sender (Verified Sender in the list); a user name is text, shown as text
+			headers={
+				"x-eda-attempt": 3,
+				"x-note": HOSTILE,
+				"x-eda-sender": HOSTILE if kind == "hostile" else SENDER,
+			},
 			attempts=3,
 			last_error=error or f"ValueError: {kind} {n} failed",
 		)
@@ -177,11 +183,13 @@ def _seed_replication(outgoing_id: str) -> None:
 	written by the code that writes them for real (the figures as ``save_state`` writes them)."""
 	import frappe
 
+	from frappe_eda.messaging.context import HandlerContext, handler_context
 	from frappe_eda.messaging.envelope import Message, utcnow
 	from frappe_eda.messaging.replication.receipts import RECEIPT_TYPE, Receipt, ReceiptOutcome
 	from frappe_eda.messaging.replication.versions import DocVersion
 	from frappe_eda.replication import replicas
 	from frappe_eda.replication.receipts import record_receipt
+	from frappe_eda.stores.doctype_store import DocTypeStore
 
 	frappe.get_doc(
 		{
@@ -265,8 +273,11 @@ def _seed_replication(outgoing_id: str) -> None:
 			document=document,
 			at=utcnow().isoformat(),
 		)
-		if not record_receipt(Message(type=RECEIPT_TYPE, payload=receipt.payload())):
-			raise AssertionError(f"the receipt from {server} was dropped")
+		# As the worker runs it: the broker-proven sender is the server that answers.
+		context = HandlerContext(QUEUE, RECEIPT_TYPE, 1, False, DocTypeStore(commit=False), sender=server)
+		with handler_context(context):
+			if not record_receipt(Message(type=RECEIPT_TYPE, payload=receipt.payload())):
+				raise AssertionError(f"the receipt from {server} was dropped")
 
 
 def clean() -> None:
@@ -649,6 +660,35 @@ def operator_steps(suite: Suite, page: Any, problems: list[str]) -> None:
 		suite.shot(page, "subscription-form")
 		return f"buttons {list(buttons)}; {rules} field rules; figures {figures['last_reconcile_differed']} / {figures['last_reconcile_healed']} / {figures['last_reconcile_unhealed']}"
 
+	def trust_views() -> str:
+		_open(page, base, f"/app/eda-message?queue={QUEUE}")
+		page.wait_for_selector(ROWS, timeout=30000)
+		if not page.locator(".list-row-head:has-text('Verified Sender')").count():
+			raise AssertionError("the EDA Message list has no Verified Sender column")
+		if not page.locator(f".list-row-container:has-text('{SENDER}')").count():
+			raise AssertionError(f"no row shows its verified sender {SENDER}")
+		_open(page, base, "/app/eda-settings")
+		page.wait_for_function("() => window.cur_frm && cur_frm.doctype === 'EDA Settings'", timeout=30000)
+		warning = page.locator("text=Trust between servers:")
+		warning.first.wait_for(timeout=15000)
+		settings_text = " ".join(warning.first.inner_text().split())
+		inert("/app/eda-settings")
+		suite.shot(page, "settings-trust-warning")
+		_open(page, base, "/app/eda-subscription/new")
+		page.wait_for_function(
+			"() => window.cur_frm && cur_frm.doctype === 'EDA Subscription'", timeout=30000
+		)
+		default = page.evaluate("() => cur_frm.doc.sender_check")
+		if default != "Proven Sender":
+			raise AssertionError(f"a new subscription's Sender Check is {default!r}")
+		page.evaluate("() => cur_frm.set_value('sender_check', 'Trusted Network')")
+		page.locator(
+			"text=Trusted Network: this subscription applies messages from any sender"
+		).first.wait_for(timeout=15000)
+		inert("/app/eda-subscription/new")
+		suite.shot(page, "subscription-trusted-network")
+		return f"list column and sender; settings: {settings_text[:80]}; new subscription warns when trusted"
+
 	def reconcile_now() -> str:
 		route = f"/app/eda-subscription/{SUBSCRIPTION}"
 		_open(page, base, route)
@@ -819,6 +859,11 @@ def operator_steps(suite: Suite, page: Any, problems: list[str]) -> None:
 		("EDA Replica form: the Conflict's detail as text", replica_form),
 		("EDA Message form: its receipts as plain text", message_receipts),
 		("a document's Messages section: receipts under its message", document_receipts),
+		# last: it leaves an unsaved new form behind
+		(
+			"trust: Verified Sender in the list, the settings' warning, Sender Check on a new subscription",
+			trust_views,
+		),
 	):
 		suite.step(name, problems, check)
 
