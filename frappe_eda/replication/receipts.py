@@ -29,7 +29,14 @@ import frappe
 
 from frappe_eda.messaging.context import current_context
 from frappe_eda.messaging.envelope import Message, decode, utcnow
-from frappe_eda.messaging.errors import InvalidMessage, UnprovenSender, UntrustedSender
+from frappe_eda.messaging.errors import (
+	BadSignature,
+	InvalidMessage,
+	UnprovenSender,
+	UnsignedMessage,
+	UntrustedSender,
+	WrongSender,
+)
 from frappe_eda.messaging.registry import Subscription
 from frappe_eda.messaging.replication import addressing
 from frappe_eda.messaging.replication.receipts import (
@@ -52,6 +59,11 @@ SUBSCRIPTION = "EDA Subscription"
 DESTINATION = "EDA Destination"
 RECEIPT_QUEUE_PREFIX = "eda.receipts."
 RECEIPT_HANDLER = "frappe_eda.replication.receipts.record_receipt"
+# Refusals of a message whose sender is not proven: never answered with a receipt.
+UNTRUSTED = frozenset(
+	f"{cls.__module__}.{cls.__qualname__}"
+	for cls in (UntrustedSender, UnprovenSender, WrongSender, UnsignedMessage, BadSignature)
+)
 # What a failure's status says to the source.
 FAILURE_OUTCOMES = {Status.FAILED: ReceiptOutcome.RETRYING, Status.DEAD: ReceiptOutcome.REFUSED}
 # Column sizes of EDA Receipt (its JSON), which escaped text must fit.
@@ -140,6 +152,9 @@ class ReceiptingStore(DocTypeStore):
 		if error.direction is not Direction.INCOMING:
 			return
 		if not (error.handler or "").startswith(SUBSCRIPTION_HANDLER_PREFIX):
+			return
+		if error.exception_type in UNTRUSTED:
+			# Nothing proves who sent it: its reply-to is a stranger's instruction, not the source's.
 			return
 		try:
 			with self.transaction():

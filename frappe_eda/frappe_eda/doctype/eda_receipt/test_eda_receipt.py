@@ -561,3 +561,31 @@ class TestReceiptSenders(ReceiptCase):
 			self.assertEqual(decision.outcome.value, "dead", why)
 			self.assertIn(why, decision.error.error)
 		self.assertEqual(self.receipts(sent), [])
+
+
+class TestNoReceiptForStrangers(ReceiptCase):
+	"""A subscription refuses a message nothing proves came from its source: its reply-to is a stranger's
+	instruction, so no receipt goes anywhere (a failure of a proven message is receipted as before)."""
+
+	def test_a_refused_stranger_gets_no_receipt(self):
+		from frappe_eda.messaging.trust import SenderPolicy
+
+		queue = f"{self.prefix}.items"
+		registry = HandlerRegistry()
+		handler = subscription_handler_name(f"{self.prefix}-sub")
+		policy = SenderPolicy.only(["head.localhost"])
+		registry.add(Subscription(queue, ("item.*",), "erp.events", lambda m: None, handler, senders=policy))
+		processor = DeliveryProcessor(registry, ReceiptingStore(commit=False))
+		message = Message(
+			type="item.changed",
+			payload={"name": "ITEM-9"},
+			source="head.localhost",
+			headers={addressing.REPLY_TO: addressing.receipt_key_for("head.localhost")},
+		)
+		body = encode(message)
+		[decision] = processor.process(
+			[Delivery(queue, "item.changed", body, "erp.events", user_id="wh2.localhost")]
+		)
+		self.assertEqual(decision.outcome.value, "dead")
+		self.assertTrue(decision.error.exception_type.endswith("WrongSender"))
+		self.assertEqual(self.outbox_receipts(message), [])
