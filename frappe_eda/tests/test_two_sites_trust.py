@@ -320,3 +320,29 @@ class TestTwoSitesTrust(two_sites.PeerSitesTestCase):
 			"head to refuse the forged request",
 		)
 		self.assertTrue(dead[0]["exception_type"].endswith("ForgedReconcileMessage"), dead)
+
+	def test_f_reconciliation_heals_within_each_servers_least_privilege(self):
+		"""wh1's digest to head, head's listing and re-sent document back: every hop on the keys that
+		``eda broker-user`` granted, under the proven-sender checks."""
+		item, _sent, _ = self.genuine("f", "genuine")
+		frappe.db.sql(f"update `tab{ITEM}` set item_name=%s where name=%s", ("changed by SQL", item.name))
+		frappe.db.commit()
+		done = subprocess.run(
+			two_sites.bench(
+				self.wh1_site,
+				"eda",
+				"reconcile",
+				ITEM,
+				"--subscription",
+				SUB_WH1,
+				"--wait",
+				"--timeout",
+				"60",
+			),
+			cwd=self.sites_path,
+			capture_output=True,
+			text=True,
+			timeout=300,
+		)
+		self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+		self.wait_doc(self.wh1, ITEM, item.name, lambda d: d["item_name"] == "changed by SQL", "healed")
