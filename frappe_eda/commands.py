@@ -347,17 +347,16 @@ def broker_user(
 	with _site(context):
 		import frappe
 
+		from frappe_eda.messaging.errors import ConfigurationError
 		from frappe_eda.messaging.trust.broker_users import ManagementApi, provision, rabbitmqctl_commands
 		from frappe_eda.messaging.trust.permissions import Route
 		from frappe_eda.replication.trust import site_traffic
 		from frappe_eda.settings import load_settings
 
-		routes = []
-		for item in extra:
-			exchange, sep, key = item.partition(":")
-			if not sep or not exchange or not key:
-				raise click.UsageError(f"--publish {item!r}: give EXCHANGE:KEY")
-			routes.append(Route(exchange, key))
+		try:
+			routes = [Route.parse(item) for item in extra]
+		except ConfigurationError as e:
+			raise click.UsageError(f"--publish {e}") from None
 		broker = load_settings().broker
 		traffic = site_traffic(broker_user, tuple(routes))
 		if print_only:
@@ -375,14 +374,9 @@ def broker_user(
 		report = provision(api, broker.vhost, traffic, password)
 		click.echo(report.summary())
 		if report.password and write_config:
-			from urllib.parse import quote, urlsplit, urlunsplit
-
-			parts = urlsplit(broker.url)
-			host = parts.netloc.rpartition("@")[2]
-			netloc = f"{quote(traffic.user, safe='')}:{quote(report.password, safe='')}@{host}"
 			from frappe.installer import update_site_config
 
-			update_site_config("eda_amqp_url", urlunsplit(parts._replace(netloc=netloc)))
+			update_site_config("eda_amqp_url", broker.with_user(traffic.user, report.password).url)
 			click.echo("eda_amqp_url in site_config.json now uses it: restart the site's worker")
 		elif report.password:
 			click.echo(f"password of {traffic.user!r} (shown once): {report.password}")

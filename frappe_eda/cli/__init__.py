@@ -399,13 +399,10 @@ def run() -> None:
 
 
 def _routes(values: tuple[str, ...], option: str) -> tuple[Route, ...]:
-	routes = []
-	for value in values:
-		exchange, sep, key = value.partition(":")
-		if not sep or not exchange or not key:
-			raise click.UsageError(f"{option} {value!r}: give EXCHANGE:KEY")
-		routes.append(Route(exchange, key))
-	return tuple(routes)
+	try:
+		return tuple(Route.parse(value) for value in values)
+	except EdaError as e:
+		raise click.UsageError(f"{option} {e}") from None
 
 
 @main.command("broker-user")

@@ -159,6 +159,14 @@ class BrokerSettings:
 	def redacted_addresses(self) -> str:
 		return ", ".join(_redact(a) for a in self.addresses)
 
+	def with_user(self, user: str, password: str) -> BrokerSettings:
+		"""The same nodes and vhost, logged in as ``user`` (a server's own broker user)."""
+		userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
+		moved = [
+			urlunsplit(urlsplit(a)._replace(netloc=f"{userinfo}@{_host_port(a)}")) for a in self.addresses
+		]
+		return replace(self, url=moved[0], nodes=tuple(moved[1:]))
+
 	def with_vhost(self, vhost: str) -> BrokerSettings:
 		path = "/" + quote(vhost, safe="")
 		moved = [urlunsplit(urlsplit(a)._replace(path=path)) for a in self.addresses]

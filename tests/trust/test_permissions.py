@@ -128,3 +128,23 @@ def test_the_frappe_eda_command_creates_a_user_that_can_do_exactly_its_traffic(
 		assert printed.exit_code == 0 and "rabbitmqctl set_topic_permissions" in printed.output
 	finally:
 		management.delete_user(user)
+
+
+def test_routes_parse_and_a_server_logs_in_as_its_own_user_on_every_node() -> None:
+	import pytest
+
+	from frappe_eda.messaging.connection import BrokerSettings
+	from frappe_eda.messaging.errors import ConfigurationError
+
+	assert Route.parse("eda.events:wh1.#") == Route("eda.events", "wh1.#")
+	for bad in ("eda.events", ":wh1", "eda.events:"):
+		with pytest.raises(ConfigurationError, match="give EXCHANGE:KEY"):
+			Route.parse(bad)
+	shared = BrokerSettings(url="amqp://guest:guest@mq1:5672/net", nodes=("mq2:5673",))
+	own = shared.with_user("wh1.example.com", "p@ss:w/rd")
+	assert own.user == "wh1.example.com" and own.vhost == "net"
+	assert own.addresses == (
+		"amqp://wh1.example.com:p%40ss%3Aw%2Frd@mq1:5672/net",
+		"amqp://wh1.example.com:p%40ss%3Aw%2Frd@mq2:5673/net",
+	)
+	assert "p%40ss" not in repr(own)

@@ -38,6 +38,14 @@ class Route:
 	exchange: str
 	key: str
 
+	@classmethod
+	def parse(cls, text: str) -> Route:
+		"""``EXCHANGE:KEY``, as the commands take it."""
+		exchange, sep, key = text.partition(":")
+		if not sep or not exchange or not key:
+			raise ConfigurationError(f"{text[:80]!r}: give EXCHANGE:KEY")
+		return cls(exchange, key)
+
 
 @dataclass(frozen=True)
 class ServerTraffic:
