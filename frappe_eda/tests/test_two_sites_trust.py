@@ -346,3 +346,52 @@ class TestTwoSitesTrust(two_sites.PeerSitesTestCase):
 		)
 		self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
 		self.wait_doc(self.wh1, ITEM, item.name, lambda d: d["item_name"] == "changed by SQL", "healed")
+
+	def resubscribe(self, keys):
+		"""wh1's subscription with ``keys`` as its Source Public Keys, once its worker has reloaded it."""
+		with open(self.logs[self.wh1_site]) as log:
+			reloads = log.read().count("  consuming ")
+		self.wh1.upsert_subscription(
+			name=SUB_WH1,
+			values={
+				"source_doctype": ITEM,
+				"source": self.head,
+				"sender_check": "Proven Sender",
+				"routing_key_patterns": "wh1.eda_test_item.*",
+				"source_public_keys": keys,
+			},
+		)
+
+		def reloaded():
+			with open(self.logs[self.wh1_site]) as log:
+				return log.read().count("  consuming ") > reloads
+
+		wait_for(reloaded, TIMEOUT, "wh1's worker to reload its subscriptions")
+		wait_for(lambda: self._consumed(queue_of(SUB_WH1)), TIMEOUT, "wh1's queue consumed again")
+
+	def test_g_head_signs_and_wh1_applies_only_what_its_key_verifies(self):
+		from frappe_eda.messaging.trust import SigningKey
+
+		key, other = SigningKey.generate(), SigningKey.generate()
+		settings = frappe.get_single("EDA Settings")
+		settings.signing_key = key.text
+		settings.save(ignore_permissions=True)
+		frappe.db.commit()
+		try:
+			self.resubscribe(f"{other.public.text}\n{key.public.text}")  # both, as during a rotation
+			_item, sent, _ = self.genuine("g", "signed")
+			[incoming] = self.wh1.messages(
+				filters={"direction": "Incoming", "message_id": sent["message_id"]}
+			)
+			self.assertEqual(incoming["status"], "Processed")
+
+			self.resubscribe(other.public.text)  # head's key no longer trusted
+			item = self.make_item("g2", item_name="signed by a key wh1 does not trust")
+			sent = wait_for(lambda: self.outgoing(ITEM, item.name), TIMEOUT, "head's message")[0]
+			[dead] = self.dead_on(self.wh1, sent["message_id"])
+			self.assertTrue(dead["exception_type"].endswith("BadSignature"), dead)
+			self.assertFalse(self.wh1.exists(doctype=ITEM, name=item.name))
+		finally:
+			frappe.db.set_single_value("EDA Settings", {"signing_key": "", "public_key": ""})
+			frappe.db.commit()
+			self.resubscribe("")
