@@ -36,18 +36,13 @@ def eda() -> None:
 @eda.command("status")
 @pass_context
 def status(context: click.Context) -> None:
-	"""Message counts per direction and status, and the depth of each handler's queues: the work queue,
-	its retry tiers (``<queue>.retry.<delay>``) and its dead-letter queue (``<queue>.dead``)."""
+	"""Message counts per direction and status, and every queue this site's worker consumes (the apps'
+	handlers, each enabled EDA Subscription, receipts, reconciliation): the work queue with its ready,
+	unacked (with ``eda_management_url``) and consumers, its retry tiers (``<queue>.retry.<delay>``) and
+	its dead-letter queue (``<queue>.dead``)."""
 	with _site(context):
 		import frappe
 		from frappe.query_builder.functions import Count
-
-		from frappe_eda.consumer import handler_modules
-		from frappe_eda.messaging.connection import BrokerConnection
-		from frappe_eda.messaging.errors import BrokerUnavailable
-		from frappe_eda.messaging.registry import default_registry, import_handler_modules
-		from frappe_eda.messaging.topology import TopologyDeclarer, dead_letter_queue, retry_queue
-		from frappe_eda.settings import load_settings
 
 		# The labels the desk shows (the DocType's own options), so what is printed here is what
 		# ``--status`` and the list view's filters accept.
@@ -71,25 +66,32 @@ def status(context: click.Context) -> None:
 
 		trust = trust_summary()
 		click.echo(f"{'WARNING: ' if trust['warn'] else ''}{trust['message']}")
-		import_handler_modules(handler_modules())
-		settings = load_settings()
-		try:
-			with BrokerConnection(settings.broker) as connection:
-				declarer = TopologyDeclarer(connection)
-				click.echo(f"queues on {settings.broker.redacted_url()} (ready messages):")
-				for subscription in default_registry:
-					tiers = subscription.retry_policy(settings.retry).tiers()
-					names = [
-						subscription.queue,
-						*(retry_queue(subscription.queue, delay) for delay in tiers),
-						dead_letter_queue(subscription.queue),
-					]
-					for name in names:
-						depth = declarer.queue_depth(name)
-						click.echo(f"  {name:<40}{'missing' if depth is None else depth:>8}")
-				declarer.close()
-		except BrokerUnavailable as e:
-			click.echo(f"broker unavailable: {e}")
+		from frappe_eda.desk.broker_view import queue_view
+
+		view = queue_view()
+		if view["error"]:
+			click.echo(view["error"])
+			return
+		click.echo(f"queues on {view['broker']} (ready messages; unacked needs eda_management_url):")
+		for row in view["queues"]:
+			unacked = "?" if row.get("unacked") is None else row["unacked"]
+			detail = f"  unacked {unacked}, consumers {row.get('consumers')}  <- {row['handler']}"
+			shown = "" if row.get("missing") or row.get("error") else detail
+			click.echo(f"  {row['queue']:<48}{_depth(row)}{shown}")
+			for tier in (*row["tiers"], row["dead"]):
+				click.echo(f"  {tier['queue']:<48}{_depth(tier)}")
+		if not view["queues"]:
+			click.echo("  (none: this site has no handler, enabled subscription or receipts to consume)")
+		management = view.get("management") or {}
+		if management.get("error"):
+			click.echo(f"management API at {management['url']}: {management['error']}")
+
+
+def _depth(row: dict) -> str:
+	"""The ready count, right-aligned; ``missing``, or the broker's refusal to show the queue."""
+	if row.get("error"):
+		return f"  not readable: {row['error']}"
+	return f"{'missing' if row.get('missing') else row['ready']:>8}"
 
 
 REPLAY_STATUSES = ("Failed", "Dead", "Pending", "Received", "Processed", "Published")

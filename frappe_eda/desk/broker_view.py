@@ -53,12 +53,15 @@ def broker_view() -> dict[str, Any]:
 
 
 def queue_view() -> dict[str, Any]:
-	"""``{"broker", "queues", "error", "management"}``; ``error`` says why nothing could be read."""
-	from frappe_eda.consumer import handler_modules
+	"""``{"broker", "queues", "error", "management"}``; ``error`` says why nothing could be read.
+
+	Every queue this site's worker consumes (``consumer.site_registry``): the apps' handler queues, one
+	per enabled EDA Subscription, the receipts queue and the reconciliation queues, each with its retry
+	tiers and dead-letter queue."""
+	from frappe_eda.consumer import site_registry
 	from frappe_eda.desk.replay import fast_broker
 	from frappe_eda.messaging.connection import BrokerConnection
 	from frappe_eda.messaging.errors import EdaError
-	from frappe_eda.messaging.registry import default_registry, import_handler_modules
 	from frappe_eda.messaging.topology import TopologyDeclarer, dead_letter_queue, retry_queue
 	from frappe_eda.settings import load_settings
 
@@ -66,8 +69,7 @@ def queue_view() -> dict[str, Any]:
 	try:
 		settings = load_settings()
 		result["broker"] = settings.broker.redacted_url()
-		import_handler_modules(handler_modules())
-		subscriptions = list(default_registry)
+		subscriptions = list(site_registry())
 	except Exception as e:  # a handler module that does not import, settings that do not parse
 		result["error"] = _("Could not read the site's handlers or broker settings: {0}").format(_describe(e))
 		return result

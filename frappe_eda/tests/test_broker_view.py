@@ -188,3 +188,67 @@ def _user(email, roles):
 		if roles:
 			user.add_roles(*roles)
 		frappe.db.commit()
+
+
+class TestEveryQueueOfTheSite(FrappeTestCase):
+	"""Not only the apps' handler queues: an enabled EDA Subscription's queue and the receipts queue of
+	a destination that asks for receipts are shown too (the issue: ``eda status`` printed nothing for
+	them), in the desk's view and in ``bench eda status``."""
+
+	def setUp(self):
+		self.prefix = f"eda-bv-{frappe.generate_hash(length=6)}"
+		self.subscription = frappe.get_doc(
+			{
+				"doctype": "EDA Subscription",
+				"subscription_name": f"{self.prefix} items",
+				"source_doctype": "ToDo",
+				"source": "head.example.com",
+				"routing_key_patterns": f"{self.prefix}.todo.*",
+			}
+		).insert()
+		frappe.get_doc(
+			{
+				"doctype": "EDA Destination",
+				"destination_name": f"{self.prefix} wh9",
+				"routing_key": "wh9.{type}",
+				"target_servers": "wh9.example.com",
+				"request_receipts": 1,
+			}
+		).insert()
+		frappe.db.commit()  # ``bench eda status`` runs in another process
+
+	def tearDown(self):
+		frappe.db.rollback()
+		frappe.delete_doc("EDA Subscription", self.subscription.name, force=True)
+		frappe.delete_doc("EDA Destination", f"{self.prefix} wh9", force=True)
+		frappe.db.commit()
+
+	def test_subscription_and_receipt_queues_are_shown(self):
+		from frappe_eda.desk.broker_view import queue_view
+		from frappe_eda.replication.receipts import receipt_queue
+
+		wanted = {self.subscription.queue, receipt_queue()}
+		rows = {row["queue"]: row for row in queue_view()["queues"]}
+		self.assertLessEqual(wanted, set(rows), rows.keys())
+		for name in wanted:
+			self.assertEqual(rows[name]["dead"]["queue"], dead_letter_queue(name))
+		done = subprocess.run(
+			[
+				sys.executable,
+				"-m",
+				"frappe.utils.bench_helper",
+				"frappe",
+				"--site",
+				frappe.local.site,
+				"eda",
+				"status",
+			],
+			cwd=frappe.local.sites_path,
+			capture_output=True,
+			text=True,
+			timeout=300,
+		)
+		self.assertEqual(done.returncode, 0, done.stderr)
+		for name in wanted:
+			self.assertIn(f"\n  {name} ", done.stdout)
+			self.assertIn(f"\n  {dead_letter_queue(name)} ", done.stdout)
