@@ -68,3 +68,35 @@ def test_the_example_app_is_a_frappe_app() -> None:
 	assert (APP / "myshop" / "modules.txt").read_text().strip() == "Myshop"
 	assert (APP / "myshop" / "myshop" / "__init__.py").exists()  # the module's folder
 	assert (APP / "myshop" / "tests" / "test_walkthrough.py").exists()
+
+
+def test_readme_subscription_table_names_each_field_by_its_label_and_fieldname() -> None:
+	"""Every ``Label, `fieldname``` pair of the EDA Subscription table is a field of the DocType (or of its
+	Field Rules child table), and every field a user sets on the form is in the table."""
+	readme = (ROOT / "README.md").read_text()
+	start = readme.index("an **EDA Subscription** (a script")
+	table = readme[start : readme.index("Server names, everywhere", start)]
+	named = re.findall(r"([A-Z][A-Za-z ]+), `(\w+)`", table)
+	subscription = json.loads((DOCTYPES / "eda_subscription" / "eda_subscription.json").read_text())
+	rules = json.loads((DOCTYPES / "eda_subscription_field" / "eda_subscription_field.json").read_text())
+	labels = {f["fieldname"]: f.get("label") for f in subscription["fields"] + rules["fields"]}
+	for label, fieldname in named:
+		assert labels.get(fieldname) == label.strip(), (label, fieldname)
+	user_set = {
+		f["fieldname"]
+		for f in subscription["fields"]
+		if f["fieldtype"] not in ("Section Break", "Column Break")
+		and not f.get("read_only")
+		and not f["fieldname"].startswith(("last_reconcile", "reconcile_state", "reconcile_runs"))
+		and f["fieldname"] not in ("enabled", "description")
+	}
+	assert user_set <= {fieldname for _label, fieldname in named}, user_set - {f for _l, f in named}
+
+
+def test_readme_lists_every_installed_doctype() -> None:
+	readme = " ".join((ROOT / "README.md").read_text().split())
+	start = readme.index("Installing creates the DocTypes")
+	listed = readme[start : readme.index("the roles", start)]
+	for folder in sorted(p for p in DOCTYPES.iterdir() if (p / f"{p.name}.json").exists()):
+		name = json.loads((folder / f"{folder.name}.json").read_text())["name"]
+		assert f"*{name}*" in listed, name
