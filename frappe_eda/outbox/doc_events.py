@@ -151,6 +151,6 @@ def publish_document(doc: Any, rule: PublishRule, extra: dict[str, Any] | None =
 
 
 def _condition_holds(rule: PublishRule, doc: Any) -> bool:
-	from frappe.integrations.doctype.webhook.webhook import get_context
+	from frappe_eda.outbox.conditions import condition_holds
 
-	return bool(frappe.safe_eval(rule.condition, eval_locals=get_context(doc)))
+	return condition_holds(rule.condition, doc)

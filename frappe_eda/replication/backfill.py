@@ -348,10 +348,10 @@ def _publish_one(doctype: str, name: str, targets: list[Target], report: Backfil
 def _accepts(rule: PublishRule, doc: Any) -> bool:
 	if not rule.condition:
 		return True
-	from frappe.integrations.doctype.webhook.webhook import get_context
+	from frappe_eda.outbox.conditions import condition_holds
 
 	try:
-		return bool(frappe.safe_eval(rule.condition, eval_locals=get_context(doc)))
+		return condition_holds(rule.condition, doc)
 	except Exception as e:
 		origin = f"EDA Event Rule {rule.rule}" if rule.rule else "an eda_publish hook"
 		raise BackfillError(

@@ -48,18 +48,28 @@ class EDAEventRule(Document):
 		fields the document does not have. Anything else (``None > 1000``) is a property of the empty
 		document, not of the condition.
 		"""
-		from frappe.integrations.doctype.webhook.webhook import get_context
+		from frappe_eda.outbox.conditions import FrappeInCondition, condition_holds
 
 		doc = frappe.new_doc(self.document_type)
 		try:
-			frappe.safe_eval(self.condition, eval_locals=get_context(doc))
+			condition_holds(self.condition, doc)
 		except SyntaxError as e:
 			frappe.throw(_("Condition is not a valid expression: {0}").format(e))
 		except NameError as e:
-			frappe.throw(_("Condition uses an unknown name: {0}").format(e))
+			frappe.throw(
+				_(
+					"Condition uses an unknown name: {0}. A condition may use doc, utils (strip_html, getdate, flt, ...), frappe.utils and strip_html"
+				).format(frappe.utils.escape_html(str(e)))
+			)
 		except AttributeError as e:
 			if e.obj is doc:
 				frappe.throw(_("{0} has no field {1}").format(self.document_type, e.name))
+			if isinstance(e.obj, FrappeInCondition):
+				frappe.throw(
+					_(
+						"Condition uses frappe.{0}: a condition may use doc, utils (strip_html, getdate, flt, ...), frappe.utils and strip_html"
+					).format(frappe.utils.escape_html(str(e.name)))
+				)
 		except Exception:
 			pass
 
