@@ -414,6 +414,29 @@ def signing_key(context: click.Context, rotate: bool) -> None:
 			)
 
 
+@eda.command("retire-queue")
+@click.argument("queue")
+@pass_context
+def retire_queue(context: click.Context, queue: str) -> None:
+	"""Delete QUEUE, its retry tiers and its dead-letter queue, once all are empty and nobody consumes
+	them: the queues of a deleted EDA Subscription, or of receipts switched off, after their messages were
+	replayed or discarded. What still holds messages is kept and named; an enabled subscription's queue is
+	refused (disable or delete it first)."""
+	with _site(context):
+		import frappe
+
+		from frappe_eda.replication.queues import retire
+		from frappe_eda.replication.subscriptions import default_queue
+
+		for row in frappe.get_all("EDA Subscription", filters={"enabled": 1}, fields=["name", "queue"]):
+			if ((row.queue or "").strip() or default_queue(row.name)) == queue:
+				raise click.UsageError(f"{queue} is the queue of the enabled EDA Subscription {row.name}")
+		retired = retire(queue, "", (), delete=True)
+		click.echo(retired.summary())
+		if retired.left:
+			raise SystemExit(1)
+
+
 @eda.command("backfill")
 @click.argument("doctype")
 @click.option(

@@ -264,12 +264,30 @@ def run_worker(queues: Iterable[str] | None = None, relay: bool = True) -> Worke
 					stats = worker.run(until=lambda _stats, w=watch: w.changed())
 				finally:
 					worker.close()
+				_retire_deleted(connection, worker)
 				_add_stats(total, stats)
 				if not stopped.is_set():
 					click_echo("EDA Subscriptions changed: consuming the new set of queues")
 			return total
 		finally:
 			stop.set()
+
+
+def _retire_deleted(connection: BrokerConnection, worker: Worker) -> None:
+	"""Queues of subscriptions deleted meanwhile, which this worker consumed until now: deleted when
+	empty (``replication.queues``); what is kept is said. Never stops the worker."""
+	from frappe_eda.replication import SUBSCRIPTION_HANDLER_PREFIX
+	from frappe_eda.replication.queues import retire_deleted
+
+	consumed = [s.queue for s in worker.subscriptions if s.name.startswith(SUBSCRIPTION_HANDLER_PREFIX)]
+	if not consumed:
+		return
+	try:
+		frappe.db.rollback()  # a fresh read of the subscriptions
+		for retired in retire_deleted(connection, consumed):
+			click_echo(retired.summary())
+	except Exception:
+		log.warning("could not retire the queues of deleted subscriptions", exc_info=True)
 
 
 def _wait_for_subscriptions(

@@ -127,22 +127,25 @@ def enabled_specs() -> list[SubscriptionSpec]:
 	return specs
 
 
-def add_to_registry(registry: HandlerRegistry, specs: list[SubscriptionSpec]) -> None:
-	"""One registry entry per subscription; a queue another handler already has is logged and skipped."""
+def registry_entry(spec: SubscriptionSpec) -> Subscription:
+	"""The worker's entry for one subscription: its queue, bindings, handler and sender check."""
 	from frappe_eda.replication.apply import SubscriptionHandler
 
+	return Subscription(
+		queue=spec.queue,
+		patterns=spec.patterns,
+		exchange=spec.exchange,
+		handler=SubscriptionHandler(spec),
+		name=spec.handler_name,
+		senders=spec.senders,
+	)
+
+
+def add_to_registry(registry: HandlerRegistry, specs: list[SubscriptionSpec]) -> None:
+	"""One registry entry per subscription; a queue another handler already has is logged and skipped."""
 	for spec in specs:
 		try:
-			registry.add(
-				Subscription(
-					queue=spec.queue,
-					patterns=spec.patterns,
-					exchange=spec.exchange,
-					handler=SubscriptionHandler(spec),
-					name=spec.handler_name,
-					senders=spec.senders,
-				)
-			)
+			registry.add(registry_entry(spec))
 		except Exception:
 			log.exception("EDA Subscription %r cannot be served on queue %r", spec.name, spec.queue)
 
@@ -198,3 +201,57 @@ class ChangeWatch:
 			self._checked = time.monotonic()
 			return self._table_signature() != self.table
 		return False
+
+
+def follow_queue(doc: Any) -> None:
+	"""After a save commits: a disabled subscription's queue is unbound (nothing new piles up); an enabled
+	one is declared and bound with its patterns, and patterns no longer listed are unbound
+	(``replication.queues``)."""
+	from frappe_eda.replication import queues
+	from frappe_eda.settings import load_settings
+
+	before = doc.get_doc_before_save()
+	spec = spec_of(doc, load_settings().exchange)
+	old = set(patterns_of(before.routing_key_patterns)) if before else set()
+	if not doc.enabled:
+		if before is None or before.enabled:
+			queues.after_commit(
+				lambda: queues.retire(spec.queue, spec.exchange, spec.patterns, delete=False),
+				f"unbinding the disabled subscription {doc.name}'s queue",
+			)
+		return
+	if before is not None and before.enabled and old == set(spec.patterns):
+		return
+	entry = registry_entry(spec)
+	queues.after_commit(
+		lambda: queues.restore(entry, unbind=sorted(old - set(spec.patterns))),
+		f"binding subscription {doc.name}'s queue",
+	)
+
+
+def retire_queue(doc: Any) -> None:
+	"""On delete: say now what its queues still hold (they are kept until it is settled); after the delete
+	commits, unbind them and delete them when empty (``replication.queues``)."""
+	from frappe_eda.replication import queues
+	from frappe_eda.settings import load_settings
+
+	spec = spec_of(doc, load_settings().exchange)
+	try:
+		held = queues.held(spec.queue)
+	except Exception:
+		held = {}
+	if held:
+		shown = ", ".join(f"{name}: {n}" for name, n in held.items())
+		frappe.msgprint(
+			frappe._(
+				"The queues of this subscription still hold messages ({0}); they are unbound and kept. Replay or discard them (EDA Message list, queue {1}), then run bench --site {2} eda retire-queue {1}"
+			).format(
+				frappe.utils.escape_html(shown), frappe.utils.escape_html(spec.queue), frappe.local.site
+			),
+			title=frappe._("Queues kept"),
+			indicator="orange",
+		)
+	queues.after_commit(
+		lambda: queues.retire(spec.queue, spec.exchange, spec.patterns, delete=True),
+		f"retiring the deleted subscription {doc.name}'s queues",
+	)

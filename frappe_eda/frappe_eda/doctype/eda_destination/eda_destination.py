@@ -19,3 +19,13 @@ class EDADestination(Document):
 				check_template(self.routing_key, DESTINATION_PLACEHOLDERS)
 			except InvalidRoutingKeyTemplate as e:
 				frappe.throw(frappe.utils.escape_html(str(e)), title=_("Invalid Routing Key"))
+
+	def on_update(self):
+		from frappe_eda.replication.queues import follow_receipts
+
+		follow_receipts()
+
+	def on_trash(self):
+		from frappe_eda.replication.queues import follow_receipts
+
+		follow_receipts(without=self.name)

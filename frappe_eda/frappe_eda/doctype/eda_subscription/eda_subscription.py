@@ -11,7 +11,13 @@ from frappe.model.document import Document
 
 from frappe_eda.messaging.replication.mapping import FieldAction
 from frappe_eda.replication import NEVER_WRITTEN
-from frappe_eda.replication.subscriptions import bump_version, default_queue, patterns_of
+from frappe_eda.replication.subscriptions import (
+	bump_version,
+	default_queue,
+	follow_queue,
+	patterns_of,
+	retire_queue,
+)
 
 
 class EDASubscription(Document):
@@ -26,9 +32,11 @@ class EDASubscription(Document):
 
 	def on_update(self):
 		bump_version()
+		follow_queue(self)
 
 	def on_trash(self):
 		bump_version()
+		retire_queue(self)
 
 	def _check_document_type(self):
 		from frappe_eda.outbox.doc_events import OWN_DOCTYPES
