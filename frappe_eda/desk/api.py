@@ -229,7 +229,11 @@ def replay_job_state(job_id: str) -> dict[str, Any]:
 		return {"job_id": job_id, "status": "unknown"}
 	if state.get("user") != frappe.session.user and frappe.session.user != "Administrator":
 		frappe.throw(_("This replay job was queued by another user."), frappe.PermissionError)
-	return {"job_id": job_id, **{k: v for k, v in state.items() if k != "user"}}
+	answer = {"job_id": job_id, **{k: v for k, v in state.items() if k != "user"}}
+	if answer.get("status") == "queued":
+		# Nobody to run it: the desk says so instead of waiting (replay.worker_listening).
+		answer["worker"] = replay.worker_listening()
+	return answer
 
 
 @frappe.whitelist(methods=["POST"])

@@ -101,6 +101,17 @@ def edit_and_replay_job(eda_job_id: str, name: str, payload: Any) -> dict[str, A
 	return _run(eda_job_id, lambda: {"copy": edit_and_replay(name, payload)})
 
 
+def worker_listening() -> bool:
+	"""Whether a background worker (``bench worker``; ``bench start`` runs one) listens on the queue the
+	desk's jobs go to. When it cannot be told (Redis away), say yes: never cry wolf."""
+	from frappe.utils.background_jobs import get_queue, get_workers
+
+	try:
+		return bool(get_workers(queue=get_queue(QUEUE)))
+	except Exception:
+		return True
+
+
 def job_state(job_id: str) -> dict[str, Any] | None:
 	"""What a job has done so far (``status``: queued, running with ``progress``, finished or failed),
 	or None."""

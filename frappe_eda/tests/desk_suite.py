@@ -38,6 +38,9 @@ BULK = 600  # enough for the job to report progress before its summary
 GROUP = 6
 HOSTILE = '<img src=x onerror="window.__eda_pwned=1">'
 SENDER = "wh2.example.com"
+TRY_CONDITION = f'strip_html(doc.description).startswith("{TAG} WH1:")'
+TRY_TODO = f'<div class="ql-editor read-mode"><p>{TAG} WH1: count the chairs</p></div>'
+
 HOSTILE_ERROR = "<script>window.__eda_pwned=2</script><b>bold?</b>"
 # Replication (issue #11/#14): text from another server, in a replica's conflict, a reconciliation and a
 # receipt. An alert() that fires is caught by the page's dialog handler and fails the step.
@@ -146,6 +149,22 @@ def seed() -> dict[str, Any]:
 	for error in errors:
 		store.add_error(error)
 	_seed_replication(records[-2].message_id)
+	# Try Condition: a disabled rule (it publishes nothing) and a desk-style ToDo whose text is HTML.
+	frappe.get_doc(
+		{
+			"doctype": "EDA Event Rule",
+			"document_type": "ToDo",
+			"event": "after_insert",
+			"enabled": 0,
+			"condition": TRY_CONDITION,
+			"exchange": f"{TAG}.events",
+			"send_fields": "description",
+		}
+	).insert(ignore_permissions=True)
+	# the operator's own ToDo: Try Condition needs read permission on the document it tries
+	todo = frappe.get_doc({"doctype": "ToDo", "description": TRY_TODO, "allocated_to": OPERATOR})
+	todo.insert(ignore_permissions=True)
+	frappe.db.set_value("ToDo", todo.name, "owner", OPERATOR)
 	frappe.db.commit()
 
 	with BrokerConnection(load_settings().broker) as connection:
@@ -301,6 +320,8 @@ def clean() -> None:
 	frappe.db.delete("EDA Message", {"queue": QUEUE})
 	frappe.db.delete("EDA Message", {"message_type": f"{TAG}.tracked"})
 	frappe.db.delete("ToDo", {"description": f"{TAG} tracked document"})
+	frappe.db.delete("EDA Event Rule", {"condition": TRY_CONDITION})
+	frappe.db.delete("ToDo", {"description": TRY_TODO})
 	frappe.db.commit()
 	try:
 		with BrokerConnection(load_settings().broker) as connection:
@@ -689,6 +710,43 @@ def operator_steps(suite: Suite, page: Any, problems: list[str]) -> None:
 		suite.shot(page, "subscription-trusted-network")
 		return f"list column and sender; settings: {settings_text[:80]}; new subscription warns when trusted"
 
+	def try_condition() -> str:
+		[rule] = _call(
+			page,
+			"frappe.client.get_list",
+			doctype="EDA Event Rule",
+			filters={"condition": TRY_CONDITION},
+			fields=["name"],
+		)
+		[todo] = _call(
+			page, "frappe.client.get_list", doctype="ToDo", filters={"description": TRY_TODO}, fields=["name"]
+		)
+		route = f"/app/eda-event-rule/{rule['name']}"
+		_open(page, base, route)
+		page.locator(".page-actions button:has-text('Try Condition'):visible").first.click()
+		page.wait_for_function("() => window.cur_dialog && cur_dialog.fields_dict.docname", timeout=15000)
+		page.evaluate(f"() => cur_dialog.set_value('docname', {json.dumps(todo['name'])})")
+		page.wait_for_timeout(500)
+		page.locator(".modal.show .modal-title").first.click()  # closes the Link field's suggestions
+		page.wait_for_timeout(300)
+		page.locator(".modal.show .btn-primary:visible").first.click()
+		result = page.locator(".modal.show .eda-try-result")
+		result.wait_for(timeout=15000)
+		text = " ".join(result.inner_text().split())
+		for expected in (
+			"The condition holds",
+			f"{TAG}.events",
+			"todo.after_insert",
+			"<div class=",  # the payload as JSON text: the description's HTML shown, not rendered
+			"WH1: count the chairs",
+		):
+			if expected not in text:
+				raise AssertionError(f"{expected!r} is not in the result: {text[:300]}")
+		inert(route)
+		suite.shot(page, "try-condition")
+		page.keyboard.press("Escape")
+		return text[:120]
+
 	def reconcile_now() -> str:
 		route = f"/app/eda-subscription/{SUBSCRIPTION}"
 		_open(page, base, route)
@@ -855,6 +913,7 @@ def operator_steps(suite: Suite, page: Any, problems: list[str]) -> None:
 		("hostile strings inert", hostile_inert),
 		("EDA Subscription form: sections, field rules, buttons, Reconciliation figures", subscription_form),
 		("Reconcile Now on a subscription whose source does not exist", reconcile_now),
+		("Try Condition on a rule: holds for an HTML ToDo, shows what would be sent", try_condition),
 		("EDA Replica list: the subscription's copies, statuses, filters, hostile text inert", replica_list),
 		("EDA Replica form: the Conflict's detail as text", replica_form),
 		("EDA Message form: its receipts as plain text", message_receipts),
@@ -897,15 +956,47 @@ def plain_user_steps(suite: Suite, page: Any, problems: list[str]) -> None:
 	suite.step("a plain user is refused", problems, refused)
 
 
+def no_worker_steps(suite: Suite, page: Any, problems: list[str]) -> None:
+	"""Run with the site served and no background worker (``--no-worker``): a Replay says that nobody will
+	run it and what to start, instead of waiting."""
+
+	def replay_without_worker() -> str:
+		[message] = _messages(page, "single")
+		_open(page, suite.base, f"/app/eda-message/{message['name']}")
+		page.wait_for_selector(".eda-json", timeout=30000)
+		page.locator(".page-actions .primary-action:has-text('Replay')").click()
+		dialog = page.locator(".modal.show:has-text('No background worker')")
+		dialog.wait_for(timeout=20000)
+		text = " ".join(dialog.inner_text().split())
+		if "bench worker" not in text:
+			raise AssertionError(f"the dialog does not say what to start: {text[:200]}")
+		suite.shot(page, "no-worker")
+		if _messages(page, "single")[0]["status"] != "Dead":
+			raise AssertionError("the message changed although no worker ran the job")
+		return text[:120]
+
+	suite.step("Replay with no background worker says what to start", problems, replay_without_worker)
+
+
 def main() -> int:
 	parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 	parser.add_argument("base", help="the site's URL, e.g. http://mysite.localhost:8000")
 	parser.add_argument("--shots", type=Path, help="folder for PNG screenshots of the main screens")
+	parser.add_argument(
+		"--no-worker",
+		action="store_true",
+		help="only the step that needs the site served WITHOUT a background worker (stop it first)",
+	)
 	args = parser.parse_args()
 	sys.path.insert(0, str(Path(__file__).resolve().parent))
 	from desk_browser import desk_page
 
 	suite = Suite(args.base, args.shots)
+	if args.no_worker:
+		with desk_page(suite.base, OPERATOR, SUITE_PASSWORD) as (page, problems):
+			no_worker_steps(suite, page, problems)
+		print(json.dumps({"failed": suite.failed}))
+		return len(suite.failed)
 	with desk_page(suite.base, OPERATOR, SUITE_PASSWORD) as (page, problems):
 		operator_steps(suite, page, problems)
 	with desk_page(suite.base, PLAIN, SUITE_PASSWORD) as (page, problems):

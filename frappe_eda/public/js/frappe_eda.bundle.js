@@ -81,6 +81,14 @@ frappe_eda.await_replay = function (job_id, title) {
 				.then((state) => {
 					if (done) return;
 					if (["finished", "failed"].includes(state.status)) return finish(state);
+					if (state.status === "queued" && state.worker === false && tries >= 1) {
+						// Nobody will run it: say what to start, once, in a dialog that stays.
+						const what = __(
+							"No background worker is running for this site, so the job waits in the queue. Start one with: bench worker (bench start runs one too); the job then runs by itself."
+						);
+						frappe.msgprint({ title: __("No background worker"), message: frappe.utils.escape_html(what), indicator: "orange" });
+						return finish({ job_id, status: "failed", no_worker: true, error: what });
+					}
 					if (state.status === "running") {
 						tries = 0; // it runs: wait for it however long it takes
 						show(state.progress);
