@@ -270,6 +270,28 @@ class TestTwoSitesTrust(two_sites.PeerSitesTestCase):
 		self.assertIn("access to topic", self.refused(lambda ch: ch.queue_bind(own, "eda.events", "#")))
 		self.assertTrue(self.refused(lambda ch: ch.basic_get(queue_of(SUB_WH1))).startswith("403"))
 
+	def forget_refused(self, queue, message_id):
+		"""After the test: the refused message's record on head and its copy in ``queue``.dead."""
+
+		def forget():
+			from frappe_eda.messaging.connection import BrokerConnection
+			from frappe_eda.messaging.deadletters import remove_dead_copies
+			from frappe_eda.settings import load_settings
+
+			frappe.db.rollback()
+			frappe.db.delete("EDA Message", {"message_id": message_id, "direction": "Incoming"})
+			frappe.db.delete("EDA Error", {"message_id": message_id})
+			frappe.db.commit()
+			with BrokerConnection(load_settings().broker) as connection:
+				# the worker parks the copy just after it records the refusal: wait for it
+				wait_for(
+					lambda: remove_dead_copies(connection, queue, [message_id]).removed,
+					TIMEOUT,
+					f"the refused copy in {queue}.dead",
+				)
+
+		self.addCleanup(forget)
+
 	def test_d_a_receipt_forged_for_wh1_is_refused_on_head(self):
 		_item, sent, _ = self.genuine("d", "genuine")
 		forged = Message(
@@ -284,6 +306,9 @@ class TestTwoSitesTrust(two_sites.PeerSitesTestCase):
 			).payload(),
 		)
 		self.publish_as_wh2("eda.events", addressing.receipt_key_for(self.head), forged)
+		from frappe_eda.replication.receipts import receipt_queue
+
+		self.forget_refused(receipt_queue(self.head), forged.id)
 		dead = wait_for(
 			lambda: (
 				frappe.db.rollback()
@@ -311,6 +336,9 @@ class TestTwoSitesTrust(two_sites.PeerSitesTestCase):
 			},
 		)
 		self.publish_as_wh2("eda.events", reconcile.request_key(self.head), forged)
+		self.forget_refused(
+			reconcile._queue(reconcile.KEY_PREFIX, self.head, "eda.events", "eda.events"), forged.id
+		)
 		dead = wait_for(
 			lambda: (
 				frappe.db.rollback()
