@@ -23,7 +23,12 @@ class EDADestination(Document):
 	def on_update(self):
 		from frappe_eda.replication.queues import follow_receipts
 
-		follow_receipts()
+		before = self.get_doc_before_save()
+		if before is None or (before.enabled, before.request_receipts) != (
+			self.enabled,
+			self.request_receipts,
+		):
+			follow_receipts()  # only when whether it asks for receipts changed
 
 	def on_trash(self):
 		from frappe_eda.replication.queues import follow_receipts
