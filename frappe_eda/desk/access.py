@@ -3,8 +3,9 @@
 ``EDA Manager`` and ``System Manager`` (and Administrator) read every record, as their role permissions
 say. Anyone else (``EDA User``) reads a message only if it references a document (``reference_doctype``
 and ``reference_name``) that they may read themselves, checked with Frappe's own permissions (roles,
-User Permissions, sharing, the DocType's permission hooks); an error only if they may read a message
-with its ``message_id``. Messages without a reference (sent by code without one), messages whose
+User Permissions, sharing, the DocType's permission hooks); an error only if it is an outgoing one and
+they may read the EDA Message it links to (its own fields decide, never an id another record shares).
+Messages without a reference (sent by code without one), messages whose
 document was deleted, and every received message are for managers only: a received message's reference
 is the document its handler wrote (``consumer.written``), often a small part of a larger remote
 payload, so reading that document does not grant reading what another site sent.
@@ -43,19 +44,19 @@ def message_has_permission(doc: Any, ptype: str = "read", user: str | None = Non
 
 
 def error_has_permission(doc: Any, ptype: str = "read", user: str | None = None, **_: Any) -> bool | None:
+	"""An error is read as its own message is: by the error's own fields (its direction and the EDA
+	Message it links to), never by a message id another record may share (a site consuming its own
+	events has an outgoing and an incoming record under one id)."""
 	if is_manager(user):
 		return compat.NO_OBJECTION
-	references = frappe.get_all(
-		MESSAGE,
-		filters={
-			"message_id": doc.get("message_id") or "",
-			"direction": OUTGOING,
-			"reference_name": ["is", "set"],
-		},
-		fields=["reference_doctype", "reference_name"],
-		limit=20,
+	if doc.get("direction") != OUTGOING or not doc.get("eda_message"):
+		return False
+	message = frappe.db.get_value(
+		MESSAGE, doc.get("eda_message"), ["direction", "reference_doctype", "reference_name"], as_dict=True
 	)
-	return any(_may_read_reference(r.reference_doctype, r.reference_name, user) for r in references)
+	if message is None or message.direction != OUTGOING:
+		return False
+	return _may_read_reference(message.reference_doctype, message.reference_name, user)
 
 
 def message_query_conditions(user: str | None = None, doctype: str | None = None) -> str:
@@ -82,7 +83,11 @@ def error_query_conditions(user: str | None = None, doctype: str | None = None) 
 	if is_manager(user):
 		return ""
 	messages = message_query_conditions(user)
-	return f"`tabEDA Error`.`message_id` in (select `message_id` from `tab{MESSAGE}` where {messages})"
+	# the error's own direction and link, as error_has_permission reads them
+	return (
+		f"(`tabEDA Error`.`direction` = {frappe.db.escape(OUTGOING)} and `tabEDA Error`.`eda_message` in "
+		f"(select `name` from `tab{MESSAGE}` where {messages}))"
+	)
 
 
 def _may_read_reference(reference_doctype: str | None, reference_name: str | None, user: str | None) -> bool:
@@ -123,3 +128,35 @@ def _readable_names_query(doctype: str, user: str) -> str | None:
 	except frappe.PermissionError:
 		return None
 	return str(query).strip()
+
+
+def readable_message(name: str) -> Any:
+	"""The EDA Message ``name`` when the user may read it. A name that does not exist and one the user may
+	not read get the same answer (403, the same words): an answer must not tell which names exist."""
+	doc = frappe.get_doc(MESSAGE, name) if frappe.db.exists(MESSAGE, name) else None
+	if doc is None or not doc.has_permission("read"):
+		raise frappe.PermissionError(
+			frappe._("No EDA Message {0} that you may read").format(frappe.bold(name))
+		)
+	return doc
+
+
+# Frappe's ``frappe.client.get_count`` counts with ``frappe.db.count``: no permission check, so any user
+# could count EDA rows by a filter on a payload or a traceback and read it a character at a time. Ours
+# (``override_whitelisted_methods``) counts EDA's DocTypes through ``frappe.get_list``, which applies
+# the role permissions and the query conditions above; every other DocType goes to Frappe's as before.
+EDA_MODULE = "Frappe EDA"
+
+
+@frappe.whitelist()
+def get_count(doctype: str, filters: Any = None, debug: bool = False, cache: bool = False) -> int:
+	from frappe.client import get_count as frappe_get_count
+
+	if not isinstance(doctype, str) or frappe.db.get_value("DocType", doctype, "module") != EDA_MODULE:
+		return frappe_get_count(doctype, filters, debug, cache)
+	if not frappe.has_permission(doctype, "read"):
+		raise frappe.PermissionError(frappe._("You may not read {0}").format(frappe.bold(doctype)))
+	if isinstance(filters, str):
+		filters = frappe.parse_json(filters)
+	rows = frappe.get_list(doctype, filters=filters, fields=[compat.count_field("total")], order_by=None)
+	return int(rows[0].total) if rows else 0

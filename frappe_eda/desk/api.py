@@ -260,8 +260,7 @@ def message_errors(name: str) -> list[dict[str, Any]]:
 	"""The errors of one message, oldest first, with full tracebacks (for the form)."""
 	if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
 		frappe.throw(_("name must be an EDA Message name"), frappe.ValidationError)
-	doc = frappe.get_doc("EDA Message", name)
-	doc.check_permission("read")
+	doc = access.readable_message(name)
 	filters = {"message_id": doc.message_id, "direction": doc.direction, "queue": doc.queue or ""}
 	return frappe.get_all(
 		"EDA Error",
@@ -285,8 +284,7 @@ def message_receipts(name: str) -> list[dict[str, Any]]:
 	"""The receipts of one outgoing message, newest first (for the form): for whoever may read it."""
 	if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
 		frappe.throw(_("name must be an EDA Message name"), frappe.ValidationError)
-	doc = frappe.get_doc("EDA Message", name)
-	doc.check_permission("read")
+	doc = access.readable_message(name)
 	return receipts.receipts_of([doc.name])[doc.name]
 
 

@@ -57,8 +57,9 @@ def related_messages(name: str) -> dict[str, Any]:
 	"""
 	if not isinstance(name, str) or not name or len(name) > 140:
 		frappe.throw(_("name must be an EDA Message name"), frappe.ValidationError)
-	doc = frappe.get_doc("EDA Message", name)
-	doc.check_permission("read")
+	from frappe_eda.desk.access import readable_message
+
+	doc = readable_message(name)
 	message_id = from_column("message_id", doc.message_id)
 	# The envelope's ids as the store kept them (doctype_store.chain_ids), stored like message ids.
 	causation_id = from_column("message_id", doc.causation_id)

@@ -160,6 +160,55 @@ class TestWhoReadsPayloads(FrappeTestCase):
 		frappe.set_user(MANAGER)
 		self.assertIn("acc-received", self.visible("EDA Message"))
 
+	def test_an_error_is_read_by_its_own_fields_not_by_an_id_another_record_shares(self):
+		"""A site that consumes its own events: an incoming record shares the outgoing one's id. Its error
+		(and traceback) stays the managers' in lists, counts and forms."""
+		DocTypeStore(commit=False).add_error(
+			error("acc-mine", "acc.q", traceback="Traceback: received secret")
+		)
+		received_error = frappe.db.get_value("EDA Error", {"message_id": "acc-mine", "direction": "Incoming"})
+		frappe.set_user(READER)
+		self.assertFalse(frappe.has_permission("EDA Error", "read", doc=received_error))
+		rows = frappe.get_list(
+			"EDA Error", filters={"message_id": "acc-mine"}, fields=["direction", "traceback"]
+		)
+		self.assertEqual([r.direction for r in rows], ["Outgoing"])
+		self.assertNotIn("received secret", str(rows))
+
+	def test_frappe_client_get_count_counts_only_what_the_user_may_read(self):
+		"""As /api/method/frappe.client.get_count is served: the method the real hooks name for it
+		(override_whitelisted_methods, as frappe.handler.execute_cmd looks it up), checked as whitelisted
+		and called as the handler calls it. Frappe's own counts without permissions."""
+
+		def count(doctype, filters, user):
+			[method] = frappe.get_hooks("override_whitelisted_methods")["frappe.client.get_count"][-1:]
+			function = frappe.get_attr(method)
+			frappe.set_user(user)
+			try:
+				frappe.is_whitelisted(function)
+				return frappe.call(function, doctype=doctype, filters=frappe.as_json(filters))
+			finally:
+				frappe.set_user("Administrator")
+
+		probe = {"message_id": ["like", "acc-%"], "payload": ["like", "%"]}
+		self.assertEqual(count("EDA Message", probe, READER), 1)
+		self.assertEqual(count("EDA Message", probe, MANAGER), 7)
+		plain = make_user("eda-plain@example.com", "Blogger")
+		with self.assertRaises(frappe.PermissionError):
+			count("EDA Message", probe, plain)
+		self.assertGreaterEqual(count("ToDo", {}, "Administrator"), 2)  # other DocTypes: Frappe's as before
+
+	def test_a_missing_name_and_one_that_is_not_yours_get_the_same_answer(self):
+		from frappe_eda.desk.api import message_errors
+
+		frappe.set_user(READER)
+		answers = []
+		for name in (self.names["acc-hidden-todo"], "acc-no-such-name"):
+			with self.assertRaises(frappe.PermissionError) as refused:
+				message_errors(name)
+			answers.append(str(refused.exception).replace(name, "?"))
+		self.assertEqual(answers[0], answers[1])
+
 	def test_the_desk_api_refuses_the_errors_of_a_message_the_user_may_not_read(self):
 		from frappe_eda.desk.api import message_errors
 
