@@ -169,7 +169,8 @@ class TestRelatedMessages(FrappeTestCase):
 		for bad in ("", "x" * 200, None, ["a"]):
 			with self.assertRaises((frappe.ValidationError, TypeError)):  # FrappeTypeError: a TypeError
 				related_messages(bad)
-		with self.assertRaises(frappe.DoesNotExistError):
+		# a missing name is answered as one the user may not read (desk.access.readable_message)
+		with self.assertRaises(frappe.PermissionError):
 			related_messages("no-such-eda-message")
 
 
