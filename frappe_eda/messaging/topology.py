@@ -189,6 +189,15 @@ class TopologyDeclarer:
 					"declare it as the administrator (frappe-eda broker-user does)"
 				) from None
 
+	def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
+		"""Remove one binding (a binding that does not exist is no error)."""
+		self._run(lambda ch: ch.queue_unbind(queue, exchange, routing_key=routing_key))
+
+	def delete_if_idle(self, queue: str) -> None:
+		"""Delete ``queue`` only when it is empty and nobody consumes it: the broker refuses otherwise
+		(``ChannelClosedByBroker`` 406), so nothing is ever dropped. A missing queue raises 404."""
+		self._run(lambda ch: ch.queue_delete(queue, if_unused=True, if_empty=True))
+
 	def queue_depth(self, queue: str) -> int | None:
 		"""Messages ready in ``queue``, or None when it does not exist (a passive declare)."""
 		frame = self._passive(queue)

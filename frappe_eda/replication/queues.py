@@ -112,7 +112,7 @@ def retire(
 	result = Retirement(queue)
 	with _declarer(connection) as declarer:
 		for pattern in patterns:
-			declarer._run(lambda ch, p=pattern: ch.queue_unbind(queue, exchange, routing_key=p))
+			declarer.unbind(queue, exchange, pattern)
 			result.unbound.append(pattern)
 		if not delete:
 			return result
@@ -121,7 +121,7 @@ def retire(
 			return result
 		for name in family(queue):
 			try:
-				declarer._run(lambda ch, n=name: ch.queue_delete(n, if_unused=True, if_empty=True))
+				declarer.delete_if_idle(name)
 				result.deleted.append(name)
 			except pika.exceptions.ChannelClosedByBroker as e:
 				if e.reply_code == 404:
@@ -139,11 +139,7 @@ def restore(subscription: Subscription, unbind: Iterable[str] = ()) -> None:
 	with _declarer() as declarer:
 		declarer.declare(consumer_topology(subscription, settings.retry, settings.queue_type))
 		for pattern in unbind:
-			declarer._run(
-				lambda ch, p=pattern: ch.queue_unbind(
-					subscription.queue, subscription.exchange, routing_key=p
-				)
-			)
+			declarer.unbind(subscription.queue, subscription.exchange, pattern)
 
 
 def retire_deleted(connection: BrokerConnection, queues: Iterable[str]) -> list[Retirement]:
