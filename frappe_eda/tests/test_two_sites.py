@@ -182,26 +182,7 @@ class TestTwoSites(two_sites.PeerSitesTestCase):
 
 	# --- workers ----------------------------------------------------------------------------------------
 
-	def worker_reloads(self, site):
-		with open(self.logs[site]) as log:
-			return log.read().count("  consuming ")
-
-	# --- on the source ---------------------------------------------------------------------------------
-
-	def outgoing(self, doctype, name):
-		frappe.db.rollback()
-		return two_sites.messages(
-			{"direction": "Outgoing", "reference_doctype": doctype, "reference_name": name}
-		)
-
 	# --- on a peer -------------------------------------------------------------------------------------
-
-	def wait_doc(self, peer, doctype, name, check=lambda d: True, what=""):
-		return wait_for(
-			lambda: (lambda d: d if d and check(d) else None)(peer.get_doc(doctype=doctype, name=name)),
-			TIMEOUT,
-			f"{doctype} {name} on {peer.site} {what}",
-		)
 
 	def wait_replica(self, peer, subscription, name, status):
 		return wait_for(

@@ -183,19 +183,6 @@ class TestTwoSitesTrust(two_sites.PeerSitesTestCase):
 		body = frappe.db.get_value("EDA Message", sent["name"], "payload")
 		return item, sent, decode(body.encode())
 
-	def outgoing(self, doctype, name):
-		frappe.db.rollback()
-		return two_sites.messages(
-			{"direction": "Outgoing", "reference_doctype": doctype, "reference_name": name}
-		)
-
-	def wait_doc(self, peer, doctype, name, check=lambda d: True, what=""):
-		return wait_for(
-			lambda: (lambda d: d if d and check(d) else None)(peer.get_doc(doctype=doctype, name=name)),
-			TIMEOUT,
-			f"{doctype} {name} on {peer.site} {what}",
-		)
-
 	def dead_on(self, peer, message_id):
 		return wait_for(
 			lambda: [
@@ -377,8 +364,7 @@ class TestTwoSitesTrust(two_sites.PeerSitesTestCase):
 
 	def resubscribe(self, keys):
 		"""wh1's subscription with ``keys`` as its Source Public Keys, once its worker has reloaded it."""
-		with open(self.logs[self.wh1_site]) as log:
-			reloads = log.read().count("  consuming ")
+		reloads = self.worker_reloads(self.wh1_site)
 		self.wh1.upsert_subscription(
 			name=SUB_WH1,
 			values={
@@ -390,11 +376,11 @@ class TestTwoSitesTrust(two_sites.PeerSitesTestCase):
 			},
 		)
 
-		def reloaded():
-			with open(self.logs[self.wh1_site]) as log:
-				return log.read().count("  consuming ") > reloads
-
-		wait_for(reloaded, TIMEOUT, "wh1's worker to reload its subscriptions")
+		wait_for(
+			lambda: self.worker_reloads(self.wh1_site) > reloads,
+			TIMEOUT,
+			"wh1's worker to reload its subscriptions",
+		)
 		wait_for(lambda: self._consumed(queue_of(SUB_WH1)), TIMEOUT, "wh1's queue consumed again")
 
 	def test_g_head_signs_and_wh1_applies_only_what_its_key_verifies(self):

@@ -367,6 +367,7 @@ class PeerSitesTestCase(FrappeTestCase):
 	skip_reason = ""
 	log_prefix = "two-sites"
 	code_prefix = "EDA"
+	wait_timeout = 90  # seconds a peer gets to show what the test waits for
 	# The source takes receipts and reconciliation requests from any member: the sites share one broker
 	# user (test_two_sites_trust gives each its own and turns this off).
 	trusted_network = True
@@ -466,6 +467,24 @@ class PeerSitesTestCase(FrappeTestCase):
 		delete_queues(cls.broker_url, queues)
 
 	# --- on the source ---------------------------------------------------------------------------------
+
+	def worker_reloads(self, site):
+		"""How many times ``site``'s worker has started consuming (its start-up, then each reload)."""
+		with open(self.logs[site]) as log:
+			return log.read().count("  consuming ")
+
+	def outgoing(self, doctype, name):
+		"""The source's outgoing EDA Messages about one document (a fresh read: the relay commits)."""
+		frappe.db.rollback()
+		return messages({"direction": "Outgoing", "reference_doctype": doctype, "reference_name": name})
+
+	def wait_doc(self, peer, doctype, name, check=lambda d: True, what=""):
+		"""The document on ``peer`` once it exists and ``check`` holds, within ``wait_timeout`` seconds."""
+		return wait_for(
+			lambda: (lambda d: d if d and check(d) else None)(peer.get_doc(doctype=doctype, name=name)),
+			self.wait_timeout,
+			f"{doctype} {name} on {peer.site} {what}",
+		)
 
 	def code(self, label):
 		return f"{self.code_prefix}-{self.marker}-{label}"
