@@ -349,8 +349,8 @@ def broker_user(
 	with _site(context):
 		import frappe
 
+		from frappe_eda.cli import provision_or_print
 		from frappe_eda.messaging.errors import ConfigurationError
-		from frappe_eda.messaging.trust.broker_users import ManagementApi, provision, rabbitmqctl_commands
 		from frappe_eda.messaging.trust.permissions import Route
 		from frappe_eda.replication.trust import site_traffic
 		from frappe_eda.settings import load_settings
@@ -365,22 +365,15 @@ def broker_user(
 			click.echo(
 				f"# broker user {traffic.user!r} of site {frappe.local.site} in vhost {broker.vhost!r}"
 			)
-			for command in rabbitmqctl_commands(broker.vhost, traffic):
-				click.echo(command)
+		report = provision_or_print(traffic, broker.vhost, management_url, password, print_only)
+		if report is None or not report.password:
 			return
-		if not management_url:
-			raise click.UsageError("give --management-url (or EDA_MANAGEMENT_URL), or --print")
-		api = ManagementApi(management_url)
-		if not api.password:
-			api.password = click.prompt(f"password of {api.user or 'the administrator'}", hide_input=True)
-		report = provision(api, broker.vhost, traffic, password)
-		click.echo(report.summary())
-		if report.password and write_config:
+		if write_config:
 			from frappe.installer import update_site_config
 
 			update_site_config("eda_amqp_url", broker.with_user(traffic.user, report.password).url)
 			click.echo("eda_amqp_url in site_config.json now uses it: restart the site's worker")
-		elif report.password:
+		else:
 			click.echo(f"password of {traffic.user!r} (shown once): {report.password}")
 
 

@@ -30,7 +30,12 @@ from frappe_eda.messaging.retry import DEFAULT_DELAYS, RetryPolicy
 from frappe_eda.messaging.store import Direction, MessageFilter, MessageStore, Status
 from frappe_eda.messaging.topology import TopologyDeclarer, dead_letter_queue
 from frappe_eda.messaging.trust import SigningKey
-from frappe_eda.messaging.trust.broker_users import ManagementApi, provision, rabbitmqctl_commands
+from frappe_eda.messaging.trust.broker_users import (
+	ManagementApi,
+	ProvisionReport,
+	provision,
+	rabbitmqctl_commands,
+)
 from frappe_eda.messaging.trust.permissions import Route, ServerTraffic
 from frappe_eda.stores import DEFAULT_STORE_URL, open_store, worker_table
 
@@ -455,11 +460,21 @@ def broker_user(
 		binds=bind_routes,
 		topic_exchanges=frozenset(r.exchange for r in (*publish_routes, *bind_routes)),
 	)
-	vhost = ctx.settings.vhost
+	report = provision_or_print(traffic, ctx.settings.vhost, management_url, password, print_only)
+	if report is not None and report.password:
+		click.echo(f"password of {user!r} (shown once): {report.password}")
+
+
+def provision_or_print(
+	traffic: ServerTraffic, vhost: str, management_url: str | None, password: str | None, print_only: bool
+) -> ProvisionReport | None:
+	"""What both broker-user commands do (this one and ``bench eda broker-user``): print the rabbitmqctl
+	commands (None), or create or update the user through the management API, asking for the
+	administrator's password when the URL has none, and print what was granted."""
 	if print_only:
 		for command in rabbitmqctl_commands(vhost, traffic):
 			click.echo(command)
-		return
+		return None
 	if not management_url:
 		raise click.UsageError("give --management-url (or EDA_MANAGEMENT_URL), or --print")
 	api = ManagementApi(management_url)
@@ -470,8 +485,7 @@ def broker_user(
 	except EdaError as e:
 		raise click.ClickException(str(e)) from None
 	click.echo(report.summary())
-	if report.password:
-		click.echo(f"password of {user!r} (shown once): {report.password}")
+	return report
 
 
 @main.command("signing-key")
