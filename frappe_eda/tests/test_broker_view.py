@@ -12,6 +12,7 @@ import time
 import frappe
 from frappe.tests.utils import FrappeTestCase
 
+from frappe_eda.consumer import eda_command
 from frappe_eda.desk.broker_view import broker_view
 from frappe_eda.messaging.connection import BrokerConnection
 from frappe_eda.messaging.registry import default_registry
@@ -233,16 +234,7 @@ class TestEveryQueueOfTheSite(FrappeTestCase):
 		for name in wanted:
 			self.assertEqual(rows[name]["dead"]["queue"], dead_letter_queue(name))
 		done = subprocess.run(
-			[
-				sys.executable,
-				"-m",
-				"frappe.utils.bench_helper",
-				"frappe",
-				"--site",
-				frappe.local.site,
-				"eda",
-				"status",
-			],
+			eda_command("status"),
 			cwd=frappe.local.sites_path,
 			capture_output=True,
 			text=True,

@@ -8,13 +8,13 @@ destinations that ask for receipts. The tests commit: the broker work runs after
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import frappe
 import pika
 import pika.exceptions
 from frappe.tests.utils import FrappeTestCase
 
+from frappe_eda.consumer import eda_command
 from frappe_eda.messaging.topology import dead_letter_queue
 from frappe_eda.replication.queues import family
 from frappe_eda.replication.receipts import receipt_queue
@@ -105,9 +105,8 @@ class TestSubscriptionQueues(FrappeTestCase):
 		self.send(f"{self.prefix}.a.2")
 		self.assertEqual(self.depth(kept.queue), 1, "kept, unbound")
 		self.assertEqual(self.depth(dead_letter_queue(kept.queue)), 0)
-		command = [sys.executable, "-m", "frappe.utils.bench_helper", "frappe", "--site", frappe.local.site]
 		refused = subprocess.run(
-			[*command, "eda", "retire-queue", kept.queue],
+			eda_command("retire-queue", kept.queue),
 			cwd=frappe.local.sites_path,
 			capture_output=True,
 			text=True,
@@ -116,7 +115,7 @@ class TestSubscriptionQueues(FrappeTestCase):
 		self.assertIn(f"{kept.queue} holds 1", refused.stdout)
 		self.channel.queue_purge(kept.queue)  # the operator discarded it
 		done = subprocess.run(
-			[*command, "eda", "retire-queue", kept.queue],
+			eda_command("retire-queue", kept.queue),
 			cwd=frappe.local.sites_path,
 			capture_output=True,
 			text=True,
